@@ -1,0 +1,71 @@
+"""Atomic writes: a temporary name beside the target, fsync, rename.
+
+A crash never leaves a partial file under a final name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+from builder.errors import EztError
+
+
+def disk_error(exc: OSError, path: Path) -> EztError:
+    """An OSError while writing as one clear line (disk full, read-only, denied)."""
+    if exc.errno == errno.ENOSPC:
+        return EztError(f"disk full while writing {path}")
+    if exc.errno == errno.EROFS:
+        return EztError(f"read-only file system: cannot write {path}")
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return EztError(f"permission denied writing {path}")
+    return EztError(f"cannot write {path}: {exc.strerror or exc}")
+
+
+@contextlib.contextmanager
+def atomic_writer(path: Path, mode: int = 0o644) -> Iterator[BinaryIO]:
+    """Yield a binary file that becomes ``path`` only if the block completes."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        with open(tmp, "wb") as handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+        _fsync_dir(path.parent)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise disk_error(exc, path) from exc
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_bytes(path: Path, data: bytes, mode: int = 0o644) -> None:
+    with atomic_writer(path, mode) as handle:
+        handle.write(data)
+
+
+def write_if_changed(path: Path, data: bytes) -> bool:
+    """Write only when the content differs, so timestamps stay put for doit."""
+    try:
+        if path.read_bytes() == data:
+            return False
+    except FileNotFoundError:
+        pass
+    write_bytes(path, data)
+    return True
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

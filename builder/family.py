@@ -1,0 +1,115 @@
+"""The interface every package family (deb, rpm) implements, and the lookup by name.
+
+Resolver, pool, image, publish and runtime code call these methods and never
+branch on the family's name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from builder.errors import EztError, Where
+from builder.model import Alternatives, LockedPackage, Package, Relation, Repository
+
+
+@dataclass(frozen=True)
+class MetadataOptions:
+    """How to fetch repository metadata."""
+
+    metadata_dir: Path
+    keyring: Path
+    expire_seconds: int = 86400
+    refresh: bool = False
+    offline: bool = False
+    proxy: str | None = None
+
+
+@dataclass(frozen=True)
+class InstallRequest:
+    """Everything an installer needs to turn locked package files into a root."""
+
+    root: Path
+    packages: tuple[LockedPackage, ...]
+    package_file: Callable[[LockedPackage], Path]
+    environment: Mapping[str, str]
+    source_date_epoch: int
+    repositories: tuple[Repository, ...] = ()
+    progress: Callable[[str], None] = print
+
+
+class Family(Protocol):
+    """One package family: metadata, versions, relations, installation."""
+
+    name: str
+
+    def native_arch(self, template_arch: str) -> str:
+        """The family's name for a template's architecture (x86_64 -> amd64)."""
+        ...
+
+    def parse_repository(self, line: str, where: Where) -> Repository:
+        """One expanded ``os_repositories`` line; EztError naming ``where`` if malformed."""
+        ...
+
+    def refresh_metadata(self, repo: Repository, arch: str, options: MetadataOptions) -> list[Path]:
+        """Fetch and verify the repository's index if expired; return its local files."""
+        ...
+
+    def load_packages(self, repo: Repository, arch: str, options: MetadataOptions) -> list[Package]:
+        """Read the locally cached, verified index into package records."""
+        ...
+
+    def compare_versions(self, a: str, b: str) -> int:
+        """Negative, zero or positive as ``a`` is older, equal or newer than ``b``."""
+        ...
+
+    def parse_relations(self, text: str) -> tuple[Alternatives, ...]:
+        """A dependency field (``Depends`` and the like) as AND-of-OR terms."""
+        ...
+
+    def parse_pin(self, spec: str, where: Where) -> tuple[str, str | None]:
+        """An ``os_packages`` entry as (name, exact version or None)."""
+        ...
+
+    def install(self, request: InstallRequest) -> None:
+        """Unpack and configure the packages into ``request.root``."""
+        ...
+
+    def finish_root(self, root: Path) -> None:
+        """Remove build residue so the root is ready to be packed."""
+        ...
+
+
+def satisfies(family: Family, relation: Relation, version: str) -> bool:
+    """Whether ``version`` meets ``relation``'s version constraint."""
+    if relation.op is None or relation.version is None:
+        return True
+    order = family.compare_versions(version, relation.version)
+    return {
+        "<<": order < 0,
+        "<=": order <= 0,
+        "=": order == 0,
+        ">=": order >= 0,
+        ">>": order > 0,
+    }[relation.op]
+
+
+_ALIASES: dict[str, str] = {}
+
+
+def family_for(package_manager: str, where: Where | None = None) -> Family:
+    """The family of an ``os_package_manager`` value (``dpkg``, ``rpm``, vztt names too)."""
+    name = package_manager.strip().lower()
+    if name.startswith("dpkg"):
+        from builder.deb.family import DebFamily
+
+        return DebFamily()
+    if name.startswith("rpm"):
+        raise EztError("package manager 'rpm' is not supported yet", where)
+    raise EztError(f"unknown package manager {package_manager.strip()!r} (expected dpkg or rpm)", where)
+
+
+def families_known() -> Sequence[str]:
+    return ("dpkg", "rpm")

@@ -1,0 +1,52 @@
+"""Where things live under the cache directory (DESIGN.md: layout on disk)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class CacheLayout:
+    """Paths under ``cache/``: one place decides them all."""
+
+    root: Path
+
+    @property
+    def metadata(self) -> Path:
+        return self.root / "metadata"
+
+    @property
+    def pool(self) -> Path:
+        return self.root / "pool"
+
+    @property
+    def locks(self) -> Path:
+        return self.root / "locks"
+
+    @property
+    def stage(self) -> Path:
+        return self.root / "stage"
+
+    @property
+    def images(self) -> Path:
+        return self.root / "images"
+
+    @property
+    def state(self) -> Path:
+        return self.root / "state"
+
+    def pool_file(self, sha256: str) -> Path:
+        return self.pool / "sha256" / sha256[:2] / sha256
+
+    def lock_file(self, template: str) -> Path:
+        return self.locks / f"{template}.lock.json"
+
+    def stage_root(self, template: str) -> Path:
+        return self.stage / template / "root"
+
+    def stage_stamp(self, template: str) -> Path:
+        return self.stage / template / "stamp.json"
+
+    def image_state(self, template: str) -> Path:
+        return self.state / f"{template}.image.json"

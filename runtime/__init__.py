@@ -1,0 +1,1 @@
+"""ezt runtime: pull cache images and deploy containers from them on a node."""
