@@ -1,0 +1,96 @@
+"""Find the Debian archive the host's apt already uses, for the default url map.
+
+The project never names a mirror: ``$DEBIAN_SERVER`` defaults to the URI of the
+host's Debian archive entry and ``$DEBIAN_SECURITY_SERVER`` to its security entry,
+read from ``sources.list`` (one-line format) and ``*.sources`` (deb822).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+APT_ETC = Path("/etc/apt")
+DEBIAN_SUITES = frozenset(
+    "buster bullseye bookworm trixie forky duke sid oldoldstable oldstable stable testing unstable".split()
+)
+
+
+@dataclass(frozen=True)
+class AptSource:
+    """One ``deb`` entry of the host's apt configuration."""
+
+    uri: str
+    suites: tuple[str, ...]
+    components: tuple[str, ...]
+
+
+def _one_line_entries(text: str) -> Iterator[AptSource]:
+    for raw in text.splitlines():
+        line = raw.split("#", 1)[0].strip()
+        if not line.startswith("deb "):
+            continue
+        words = line.split()[1:]
+        if words and words[0].startswith("["):
+            while words and not words[0].endswith("]"):
+                words.pop(0)
+            words = words[1:]
+        if len(words) >= 2:
+            yield AptSource(words[0], (words[1],), tuple(words[2:]))
+
+
+def _deb822_entries(text: str) -> Iterator[AptSource]:
+    for stanza in text.split("\n\n"):
+        fields: dict[str, str] = {}
+        key = ""
+        for raw in stanza.splitlines():
+            if raw.startswith("#") or not raw.strip():
+                continue
+            if raw[0].isspace() and key:
+                fields[key] += " " + raw.strip()
+                continue
+            key, _, value = raw.partition(":")
+            key = key.strip().lower()
+            fields[key] = value.strip()
+        if "deb" not in fields.get("types", "").split() or fields.get("enabled", "yes") == "no":
+            continue
+        for uri in fields.get("uris", "").split():
+            yield AptSource(uri, tuple(fields.get("suites", "").split()), tuple(fields.get("components", "").split()))
+
+
+def host_sources(apt_etc: Path = APT_ETC) -> list[AptSource]:
+    """Every enabled ``deb`` entry, in apt's reading order."""
+    files: list[Path] = []
+    if (apt_etc / "sources.list").is_file():
+        files.append(apt_etc / "sources.list")
+    directory = apt_etc / "sources.list.d"
+    if directory.is_dir():
+        files += sorted(p for p in directory.iterdir() if p.suffix in (".list", ".sources"))
+    entries: list[AptSource] = []
+    for path in files:
+        try:
+            text = path.read_text(errors="replace")
+        except OSError:
+            continue
+        parse = _deb822_entries if path.suffix == ".sources" else _one_line_entries
+        entries.extend(parse(text))
+    return entries
+
+
+def debian_servers(apt_etc: Path = APT_ETC) -> dict[str, str]:
+    """``DEBIAN_SERVER`` and ``DEBIAN_SECURITY_SERVER`` from the host's apt sources.
+
+    Only entries for Debian suites count (third-party repositories are skipped).
+    The security archive is the entry whose suite ends in ``-security``; the main
+    archive is the first other entry carrying ``main``. Missing ones are left out.
+    """
+    found: dict[str, str] = {}
+    for entry in host_sources(apt_etc):
+        if not any(s.split("-")[0].split("/")[0] in DEBIAN_SUITES for s in entry.suites):
+            continue
+        is_security = any(s.endswith(("-security", "/updates")) for s in entry.suites)
+        key = "DEBIAN_SECURITY_SERVER" if is_security else "DEBIAN_SERVER"
+        if key not in found and (is_security or "main" in entry.components):
+            found[key] = entry.uri.rstrip("/")
+    return found

@@ -1,0 +1,132 @@
+"""What each ``ezt`` sub-command does, given parsed arguments and the configuration."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+from builder import imagename, runner, steps
+from builder.config import Config
+from builder.errors import EztError
+from builder.lock import read_lock
+from builder.recipe import Template, find_recipes, load_template, os_template_names
+
+
+def _templates(config: Config, names: list[str]) -> list[Template]:
+    if not names:
+        names = os_template_names(config.recipes_dir)
+        if not names:
+            raise EztError(f"no recipes in {config.recipes_dir}")
+    return [load_template(name, config.recipes_dir, config.urlmap) for name in dict.fromkeys(names)]
+
+
+def _say(message: str) -> None:
+    print(message, flush=True)
+
+
+def cmd_build(args: argparse.Namespace, config: Config) -> int:
+    options = steps.BuildOptions(refresh=args.refresh, offline=args.offline, locked=args.locked)
+    if args.offline and args.refresh:
+        raise EztError("--offline and --refresh contradict each other")
+    ctx = steps.BuildContext(config, options, _say)
+    templates = _templates(config, args.templates)
+    if options.locked or options.offline:
+        for template in templates:
+            steps.load_lock(ctx, template)
+    if args.dry_run:
+        rows = runner.dry_run(ctx, templates)
+        if args.json:
+            print(json.dumps([{"task": t, "status": s, "reason": r} for t, s, r in rows], indent=2))
+        else:
+            for task, status, reason in rows:
+                print(f"{status:<10} {task}" + (f"  ({reason})" if reason else ""))
+        return 0
+    jobs = args.jobs if args.jobs is not None else config.jobs
+    if jobs < 1:
+        raise EztError("-j must be at least 1")
+    started = time.monotonic()
+    runner.run_build(ctx, templates, jobs)
+    for template in templates:
+        latest = imagename.latest_image(config.layout.images, template.name)
+        print(f"{template.name}: {latest if latest else 'no image'}")
+    print(f"done in {time.monotonic() - started:.1f}s", file=sys.stderr)
+    return 0
+
+
+def cmd_lock(args: argparse.Namespace, config: Config) -> int:
+    ctx = steps.BuildContext(config, steps.BuildOptions(refresh=args.refresh), _say)
+    templates = _templates(config, args.templates)
+    runner.run_build(ctx, templates, 1, only=tuple(f"lock:{t.name}" for t in templates))
+    for template in templates:
+        print(config.layout.lock_file(template.name))
+    return 0
+
+
+def cmd_recipes(args: argparse.Namespace, config: Config) -> int:
+    rows = []
+    for recipe in find_recipes(config.recipes_dir):
+        templates = ([recipe.name] if "os" in recipe.files else []) + [f"{recipe.name}-{s}" for s in recipe.sets()]
+        rows.append(
+            {
+                "recipe": recipe.name,
+                "templates": [
+                    {"template": t, "images": [p.name for p in imagename.list_images(config.layout.images, t)]}
+                    for t in templates
+                ],
+                "apps": recipe.apps(),
+            }
+        )
+    if args.json:
+        print(json.dumps(rows, indent=2, sort_keys=True))
+        return 0
+    for row in rows:
+        print(row["recipe"])
+        for template in row["templates"]:
+            images = template["images"]
+            latest = f"  newest {images[-1]} ({len(images)} image(s))" if images else "  no image"
+            print(f"  {template['template']}{latest}")
+        if row["apps"]:
+            print(f"  apps: {', '.join(row['apps'])}")
+    return 0
+
+
+def cmd_info(args: argparse.Namespace, config: Config) -> int:
+    template = load_template(args.template, config.recipes_dir, config.urlmap)
+    lock_path = config.layout.lock_file(template.name)
+    lock_state: dict[str, object] = {"path": str(lock_path), "exists": lock_path.exists()}
+    if lock_path.exists():
+        lock = read_lock(lock_path)
+        lock_state.update(packages=len(lock.packages), digest=lock.digest(),
+                          size=sum(p.size for p in lock.packages))
+    latest = imagename.latest_image(config.layout.images, template.name)
+    data = {
+        "template": template.name,
+        "recipe": str(template.recipe_dir),
+        "family": template.family.name,
+        "distribution": template.distribution,
+        "arch": template.native_arch,
+        "description": template.description,
+        "repositories": [steps.repository_label(r) + (" [trusted]" if r.trusted else "")
+                         for r in template.repositories],
+        "packages": [p.name + (f"={p.version}" if p.version else "") for p in template.packages],
+        "lock": lock_state,
+        "last_image": latest.name if latest else None,
+    }
+    if args.json:
+        print(json.dumps(data, indent=2, sort_keys=True))
+        return 0
+    print(f"template     {data['template']} ({data['family']}, {data['arch']})")
+    if template.description:
+        print(f"description  {template.description.splitlines()[0]}")
+    print("repositories")
+    for repo in data["repositories"]:  # type: ignore[attr-defined]
+        print(f"  {repo}")
+    print(f"packages     {' '.join(data['packages'])}")  # type: ignore[arg-type]
+    if lock_state["exists"]:
+        print(f"lock         {lock_path} ({lock_state['packages']} packages, {lock_state['digest']!s:.12})")
+    else:
+        print(f"lock         none (run 'ezt lock {template.name}')")
+    print(f"last image   {data['last_image'] or 'none'}")
+    return 0

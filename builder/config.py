@@ -1,0 +1,147 @@
+"""Global configuration (YAML): paths, url map, excludes, parallelism, expiry, proxy.
+
+Precedence, lowest first: built-in defaults (the url map's Debian servers come from
+the host's apt sources), the config file, ``EZT_URLMAP_<VAR>`` environment
+variables, then command-line options.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from builder.aptsources import debian_servers
+from builder.errors import EztError, Where
+from builder.layout import CacheLayout
+
+DEFAULT_KEYRING = Path("/usr/share/keyrings/debian-archive-keyring.gpg")
+SYSTEM_CONFIG = Path("/etc/ezt/ezt.yaml")
+_DURATION = re.compile(r"^\s*(\d+)\s*([smhdw]?)\s*$")
+_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+_VAR_NAME = re.compile(r"^[A-Z][A-Z0-9_]*$")
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything a command needs besides its arguments."""
+
+    recipes_dir: Path = Path("recipes")
+    cache_dir: Path = Path("cache")
+    urlmap: Mapping[str, str] = field(default_factory=dict)
+    exclude: tuple[str, ...] = ()
+    jobs: int = 1
+    download_threads: int = 8
+    metadata_expire: int = 86400
+    proxy: str | None = None
+    keyring: Path = DEFAULT_KEYRING
+    source: str | None = None
+
+    @property
+    def layout(self) -> CacheLayout:
+        return CacheLayout(self.cache_dir)
+
+    def with_paths(self, recipes: Path | None, cache: Path | None) -> Config:
+        return replace(
+            self,
+            recipes_dir=recipes if recipes is not None else self.recipes_dir,
+            cache_dir=cache if cache is not None else self.cache_dir,
+        )
+
+
+def parse_duration(value: object, where: Where) -> int:
+    """Seconds from an integer or ``30m`` / ``6h`` / ``1d`` / ``2w``."""
+    match = _DURATION.match(str(value))
+    if isinstance(value, bool) or not match:
+        raise EztError(f"bad duration {value!r} (use seconds or e.g. 30m, 6h, 1d)", where)
+    return int(match.group(1)) * _UNITS[match.group(2)]
+
+
+def _positive_int(value: object, key: str, where: Where) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise EztError(f"'{key}' must be a positive integer, not {value!r}", where)
+    return value
+
+
+def _string(value: object, key: str, where: Where) -> str:
+    if not isinstance(value, str) or not value:
+        raise EztError(f"'{key}' must be a non-empty string, not {value!r}", where)
+    return value
+
+
+def _load_yaml(path: Path) -> tuple[dict[str, Any], dict[str, int]]:
+    """The document as a mapping, plus each top-level key's line number."""
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise EztError(f"cannot read configuration: {exc.strerror}", Where.of(path)) from exc
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else None
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise EztError(f"invalid YAML: {problem}", Where.of(path, line)) from exc
+    if data is None:
+        return {}, {}
+    if not isinstance(data, dict) or not isinstance(node, yaml.MappingNode):
+        raise EztError("configuration must be a mapping of keys to values", Where.of(path, 1))
+    lines = {str(key.value): key.start_mark.line + 1 for key, _ in node.value}
+    return data, lines
+
+
+def load_config(path: Path | None = None, environ: Mapping[str, str] | None = None) -> Config:
+    """Read the configuration file (``--config``, ``$EZT_CONFIG``, or /etc/ezt/ezt.yaml)."""
+    env = os.environ if environ is None else environ
+    if path is None and env.get("EZT_CONFIG"):
+        path = Path(env["EZT_CONFIG"])
+    if path is None and SYSTEM_CONFIG.is_file():
+        path = SYSTEM_CONFIG
+    urlmap: dict[str, str] = dict(debian_servers())
+    config = Config()
+    if path is not None:
+        config = _apply_file(config, urlmap, path)
+    for name, value in env.items():
+        if name.startswith("EZT_URLMAP_") and value:
+            urlmap[name.removeprefix("EZT_URLMAP_")] = value.rstrip("/")
+    return replace(config, urlmap=urlmap)
+
+
+def _apply_file(config: Config, urlmap: dict[str, str], path: Path) -> Config:
+    data, lines = _load_yaml(path)
+    changes: dict[str, Any] = {"source": str(path)}
+    base = path.parent
+    for key, value in data.items():
+        where = Where.of(path, lines.get(str(key)))
+        if key in ("recipes", "cache_dir"):
+            target = "recipes_dir" if key == "recipes" else "cache_dir"
+            changes[target] = base / _string(value, key, where)
+        elif key == "urlmap":
+            if not isinstance(value, dict):
+                raise EztError("'urlmap' must map VARIABLE names to URLs", where)
+            for var, url in value.items():
+                if not isinstance(var, str) or not _VAR_NAME.match(var.lstrip("$")):
+                    raise EztError(f"bad url map variable name {var!r} (use UPPER_CASE)", where)
+                urlmap[var.lstrip("$")] = _string(url, f"urlmap.{var}", where).rstrip("/")
+        elif key == "exclude":
+            if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+                raise EztError("'exclude' must be a list of package name globs", where)
+            changes["exclude"] = tuple(value)
+        elif key in ("jobs", "download_threads"):
+            changes[key] = _positive_int(value, key, where)
+        elif key == "metadata_expire":
+            changes[key] = parse_duration(value, where)
+        elif key == "proxy":
+            changes[key] = _string(value, key, where)
+        elif key == "keyring":
+            changes[key] = base / _string(value, key, where)
+        else:
+            known = "recipes, cache_dir, urlmap, exclude, jobs, download_threads, metadata_expire, proxy, keyring"
+            raise EztError(f"unknown key {key!r} (known: {known})", where)
+    return replace(config, **changes)

@@ -1,0 +1,1 @@
+"""The Debian package family: versions, relations, Packages indexes."""

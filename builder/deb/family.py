@@ -1,0 +1,113 @@
+"""The Debian family: ties deb metadata, versions, relations and dpkg install together."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from builder.errors import EztError, Where
+from builder.family import InstallRequest, MetadataOptions
+from builder.model import Alternatives, Package, Repository
+
+_ARCHES = {
+    "x86_64": "amd64",
+    "amd64": "amd64",
+    "aarch64": "arm64",
+    "arm64": "arm64",
+    "i386": "i386",
+    "i686": "i386",
+    "ppc64le": "ppc64el",
+    "s390x": "s390x",
+    "riscv64": "riscv64",
+}
+_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9+.-]+$")
+_OPTION_RE = re.compile(r"^\[(?P<body>[^\]]*)\]\s*")
+
+
+class DebFamily:
+    """dpkg-based distributions (Debian, Ubuntu)."""
+
+    name = "deb"
+
+    def native_arch(self, template_arch: str) -> str:
+        try:
+            return _ARCHES[template_arch]
+        except KeyError:
+            raise EztError(f"unsupported architecture {template_arch!r} for dpkg") from None
+
+    def parse_repository(self, line: str, where: Where) -> Repository:
+        """``[trusted=yes signed-by=K] URL suite component...`` (a leading ``deb`` is allowed)."""
+        text = line.strip()
+        if text.startswith("deb "):
+            text = text[4:].lstrip()
+        options: dict[str, str] = {}
+        match = _OPTION_RE.match(text)
+        if match:
+            for item in match.group("body").split():
+                key, sep, value = item.partition("=")
+                if not sep or key not in ("trusted", "signed-by", "arch"):
+                    raise EztError(f"bad repository option {item!r} (known: trusted=yes, signed-by=FILE)", where)
+                options[key] = value
+            text = text[match.end():]
+        elif text.startswith("["):
+            raise EztError("repository options must be closed with ']'", where)
+        words = text.split()
+        if len(words) < 2:
+            raise EztError(f"malformed repository line {line.strip()!r} (expected: URL SUITE COMPONENT...)", where)
+        url, suite, components = words[0], words[1], tuple(words[2:])
+        if not re.match(r"^(https?|file)://[^\s]+$", url):
+            raise EztError(f"bad repository URL {url!r} (http://, https:// or file://)", where)
+        if suite.endswith("/") and components:
+            raise EztError("a flat repository (suite ending in '/') takes no components", where)
+        if not suite.endswith("/") and not components:
+            raise EztError(f"repository line names no component after suite {suite!r}", where)
+        trusted = options.get("trusted", "no")
+        if trusted not in ("yes", "no"):
+            raise EztError(f"trusted= must be yes or no, not {trusted!r}", where)
+        signed_by = options.get("signed-by")
+        if signed_by is not None and where.path and not signed_by.startswith("/"):
+            signed_by = str((Path(where.path).parent / signed_by).resolve())
+        return Repository(url.rstrip("/"), suite, components, trusted == "yes", signed_by, where)
+
+    def refresh_metadata(self, repo: Repository, arch: str, options: MetadataOptions) -> list[Path]:
+        from builder.deb import metadata
+        from builder.transport import shared_transport
+
+        return metadata.refresh_metadata(shared_transport(options.proxy), repo, arch, options)
+
+    def load_packages(self, repo: Repository, arch: str, options: MetadataOptions) -> list[Package]:
+        from builder.deb import metadata
+
+        return metadata.load_packages(repo, arch, options)
+
+    def compare_versions(self, a: str, b: str) -> int:
+        from builder.deb.version import compare_versions
+
+        return compare_versions(a, b)
+
+    def parse_relations(self, text: str) -> tuple[Alternatives, ...]:
+        from builder.deb.relations import parse_relations
+
+        return parse_relations(text)
+
+    def parse_pin(self, spec: str, where: Where) -> tuple[str, str | None]:
+        from builder.deb.version import valid_version
+
+        name, sep, version = spec.partition("=")
+        if not _NAME_RE.match(name):
+            raise EztError(f"bad package name {name!r}", where)
+        if not sep:
+            return name, None
+        if not version or not valid_version(version):
+            raise EztError(f"bad version pin {spec!r} (expected name=version)", where)
+        return name, version
+
+    def install(self, request: InstallRequest) -> None:
+        from builder.deb import install
+
+        install.install(request)
+
+    def finish_root(self, root: Path) -> None:
+        from builder.deb import install
+
+        install.finish_root(root)

@@ -1,0 +1,87 @@
+"""Lock files: the exact package set of a template, as deterministic JSON.
+
+``cache/locks/<template>.lock.json`` pins name, version, architecture, URL, size
+and sha256 of every package, plus the resolved dependency names an installer
+needs to order them, so ``--locked`` and ``--offline`` builds need no metadata.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from builder.atomic import write_if_changed
+from builder.errors import EztError, Where
+from builder.model import LockedPackage
+
+LOCK_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class Lock:
+    """A template's resolved package set."""
+
+    template: str
+    family: str
+    arch: str
+    repositories: tuple[str, ...]
+    packages: tuple[LockedPackage, ...]
+
+    def to_json(self) -> bytes:
+        data = {
+            "format": LOCK_FORMAT,
+            "template": self.template,
+            "family": self.family,
+            "arch": self.arch,
+            "repositories": list(self.repositories),
+            "packages": [_package_json(p) for p in sorted(self.packages, key=lambda p: (p.name, p.arch))],
+        }
+        return (json.dumps(data, indent=1, sort_keys=True) + "\n").encode()
+
+    def digest(self) -> str:
+        return hashlib.sha256(self.to_json()).hexdigest()
+
+    def save(self, path: Path) -> bool:
+        """Write the lock; returns whether its content changed."""
+        return write_if_changed(path, self.to_json())
+
+
+def _package_json(package: LockedPackage) -> dict[str, Any]:
+    data = asdict(package)
+    data["pre_depends"] = list(package.pre_depends)
+    data["depends"] = list(package.depends)
+    return data
+
+
+def read_lock(path: Path) -> Lock:
+    """Load a lock file; a missing or damaged one is a clear error naming it."""
+    try:
+        data = json.loads(path.read_bytes())
+    except FileNotFoundError as exc:
+        raise EztError("no lock file (run 'ezt lock' first)", Where.of(path)) from exc
+    except (OSError, ValueError) as exc:
+        raise EztError(f"damaged lock file: {exc}", Where.of(path)) from exc
+    try:
+        if data.get("format") != LOCK_FORMAT:
+            raise EztError(f"unsupported lock format {data.get('format')!r}", Where.of(path))
+        packages = tuple(
+            LockedPackage(
+                name=p["name"],
+                version=p["version"],
+                arch=p["arch"],
+                url=p["url"],
+                size=int(p["size"]),
+                sha256=p["sha256"],
+                essential=bool(p.get("essential", False)),
+                pre_depends=tuple(p.get("pre_depends", ())),
+                depends=tuple(p.get("depends", ())),
+                source=p.get("source", ""),
+            )
+            for p in data["packages"]
+        )
+        return Lock(data["template"], data["family"], data["arch"], tuple(data["repositories"]), packages)
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise EztError(f"damaged lock file: missing or bad field {exc}", Where.of(path)) from exc

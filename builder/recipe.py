@@ -1,0 +1,314 @@
+"""Recipe directories in the EZ source layout, read into validated ``Template`` records.
+
+A recipe directory ``<os>-<version>-<arch>`` holds ``os_*`` files (the base OS
+template), ``<set>_*`` files (OS sets, templates ``<recipe>-<set>``, inheriting
+every ``os_*`` file they lack) and ``<app>_*`` files (application templates
+``<recipe>+<app>``). A name's files serve either form: the template name asked
+for decides how they are read, and ``kind_of`` only classifies them for listings.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from builder.errors import EztError, Where
+from builder.family import Family, family_for
+from builder.model import PackageRequest, Repository
+
+OS_KINDS = (
+    "package_manager",
+    "distribution",
+    "repositories",
+    "mirrorlist",
+    "packages",
+    "environment",
+    "pre-cache",
+    "post-cache",
+    "post-install",
+    "description",
+    "summary",
+    "keyring",
+)
+APP_KINDS = ("packages", "pre-install", "post-install", "environment", "description", "summary")
+SET_ONLY_KINDS = frozenset(OS_KINDS) - frozenset(APP_KINDS)
+_KIND_RE = re.compile(r"^(?P<name>[A-Za-z0-9][A-Za-z0-9.-]*)_(?P<kind>[a-z][a-z_-]*)$")
+_VAR_RE = re.compile(r"\$\{(?P<braced>[A-Za-z_][A-Za-z0-9_]*)\}|\$\((?P<paren>[A-Za-z_]+)\)|\$(?P<bare>[A-Za-z_][A-Za-z0-9_]*)")
+_ENV_RE = re.compile(r"^(?P<key>[A-Za-z_][A-Za-z0-9_]*)=(?P<value>.*)$")
+_RECIPE_NAME_RE = re.compile(r"^(?P<os>[a-z][a-z0-9.]*)-(?P<version>[A-Za-z0-9.]+)-(?P<arch>[a-z0-9_]+)$")
+
+
+@dataclass(frozen=True)
+class Script:
+    """A recipe script: where it is, for errors and for the recipe digest."""
+
+    path: Path
+
+
+@dataclass(frozen=True)
+class Template:
+    """One buildable OS template (base or set), validated."""
+
+    name: str
+    recipe: str
+    recipe_dir: Path
+    set_name: str | None
+    family: Family
+    package_manager: str
+    distribution: str
+    arch: str
+    repositories: tuple[Repository, ...]
+    packages: tuple[PackageRequest, ...]
+    environment: tuple[tuple[str, str], ...]
+    pre_cache: Script | None
+    post_cache: Script | None
+    post_install: Script | None
+    keyring: Path | None
+    description: str
+    summary: str
+    files: tuple[Path, ...]
+
+    @property
+    def native_arch(self) -> str:
+        return self.family.native_arch(self.arch)
+
+    def digest(self) -> str:
+        """sha256 over every file that feeds this template, names and contents."""
+        return files_digest(self.files)
+
+    def input_files(self) -> tuple[Path, ...]:
+        return self.files
+
+
+def files_digest(files: tuple[Path, ...]) -> str:
+    digest = hashlib.sha256()
+    for path in sorted(files, key=lambda p: p.name):
+        digest.update(path.name.encode() + b"\0")
+        digest.update(hashlib.sha256(path.read_bytes()).digest())
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class RecipeDir:
+    """A recipe directory's files grouped by the name before ``_``."""
+
+    name: str
+    path: Path
+    files: Mapping[str, Mapping[str, Path]]
+
+    def arch(self) -> str:
+        match = _RECIPE_NAME_RE.match(self.name)
+        if not match:
+            raise EztError("recipe directory must be named <os>-<version>-<arch>, e.g. debian-12-x86_64",
+                           Where.of(self.path))
+        return match.group("arch")
+
+    def names(self) -> list[str]:
+        return sorted(n for n in self.files if n != "os")
+
+    def kind_of(self, name: str) -> str:
+        """``set`` or ``app`` for listings: set-only files or a priority class make a set."""
+        kinds = set(self.files.get(name, {}))
+        if kinds & SET_ONLY_KINDS:
+            return "set"
+        if kinds & {"pre-install"}:
+            return "app"
+        packages = self.files.get(name, {}).get("packages")
+        if packages is not None and "@" in _strip_comments(packages.read_text(errors="replace")):
+            return "set"
+        return "app"
+
+    def sets(self) -> list[str]:
+        return [n for n in self.names() if "packages" in self.files[n] and self.kind_of(n) == "set"]
+
+    def apps(self) -> list[str]:
+        return [n for n in self.names() if "packages" in self.files[n] and self.kind_of(n) == "app"]
+
+
+def _strip_comments(text: str) -> str:
+    return "\n".join(line.split("#", 1)[0] for line in text.splitlines())
+
+
+def read_recipe_dir(path: Path) -> RecipeDir:
+    """Group a recipe directory's files; unknown file names are an error naming the file."""
+    if not path.is_dir():
+        raise EztError("no such recipe directory", Where.of(path))
+    groups: dict[str, dict[str, Path]] = {}
+    for entry in sorted(path.iterdir()):
+        if entry.name.startswith(".") or entry.name in ("appcaches", "README", "README.md"):
+            continue
+        match = _KIND_RE.match(entry.name)
+        if not match or not entry.is_file():
+            raise EztError("unexpected file in recipe (expected os_<kind> or <name>_<kind>)", Where.of(entry))
+        name, kind = match.group("name"), match.group("kind")
+        allowed = OS_KINDS if name == "os" else tuple(OS_KINDS) + APP_KINDS
+        if kind not in allowed:
+            raise EztError(f"unknown recipe file kind {kind!r} (known: {', '.join(sorted(set(allowed)))})",
+                           Where.of(entry))
+        groups.setdefault(name, {})[kind] = entry
+    return RecipeDir(path.name, path, groups)
+
+
+def find_recipes(recipes_dir: Path) -> list[RecipeDir]:
+    if not recipes_dir.is_dir():
+        raise EztError("recipes directory does not exist", Where.of(recipes_dir))
+    return [read_recipe_dir(p) for p in sorted(recipes_dir.iterdir()) if p.is_dir() and not p.name.startswith(".")]
+
+
+def split_template_name(name: str, recipes_dir: Path) -> tuple[str, str | None, tuple[str, ...]]:
+    """``debian-12-x86_64-minimal+nginx`` → (recipe, set, apps), the recipe matched by directory."""
+    base, *apps = name.split("+")
+    if recipes_dir.is_dir():
+        candidates = sorted((p.name for p in recipes_dir.iterdir() if p.is_dir()), key=len, reverse=True)
+        for recipe in candidates:
+            if base == recipe:
+                return recipe, None, tuple(apps)
+            if base.startswith(recipe + "-") and len(base) > len(recipe) + 1:
+                return recipe, base[len(recipe) + 1:], tuple(apps)
+    raise EztError(f"unknown template {name!r}: no recipe directory for it in {recipes_dir}")
+
+
+def _text_lines(path: Path) -> list[tuple[int, str]]:
+    """Non-empty, non-comment lines with their line numbers."""
+    try:
+        text = path.read_text()
+    except UnicodeDecodeError as exc:
+        raise EztError("file is not UTF-8 text", Where.of(path)) from exc
+    out = []
+    for number, raw in enumerate(text.splitlines(), 1):
+        line = raw.split("#", 1)[0].strip() if not raw.lstrip().startswith("#") else ""
+        if line:
+            out.append((number, line))
+    return out
+
+
+def expand_vars(line: str, urlmap: Mapping[str, str], arch: str, native_arch: str, where: Where) -> str:
+    """Replace ``$VAR``/``${VAR}`` from the url map and ``$(ARCH)``/``$basearch`` by the arch."""
+
+    def substitute(match: re.Match[str]) -> str:
+        var = match.group("braced") or match.group("paren") or match.group("bare") or ""
+        if var in ("ARCH", "basearch", "arch"):
+            return native_arch if var != "basearch" else arch
+        if var in urlmap:
+            return urlmap[var]
+        known = ", ".join(f"${k}" for k in sorted(urlmap)) or "none"
+        raise EztError(f"unknown url map variable ${var} (known: {known}; set EZT_URLMAP_{var} or urlmap in the config)",
+                       where)
+
+    return _VAR_RE.sub(substitute, line)
+
+
+def load_template(
+    name: str, recipes_dir: Path, urlmap: Mapping[str, str]
+) -> Template:
+    """Read and validate the OS template ``name`` (``<recipe>`` or ``<recipe>-<set>``)."""
+    recipe_name, set_name, apps = split_template_name(name, recipes_dir)
+    if apps:
+        raise EztError(f"{name!r} is an application cache; application templates are not supported yet")
+    recipe = read_recipe_dir(recipes_dir / recipe_name)
+    own = dict(recipe.files.get(set_name, {})) if set_name else {}
+    if set_name and "packages" not in own:
+        known = ", ".join(f"{recipe_name}-{s}" for s in recipe.names()) or "none"
+        raise EztError(f"unknown template {name!r}: no {set_name}_packages in the recipe (sets: {known})",
+                       Where.of(recipe.path))
+    base = recipe.files.get("os", {})
+    chosen = {kind: own.get(kind) or base.get(kind) for kind in OS_KINDS}
+    files = tuple(p for p in chosen.values() if p is not None)
+
+    def required(kind: str) -> Path:
+        path = chosen[kind]
+        if path is None:
+            raise EztError(f"missing os_{kind}", Where.of(recipe.path / f"os_{kind}"))
+        return path
+
+    manager_path = required("package_manager")
+    manager_lines = _text_lines(manager_path)
+    if len(manager_lines) != 1:
+        raise EztError("os_package_manager must hold one word (dpkg or rpm)", Where.of(manager_path, 1))
+    line_no, manager = manager_lines[0]
+    family = family_for(manager, Where.of(manager_path, line_no))
+    arch = recipe.arch()
+    native = family.native_arch(arch)
+
+    distribution = " ".join(text for _, text in _text_lines(chosen["distribution"])) if chosen["distribution"] else ""
+    repos_path = required("repositories")
+    repositories = []
+    for number, line in _text_lines(repos_path):
+        where = Where.of(repos_path, number)
+        repositories.append(family.parse_repository(expand_vars(line, urlmap, arch, native, where), where))
+    if not repositories:
+        raise EztError("no repositories listed", Where.of(repos_path))
+
+    packages_path = required("packages")
+    packages = []
+    for number, line in _text_lines(packages_path):
+        where = Where.of(packages_path, number)
+        for word in line.split():
+            if word.startswith("@"):
+                if not re.match(r"^@(required|important|standard|optional|extra)$", word):
+                    raise EztError(f"unknown priority class {word!r} (use @required, @important or @standard)", where)
+                packages.append(PackageRequest(word, None, where))
+                continue
+            pkg, version = family.parse_pin(word, where)
+            packages.append(PackageRequest(pkg, version, where))
+    if not packages:
+        raise EztError("no packages listed", Where.of(packages_path))
+
+    environment = []
+    if chosen["environment"]:
+        for number, line in _text_lines(chosen["environment"]):
+            match = _ENV_RE.match(line.removeprefix("export ").strip())
+            if not match:
+                raise EztError(f"expected KEY=VALUE, got {line!r}", Where.of(chosen["environment"], number))
+            environment.append((match.group("key"), match.group("value").strip().strip('"').strip("'")))
+
+    keyring = None
+    if chosen["keyring"]:
+        keyring_lines = _text_lines(chosen["keyring"])
+        if len(keyring_lines) != 1:
+            raise EztError("os_keyring must hold one path", Where.of(chosen["keyring"]))
+        keyring = (recipe.path / keyring_lines[0][1]).resolve()
+        if not keyring.is_file():
+            raise EztError(f"keyring {keyring} does not exist", Where.of(chosen["keyring"], keyring_lines[0][0]))
+
+    def script(kind: str) -> Script | None:
+        path = chosen[kind]
+        return Script(path) if path else None
+
+    def text(kind: str) -> str:
+        path = chosen[kind]
+        return path.read_text(errors="replace").strip() if path else ""
+
+    return Template(
+        name=name,
+        recipe=recipe_name,
+        recipe_dir=recipe.path,
+        set_name=set_name,
+        family=family,
+        package_manager=manager,
+        distribution=distribution,
+        arch=arch,
+        repositories=tuple(repositories),
+        packages=tuple(packages),
+        environment=tuple(environment),
+        pre_cache=script("pre-cache"),
+        post_cache=script("post-cache"),
+        post_install=script("post-install"),
+        keyring=keyring,
+        description=text("description"),
+        summary=text("summary"),
+        files=files,
+    )
+
+
+def os_template_names(recipes_dir: Path) -> list[str]:
+    """Every buildable OS template: each recipe and each of its sets."""
+    names = []
+    for recipe in find_recipes(recipes_dir):
+        if "os" in recipe.files:
+            names.append(recipe.name)
+        names += [f"{recipe.name}-{s}" for s in recipe.sets()]
+    return names

@@ -1,0 +1,265 @@
+"""The build steps the task graph calls: one function per task, no graph logic here.
+
+metadata → lock → fetch → stage (install + scripts) → image. Each step reads what
+the previous one wrote under the cache directory, so any step can be re-run alone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+
+from builder.atomic import write_bytes
+from builder.config import Config
+from builder.errors import EztError, Where
+from builder.family import InstallRequest, MetadataOptions
+from builder.lock import Lock, read_lock
+from builder.model import LockedPackage, Package, Repository
+from builder.recipe import Template
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    """How a build runs, from the command line."""
+
+    refresh: bool = False
+    offline: bool = False
+    locked: bool = False
+    source_date_epoch: int | None = None
+    today: date | None = None
+
+
+@dataclass(frozen=True)
+class BuildContext:
+    config: Config
+    options: BuildOptions
+    say: Callable[[str], None] = print
+
+    @property
+    def layout(self):  # type: ignore[no-untyped-def]
+        return self.config.layout
+
+
+def source_date_epoch(options: BuildOptions) -> int:
+    """``SOURCE_DATE_EPOCH`` from the options or environment, else now."""
+    if options.source_date_epoch is not None:
+        return options.source_date_epoch
+    value = os.environ.get("SOURCE_DATE_EPOCH")
+    if value:
+        if not value.isdigit():
+            raise EztError(f"SOURCE_DATE_EPOCH must be a number of seconds, not {value!r}")
+        return int(value)
+    return int(time.time())
+
+
+def metadata_options(ctx: BuildContext, template: Template) -> MetadataOptions:
+    return MetadataOptions(
+        metadata_dir=ctx.config.layout.metadata,
+        keyring=template.keyring or ctx.config.keyring,
+        expire_seconds=ctx.config.metadata_expire,
+        refresh=ctx.options.refresh,
+        offline=ctx.options.offline,
+        proxy=ctx.config.proxy,
+    )
+
+
+def refresh_repository(ctx: BuildContext, template: Template, repo: Repository) -> None:
+    """Fetch and verify one repository's metadata when it has expired."""
+    template.family.refresh_metadata(repo, template.native_arch, metadata_options(ctx, template))
+
+
+def repository_label(repo: Repository) -> str:
+    return " ".join([repo.url, repo.suite, *repo.components])
+
+
+def lock_template(ctx: BuildContext, template: Template) -> Lock:
+    """Resolve the template's packages against its repositories and write the lock."""
+    from builder.resolve import resolve
+
+    options = metadata_options(ctx, template)
+    packages: list[Package] = []
+    for repo in template.repositories:
+        packages += template.family.load_packages(repo, template.native_arch, options)
+    locked = resolve(template.family, packages, template.packages, template.native_arch, ctx.config.exclude)
+    lock = Lock(
+        template=template.name,
+        family=template.family.name,
+        arch=template.native_arch,
+        repositories=tuple(repository_label(r) for r in template.repositories),
+        packages=locked,
+    )
+    path = ctx.config.layout.lock_file(template.name)
+    changed = lock.save(path)
+    ctx.say(f"lock {template.name}: {len(locked)} packages{' (changed)' if changed else ' (unchanged)'}")
+    return lock
+
+
+def load_lock(ctx: BuildContext, template: Template) -> Lock:
+    path = ctx.config.layout.lock_file(template.name)
+    lock = read_lock(path)
+    if lock.template != template.name:
+        raise EztError(f"lock is for {lock.template!r}, not {template.name!r}", Where.of(path))
+    return lock
+
+
+def pool_complete(ctx: BuildContext, template: Template) -> bool:
+    """Whether every locked package is already in the pool (doit's up-to-date check)."""
+    path = ctx.config.layout.lock_file(template.name)
+    if not path.exists():
+        return False
+    layout = ctx.config.layout
+    for package in read_lock(path).packages:
+        try:
+            if layout.pool_file(package.sha256).stat().st_size != package.size:
+                return False
+        except FileNotFoundError:
+            return False
+    return True
+
+
+def fetch_template(ctx: BuildContext, template: Template) -> None:
+    """Download the locked packages into the content-addressed pool."""
+    from builder.fetch import fetch_packages
+    from builder.transport import shared_transport
+
+    lock = load_lock(ctx, template)
+    if ctx.options.offline:
+        missing = [p for p in lock.packages if not ctx.config.layout.pool_file(p.sha256).is_file()]
+        if missing:
+            names = ", ".join(f"{p.name} {p.version}" for p in missing[:5])
+            raise EztError(f"--offline: {len(missing)} package(s) not in the pool: {names}")
+        return
+    fetch_packages(
+        shared_transport(ctx.config.proxy),
+        lock.packages,
+        ctx.config.layout,
+        ctx.config.download_threads,
+        ctx.say,
+    )
+
+
+def stage_stamp(lock: Lock, template: Template, epoch: int) -> bytes:
+    data = {"lock": lock.digest(), "recipe": template.digest(), "source_date_epoch": epoch}
+    return (json.dumps(data, sort_keys=True) + "\n").encode()
+
+
+def _environment(template: Template, epoch: int) -> dict[str, str]:
+    env = {k: v for k, v in template.environment}
+    env.update(
+        EZT_TEMPLATE=template.name,
+        EZT_DISTRIBUTION=template.distribution,
+        EZT_ARCH=template.native_arch,
+        SOURCE_DATE_EPOCH=str(epoch),
+    )
+    return env
+
+
+def stage_template(ctx: BuildContext, template: Template) -> None:
+    """Install the locked packages into a fresh stage root and run the recipe's scripts.
+
+    The new root is built beside the old one and swapped in only when complete,
+    so a failed build leaves the previous stage as it was.
+    """
+    from builder import chroot
+
+    lock = load_lock(ctx, template)
+    epoch = source_date_epoch(ctx.options)
+    layout = ctx.config.layout
+    final = layout.stage_root(template.name)
+    work = final.with_name("root.new")
+    _remove_tree(work)
+    work.mkdir(parents=True)
+    env = _environment(template, epoch)
+    started = time.monotonic()
+    try:
+        if template.pre_cache:
+            chroot.run_host_script(template.pre_cache.path, work, env)
+        template.family.install(
+            InstallRequest(
+                root=work,
+                packages=lock.packages,
+                package_file=lambda p: layout.pool_file(p.sha256),
+                environment=env,
+                source_date_epoch=epoch,
+                repositories=template.repositories,
+                progress=ctx.say,
+            )
+        )
+        if template.post_install:
+            chroot.run_script_in_root(template.post_install.path, work, env)
+        if template.post_cache:
+            chroot.run_host_script(template.post_cache.path, work, env)
+        template.family.finish_root(work)
+    except BaseException:
+        _remove_tree(work)
+        raise
+    _remove_tree(final)
+    work.rename(final)
+    write_bytes(layout.stage_stamp(template.name), stage_stamp(lock, template, epoch))
+    ctx.say(f"stage {template.name}: installed {len(lock.packages)} packages in {time.monotonic() - started:.1f}s")
+
+
+def _remove_tree(path: Path) -> None:
+    from builder import chroot
+
+    if path.exists() or path.is_symlink():
+        chroot.assert_nothing_mounted(path)
+        shutil.rmtree(path)
+
+
+def inputs_digest(lock: Lock, template: Template) -> str:
+    return hashlib.sha256(f"{lock.digest()}\n{template.digest()}\n".encode()).hexdigest()
+
+
+def image_template(ctx: BuildContext, template: Template) -> Path:
+    """Pack the stage into a new dated image, unless the newest image has the same inputs."""
+    from builder import image, imagename, manifest
+
+    layout = ctx.config.layout
+    lock = load_lock(ctx, template)
+    stamp = json.loads(layout.stage_stamp(template.name).read_bytes())
+    digest = inputs_digest(lock, template)
+    latest = imagename.latest_image(layout.images, template.name)
+    if latest is not None:
+        try:
+            previous = manifest.read_manifest(manifest.manifest_path(latest))
+        except EztError:
+            previous = None
+        if previous is not None and previous.inputs_digest == digest:
+            ctx.say(f"image {template.name}: unchanged, newest is {latest.name}")
+            _write_image_state(ctx, template, latest)
+            return latest
+    today = ctx.options.today or date.today()
+    name = imagename.next_image_name(layout.images, template.name, today)
+    started = time.monotonic()
+    packed = image.pack_root(layout.stage_root(template.name), layout.images / name, int(stamp["source_date_epoch"]))
+    manifest.write_manifest(
+        packed,
+        template=template.name,
+        date=today,
+        recipe_digest=template.digest(),
+        lock_digest=lock.digest(),
+        inputs_digest=digest,
+        packages=lock.packages,
+        source_date_epoch=int(stamp["source_date_epoch"]),
+        distribution=template.distribution or template.recipe.split("-")[0],
+    )
+    ctx.say(f"image {template.name}: {name} ({packed.size / 1e6:.1f} MB) in {time.monotonic() - started:.1f}s")
+    _write_image_state(ctx, template, packed.path)
+    return packed.path
+
+
+def _write_image_state(ctx: BuildContext, template: Template, path: Path) -> None:
+    data = {"image": path.name}
+    write_bytes(ctx.config.layout.image_state(template.name), (json.dumps(data, sort_keys=True) + "\n").encode())
+
+
+def locked_summary(packages: tuple[LockedPackage, ...]) -> str:
+    return f"{len(packages)} packages, {sum(p.size for p in packages) / 1e6:.1f} MB"

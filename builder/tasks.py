@@ -1,0 +1,140 @@
+"""The doit task graph: per template, metadata → lock → fetch → stage → image.
+
+No build logic lives here: each task calls one function of ``builder.steps`` and
+declares the files it reads (``file_dep``) and writes (``targets``), so doit knows
+what is up to date and which templates can run in parallel.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from builder import steps
+from builder.errors import EztError
+from builder.recipe import Template
+
+LOCK_INPUT_KINDS = ("packages", "repositories", "package_manager", "keyring", "mirrorlist")
+
+
+@dataclass
+class Failures:
+    """The first user error raised inside a task, to be printed once by the CLI."""
+
+    errors: list[BaseException]
+
+    def guard(self, fn: Callable[..., object], *args: object) -> Callable[[], bool]:
+        def run() -> bool:
+            try:
+                fn(*args)
+            except EztError as exc:
+                self.errors.append(exc)
+                return False
+            except KeyboardInterrupt as exc:
+                self.errors.append(exc)
+                return False
+            except OSError as exc:
+                from builder.atomic import disk_error
+
+                self.errors.append(disk_error(exc, Path(getattr(exc, "filename", "") or "?")))
+                return False
+            return True
+
+        return run
+
+
+def lock_inputs(template: Template) -> list[str]:
+    """The recipe files that decide the package set (scripts do not)."""
+    return sorted(str(p) for p in template.files if p.name.split("_", 1)[1] in LOCK_INPUT_KINDS)
+
+
+def metadata_fresh(ctx: steps.BuildContext, template: Template, repo_ident: str) -> bool:
+    """doit up-to-date check: metadata younger than the expiry needs no task run."""
+    if ctx.options.refresh:
+        return False
+    state = ctx.config.layout.metadata / repo_ident / "state.json"
+    try:
+        fetched = float(json.loads(state.read_text())["fetched"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    return time.time() - fetched < ctx.config.metadata_expire
+
+
+def release_file(ctx: steps.BuildContext, repo_ident: str) -> str:
+    return str(ctx.config.layout.metadata / repo_ident / "Release")
+
+
+def template_tasks(ctx: steps.BuildContext, template: Template, failures: Failures) -> Iterator[dict[str, Any]]:
+    layout = ctx.config.layout
+    name = template.name
+    lock_file = str(layout.lock_file(name))
+    locked = ctx.options.locked or ctx.options.offline
+    if not locked:
+        for repo in template.repositories:
+            yield {
+                "basename": "metadata",
+                "name": repo.ident,
+                "title": lambda task, r=repo: f"metadata {steps.repository_label(r)}",
+                "actions": [failures.guard(steps.refresh_repository, ctx, template, repo)],
+                "uptodate": [lambda t=template, i=repo.ident: metadata_fresh(ctx, t, i)],
+                "targets": [release_file(ctx, repo.ident)],
+                "verbosity": 2,
+            }
+        yield {
+            "basename": "lock",
+            "name": name,
+            "actions": [failures.guard(steps.lock_template, ctx, template)],
+            "file_dep": lock_inputs(template) + [release_file(ctx, r.ident) for r in template.repositories],
+            "task_dep": [f"metadata:{r.ident}" for r in template.repositories],
+            "targets": [lock_file],
+            "verbosity": 2,
+        }
+    yield {
+        "basename": "fetch",
+        "name": name,
+        "actions": [failures.guard(steps.fetch_template, ctx, template)],
+        "file_dep": [lock_file],
+        "task_dep": [] if locked else [f"lock:{name}"],
+        "uptodate": [lambda t=template: steps.pool_complete(ctx, t)],
+        "verbosity": 2,
+    }
+    stamp = str(layout.stage_stamp(name))
+    yield {
+        "basename": "stage",
+        "name": name,
+        "actions": [failures.guard(steps.stage_template, ctx, template)],
+        "file_dep": sorted({lock_file, *(str(p) for p in template.files)}),
+        "task_dep": [f"fetch:{name}"],
+        "targets": [stamp],
+        "verbosity": 2,
+    }
+    yield {
+        "basename": "image",
+        "name": name,
+        "actions": [failures.guard(steps.image_template, ctx, template)],
+        "file_dep": [stamp, lock_file],
+        "task_dep": [f"stage:{name}"],
+        "targets": [str(layout.image_state(name))],
+        "verbosity": 2,
+    }
+
+
+def task_generator(
+    ctx: steps.BuildContext, templates: list[Template], failures: Failures
+) -> Callable[[], Iterator[dict[str, Any]]]:
+    """A doit ``task_*`` creator yielding every template's tasks, shared ones once."""
+
+    def task_ezt() -> Iterator[dict[str, Any]]:
+        seen: set[str] = set()
+        for template in templates:
+            for task in template_tasks(ctx, template, failures):
+                full = f"{task['basename']}:{task['name']}"
+                if full not in seen:
+                    seen.add(full)
+                    yield task
+
+    return task_ezt
