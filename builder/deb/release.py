@@ -1,0 +1,371 @@
+"""A Debian repository's Release file: fetched, signature-checked with gpgv, parsed.
+
+The Release file is the root of trust for everything below it (the Packages
+indexes are checked against its SHA256 list, the packages against the indexes),
+so it is only ever read from what gpgv says was signed: for ``InRelease`` the text
+gpgv writes with ``--output``, never the raw file, which may carry unsigned text
+around the signed part.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+import subprocess
+import tempfile
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from pathlib import Path
+
+from builder.errors import EztError
+from builder.family import MetadataOptions
+from builder.model import Repository
+from builder.transport import Transport, TransportError
+
+_BEGIN_SIGNED = "-----BEGIN PGP SIGNED MESSAGE-----"
+_BEGIN_SIGNATURE = "-----BEGIN PGP SIGNATURE-----"
+_END_SIGNATURE = "-----END PGP SIGNATURE-----"
+_WEAK_DIGESTS = frozenset({"1", "2", "3"})  # MD5, SHA1, RIPEMD160 (OpenPGP hash ids)
+_ARMOR_RE = re.compile(
+    r"-----BEGIN PGP PUBLIC KEY BLOCK-----\r?\n(?P<body>.*?)-----END PGP PUBLIC KEY BLOCK-----", re.S
+)
+
+
+@dataclass(frozen=True)
+class IndexFile:
+    """One line of the Release's SHA256 list: a path relative to the Release's directory."""
+
+    path: str
+    size: int
+    sha256: str
+
+
+@dataclass(frozen=True)
+class Release:
+    """The fields of a verified Release file that ezt uses."""
+
+    text: str
+    date: datetime | None = None
+    valid_until: datetime | None = None
+    suite: str = ""
+    codename: str = ""
+    architectures: tuple[str, ...] = ()
+    components: tuple[str, ...] = ()
+    acquire_by_hash: bool = False
+    files: dict[str, IndexFile] = field(default_factory=dict, hash=False)
+
+
+@dataclass(frozen=True)
+class FetchedRelease:
+    """A verified Release plus the files exactly as the server sent them.
+
+    ``raw`` maps ``InRelease`` (or ``Release`` and ``Release.gpg``) to their bytes,
+    so a later revalidation can tell "unchanged" by comparing bytes.
+    """
+
+    release: Release
+    raw: dict[str, bytes] = field(hash=False)
+    signed: bool
+
+
+def label(repo: Repository) -> str:
+    """How errors name a repository: ``<url> <suite>``."""
+    return f"{repo.url} {repo.suite}".rstrip()
+
+
+def is_flat(repo: Repository) -> bool:
+    """A flat repository: the suite is a directory (``./``, ``sub/``) and has no components."""
+    return repo.suite.endswith("/") and not repo.components
+
+
+def release_dir_url(repo: Repository) -> str:
+    """The URL of the directory holding (In)Release, ending in ``/``."""
+    base = repo.url.rstrip("/")
+    if is_flat(repo):
+        suite = repo.suite.strip("/")
+        return f"{base}/" if suite in ("", ".") else f"{base}/{suite}/"
+    return f"{base}/dists/{repo.suite}/"
+
+
+def package_base_url(repo: Repository) -> str:
+    """What a Packages index's ``Filename`` fields are relative to.
+
+    The archive root for a ``dists/`` repository, the directory itself for a flat one.
+    """
+    return release_dir_url(repo).rstrip("/") if is_flat(repo) else repo.url.rstrip("/")
+
+
+def keyring_for(repo: Repository, options: MetadataOptions) -> Path:
+    """The repository's own ``signed-by`` keyring, else the configured one."""
+    return Path(repo.signed_by) if repo.signed_by else options.keyring
+
+
+# -- parsing ---------------------------------------------------------------------------
+
+
+def _parse_date(value: str, what: str, where: str) -> datetime:
+    try:
+        parsed = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        raise EztError(f"{where}: bad {what} {value!r} in Release") from None
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
+
+
+def parse_release(text: str, where: str) -> Release:
+    """The fields of a Release file's text; ``where`` names the repository in errors."""
+    fields: dict[str, list[str]] = {}
+    key = ""
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        if line[0] in " \t":
+            if key:
+                fields[key].append(line.strip())
+            continue
+        name, sep, value = line.partition(":")
+        if not sep:
+            raise EztError(f"{where}: malformed Release line {line!r}")
+        key = name.strip().lower()
+        fields[key] = [value.strip()] if value.strip() else []
+
+    def one(name: str) -> str:
+        return " ".join(fields.get(name, []))
+
+    files: dict[str, IndexFile] = {}
+    if "sha256" not in fields:
+        raise EztError(f"{where}: Release has no SHA256 file list")
+    for entry in fields["sha256"]:
+        parts = entry.split()
+        if len(parts) != 3 or not parts[1].isdigit() or not re.fullmatch(r"[0-9a-fA-F]{64}", parts[0]):
+            raise EztError(f"{where}: malformed SHA256 line {entry!r} in Release")
+        files[parts[2]] = IndexFile(parts[2], int(parts[1]), parts[0].lower())
+    return Release(
+        text=text,
+        date=_parse_date(one("date"), "Date", where) if one("date") else None,
+        valid_until=_parse_date(one("valid-until"), "Valid-Until", where) if one("valid-until") else None,
+        suite=one("suite"),
+        codename=one("codename"),
+        architectures=tuple(one("architectures").split()),
+        components=tuple(one("components").split()),
+        acquire_by_hash=one("acquire-by-hash").lower() == "yes",
+        files=files,
+    )
+
+
+def check_valid_until(release: Release, where: str, now: datetime | None = None) -> None:
+    """An expired Release may be a mirror replaying old (vulnerable) metadata: refuse it."""
+    now = now or datetime.now(UTC)
+    if release.valid_until is not None and release.valid_until < now:
+        stamp = release.valid_until.strftime("%Y-%m-%d %H:%M:%S UTC")
+        raise EztError(f"{where}: Release expired on {stamp} (Valid-Until); the mirror is out of date")
+
+
+# -- signatures ------------------------------------------------------------------------
+
+
+def _clearsign_shape_problem(text: str) -> str | None:
+    """Why ``text`` is not exactly one clearsigned message (None if it is).
+
+    gpgv ignores text outside the signed part; refusing such files outright
+    leaves no room for tricks that put unsigned fields next to signed ones.
+    """
+    lines = text.split("\n")
+    if not lines or lines[0].rstrip("\r") != _BEGIN_SIGNED:
+        return "does not start with a PGP signed message header"
+    if sum(line.rstrip("\r") == _BEGIN_SIGNED for line in lines) != 1:
+        return "holds more than one signed message"
+    if sum(line.rstrip("\r") == _BEGIN_SIGNATURE for line in lines) != 1:
+        return "does not hold exactly one signature block"
+    ends = [i for i, line in enumerate(lines) if line.rstrip("\r") == _END_SIGNATURE]
+    if len(ends) != 1 or any(line.strip() for line in lines[ends[0] + 1 :]):
+        return "has text after the signature"
+    return None
+
+
+def clearsigned_body(text: str) -> str:
+    """The message of a clearsigned text WITHOUT checking the signature (``trusted=yes`` only)."""
+    if not text.startswith(_BEGIN_SIGNED):
+        return text
+    lines = text.split("\n")
+    start = 1
+    while start < len(lines) and lines[start].strip():
+        start += 1  # armor headers (``Hash: SHA256``) end at the first blank line
+    body: list[str] = []
+    for line in lines[start + 1 :]:
+        if line.rstrip("\r") == _BEGIN_SIGNATURE:
+            break
+        body.append(line[2:] if line.startswith("- ") else line)
+    return "\n".join(body) + "\n"
+
+
+def _dearmor(data: bytes) -> bytes:
+    """Binary keys from an ASCII-armored keyring (``.asc``), which gpgv cannot read."""
+    text = data.decode("ascii", errors="replace")
+    keys = b""
+    for match in _ARMOR_RE.finditer(text):
+        body = match.group("body").replace("\r", "")
+        _headers, _, payload = body.partition("\n\n")
+        lines = [line for line in payload.split("\n") if line and not line.startswith("=")]
+        keys += base64.b64decode("".join(lines))
+    return keys
+
+
+def _keyring_file(keyring: Path, work: Path, where: str) -> Path:
+    try:
+        data = keyring.read_bytes()
+    except OSError as exc:
+        raise EztError(f"{where}: cannot read keyring {keyring}: {exc.strerror or exc}") from None
+    if data.lstrip().startswith(b"-----BEGIN PGP PUBLIC KEY BLOCK-----"):
+        binary = work / "keyring.gpg"
+        binary.write_bytes(_dearmor(data))
+        return binary
+    return keyring.resolve()
+
+
+def _status_problem(status: str) -> str | None:
+    """Why gpgv's status lines do not amount to a good signature (None if they do).
+
+    Good means: at least one signature with GOODSIG and VALIDSIG by a key in the
+    keyring over a strong digest, and no BADSIG at all.
+    """
+    blocks: list[list[list[str]]] = [[]]
+    for line in status.splitlines():
+        if not line.startswith("[GNUPG:] "):
+            continue
+        words = line.split()[1:]
+        if words[0] == "NEWSIG":
+            blocks.append([])
+        blocks[-1].append(words)
+    reasons: list[str] = []
+    good = False
+    for block in blocks:
+        kinds = {words[0]: words for words in block}
+        if "BADSIG" in kinds:
+            return f"BAD signature by key {kinds['BADSIG'][1]}"
+        if "GOODSIG" in kinds and "VALIDSIG" in kinds:
+            validsig = kinds["VALIDSIG"]
+            if len(validsig) > 8 and validsig[8] in _WEAK_DIGESTS:
+                reasons.append(f"key {validsig[1]} signed with a weak digest")
+                continue
+            good = True
+        elif "ERRSIG" in kinds:
+            words = kinds["ERRSIG"]
+            key = words[1] if len(words) > 1 else "?"
+            if "NO_PUBKEY" in kinds or (len(words) > 6 and words[6] == "9"):
+                reasons.append(f"signed by key {key}, which is not in the keyring")
+            else:
+                reasons.append(f"cannot check signature by key {key}")
+        elif "EXPKEYSIG" in kinds:
+            reasons.append(f"signed by expired key {kinds['EXPKEYSIG'][1]}")
+        elif "REVKEYSIG" in kinds:
+            reasons.append(f"signed by revoked key {kinds['REVKEYSIG'][1]}")
+        elif "EXPSIG" in kinds:
+            reasons.append(f"signature by key {kinds['EXPSIG'][1]} has expired")
+    if good:
+        return None
+    if reasons:
+        return "; ".join(dict.fromkeys(reasons))
+    if "NODATA" in status:
+        return "no signature found"
+    return "no good signature"
+
+
+def _gpgv(args: list[str], work: Path, keyring: Path, where: str) -> None:
+    command = ["gpgv", "--homedir", str(work), "--keyring", str(keyring), "--status-fd", "1", *args]
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, errors="replace", check=False)
+    except FileNotFoundError:
+        raise EztError(f"{where}: gpgv is not installed (apt-get install gpgv)") from None
+    problem = _status_problem(done.stdout)
+    if problem is None and done.returncode != 0 and "GOODSIG" not in done.stdout:
+        problem = (done.stderr.strip().splitlines() or [f"gpgv exited with {done.returncode}"])[-1]
+    if problem is not None:
+        raise EztError(f"{where}: Release signature is not valid ({problem})")
+
+
+def verify_clearsigned(data: bytes, keyring: Path, where: str) -> str:
+    """The signed text of an InRelease file, as gpgv outputs it; EztError if not validly signed."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise EztError(f"{where}: Release signature is not valid (InRelease is not UTF-8 text)") from None
+    problem = _clearsign_shape_problem(text)
+    if problem is not None:
+        raise EztError(f"{where}: Release signature is not valid (InRelease {problem})")
+    with tempfile.TemporaryDirectory(prefix="ezt-gpgv-") as tmp:
+        work = Path(tmp)
+        signed = work / "InRelease"
+        signed.write_bytes(data)
+        output = work / "Release"
+        _gpgv(["--output", str(output), str(signed)], work, _keyring_file(keyring, work, where), where)
+        try:
+            return output.read_bytes().decode("utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise EztError(f"{where}: Release signature is not valid (no signed text: {exc})") from None
+
+
+def verify_detached(release: bytes, signature: bytes, keyring: Path, where: str) -> None:
+    """Check ``Release.gpg`` over ``Release``; EztError if not validly signed."""
+    with tempfile.TemporaryDirectory(prefix="ezt-gpgv-") as tmp:
+        work = Path(tmp)
+        (work / "Release").write_bytes(release)
+        (work / "Release.gpg").write_bytes(signature)
+        keyfile = _keyring_file(keyring, work, where)
+        _gpgv([str(work / "Release.gpg"), str(work / "Release")], work, keyfile, where)
+
+
+# -- fetching --------------------------------------------------------------------------
+
+
+def _get_optional(transport: Transport, url: str) -> bytes | None:
+    try:
+        return transport.get_bytes(url)
+    except TransportError as exc:
+        if exc.not_found:
+            return None
+        raise
+
+
+def fetch_release(
+    transport: Transport, repo: Repository, keyring: Path, now: datetime | None = None
+) -> FetchedRelease:
+    """Download, verify and parse the repository's InRelease (or Release + Release.gpg).
+
+    An InRelease that is present but not validly signed is an error; there is no
+    falling back to Release then, as an attacker could simply drop the bad file.
+    ``trusted=yes`` repositories skip signature and Valid-Until checks.
+    """
+    where = label(repo)
+    base = release_dir_url(repo)
+    inrelease = _get_optional(transport, base + "InRelease")
+    if inrelease is not None:
+        if repo.trusted:
+            text = clearsigned_body(inrelease.decode("utf-8", errors="replace"))
+            signed = False
+        else:
+            text = verify_clearsigned(inrelease, keyring, where)
+            signed = True
+        raw = {"InRelease": inrelease}
+    else:
+        plain = _get_optional(transport, base + "Release")
+        if plain is None:
+            raise EztError(f"{where}: no InRelease or Release file under {base} (is the suite right?)")
+        signature = _get_optional(transport, base + "Release.gpg")
+        raw = {"Release": plain}
+        signed = False
+        if signature is not None:
+            raw["Release.gpg"] = signature
+        if not repo.trusted:
+            if signature is None:
+                raise EztError(f"{where}: Release signature is not valid (unsigned: no InRelease or Release.gpg)")
+            verify_detached(plain, signature, keyring, where)
+            signed = True
+        try:
+            text = plain.decode("utf-8")
+        except UnicodeDecodeError:
+            raise EztError(f"{where}: Release is not UTF-8 text") from None
+    release = parse_release(text, where)
+    if not repo.trusted:
+        check_valid_until(release, where, now)
+    return FetchedRelease(release, raw, signed)

@@ -1,0 +1,68 @@
+"""Configuration file: values, precedence, and one-line errors naming file and line."""
+
+from pathlib import Path
+
+import pytest
+
+from builder.config import load_config, parse_duration
+from builder.errors import EztError, Where
+
+
+def _write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "ezt.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_values_and_precedence(tmp_path: Path) -> None:
+    path = _write(
+        tmp_path,
+        "recipes: r\ncache_dir: /var/tmp/c\nurlmap:\n  DEBIAN_SERVER: http://a.invalid/debian/\n  MY: http://b.invalid\n"
+        "exclude: [man-db, 'doc-*']\njobs: 3\ndownload_threads: 4\nmetadata_expire: 6h\nproxy: http://p.invalid:3128\n",
+    )
+    config = load_config(path, environ={"EZT_URLMAP_MY": "http://env.invalid"})
+    assert config.recipes_dir == tmp_path / "r"
+    assert config.cache_dir == Path("/var/tmp/c")
+    assert config.urlmap["DEBIAN_SERVER"] == "http://a.invalid/debian"
+    assert config.urlmap["MY"] == "http://env.invalid"
+    assert config.exclude == ("man-db", "doc-*")
+    assert (config.jobs, config.download_threads, config.metadata_expire) == (3, 4, 21600)
+    assert config.proxy == "http://p.invalid:3128"
+
+
+def test_env_config_path(tmp_path: Path) -> None:
+    path = _write(tmp_path, "jobs: 2\n")
+    assert load_config(None, environ={"EZT_CONFIG": str(path)}).jobs == 2
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "message"),
+    [
+        ("jobs: 2\nbogus: 1\n", 2, "unknown key 'bogus'"),
+        ("jobs: zero\n", 1, "'jobs' must be a positive integer"),
+        ("jobs: 0\n", 1, "'jobs' must be a positive integer"),
+        ("metadata_expire: soon\n", 1, "bad duration"),
+        ("exclude: man-db\n", 1, "'exclude' must be a list"),
+        ("urlmap:\n  lower: http://x.invalid\n", 1, "bad url map variable name"),
+        ("jobs: [1\n", 2, "invalid YAML"),
+        ("- a\n- b\n", 1, "must be a mapping"),
+    ],
+)
+def test_errors_name_file_and_line(tmp_path: Path, text: str, line: int, message: str) -> None:
+    path = _write(tmp_path, text)
+    with pytest.raises(EztError) as caught:
+        load_config(path, environ={})
+    assert caught.value.where == Where(str(path), line)
+    assert message in caught.value.message
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(EztError, match="cannot read configuration"):
+        load_config(tmp_path / "absent.yaml", environ={})
+
+
+def test_durations() -> None:
+    where = Where("x")
+    assert [parse_duration(v, where) for v in (90, "90", "30m", "1d", "2w")] == [90, 90, 1800, 86400, 1209600]
+    with pytest.raises(EztError):
+        parse_duration(True, where)

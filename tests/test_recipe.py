@@ -1,0 +1,125 @@
+"""Recipe directories: templates, sets, apps, url map expansion and file:line errors."""
+
+from pathlib import Path
+
+import pytest
+
+from builder.errors import EztError
+from builder.recipe import load_template, os_template_names, read_recipe_dir, split_template_name
+
+URLMAP = {"DEBIAN_SERVER": "http://mirror.invalid/debian", "SEC": "http://sec.invalid/debian-security"}
+
+
+def make_recipe(root: Path, name: str = "debian-12-x86_64", **files: str) -> Path:
+    recipe = root / name
+    recipe.mkdir(parents=True)
+    defaults = {
+        "os_package_manager": "dpkg\n",
+        "os_distribution": "debian\n",
+        "os_repositories": "# comment\n$DEBIAN_SERVER bookworm main\n${SEC} bookworm-security main\n",
+        "os_packages": "@required\napt\n# a comment\nbash=5.2.15-2+b2  # pinned\n",
+    }
+    defaults.update({k.replace("__", "-"): v for k, v in files.items()})
+    for file_name, text in defaults.items():
+        if text is not None:
+            (recipe / file_name).write_text(text)
+    return recipe
+
+
+def test_base_template(tmp_path: Path) -> None:
+    recipe = make_recipe(tmp_path, os_environment="LANG=C.UTF-8\nexport FOO='bar'\n", os_post__cache="#!/bin/sh\n")
+    template = load_template("debian-12-x86_64", tmp_path, URLMAP)
+    assert template.family.name == "deb"
+    assert template.native_arch == "amd64"
+    assert [(r.url, r.suite, r.components) for r in template.repositories] == [
+        ("http://mirror.invalid/debian", "bookworm", ("main",)),
+        ("http://sec.invalid/debian-security", "bookworm-security", ("main",)),
+    ]
+    assert [(p.name, p.version) for p in template.packages] == [("@required", None), ("apt", None),
+                                                                  ("bash", "5.2.15-2+b2")]
+    assert template.packages[2].where is not None and template.packages[2].where.line == 4
+    assert template.environment == (("LANG", "C.UTF-8"), ("FOO", "bar"))
+    assert template.post_cache is not None and template.post_cache.path == recipe / "os_post-cache"
+    assert template.set_name is None
+
+
+def test_set_inherits_what_it_lacks(tmp_path: Path) -> None:
+    make_recipe(tmp_path, minimal_packages="@required\n", minimal_description="small\n", os_description="big\n",
+                nginx_packages="nginx\n")
+    template = load_template("debian-12-x86_64-minimal", tmp_path, URLMAP)
+    assert [p.name for p in template.packages] == ["@required"]
+    assert template.description == "small"
+    assert len(template.repositories) == 2
+    recipe = read_recipe_dir(tmp_path / "debian-12-x86_64")
+    assert recipe.sets() == ["minimal"]
+    assert recipe.apps() == ["nginx"]
+    assert os_template_names(tmp_path) == ["debian-12-x86_64", "debian-12-x86_64-minimal"]
+
+
+def test_digest_follows_content(tmp_path: Path) -> None:
+    recipe = make_recipe(tmp_path)
+    first = load_template("debian-12-x86_64", tmp_path, URLMAP).digest()
+    assert load_template("debian-12-x86_64", tmp_path, URLMAP).digest() == first
+    (recipe / "os_packages").write_text("apt\n")
+    assert load_template("debian-12-x86_64", tmp_path, URLMAP).digest() != first
+
+
+def test_template_name_split(tmp_path: Path) -> None:
+    make_recipe(tmp_path)
+    make_recipe(tmp_path, name="debian-12-x86_64-extra")
+    assert split_template_name("debian-12-x86_64", tmp_path) == ("debian-12-x86_64", None, ())
+    assert split_template_name("debian-12-x86_64-extra", tmp_path) == ("debian-12-x86_64-extra", None, ())
+    assert split_template_name("debian-12-x86_64-minimal+nginx", tmp_path) == (
+        "debian-12-x86_64", "minimal", ("nginx",))
+
+
+@pytest.mark.parametrize(
+    ("files", "where_suffix", "message"),
+    [
+        ({"os_packages": None}, "os_packages", "missing os_packages"),
+        ({"os_package_manager": "pacman\n"}, "os_package_manager:1", "unknown package manager 'pacman'"),
+        ({"os_repositories": "$NOPE bookworm main\n"}, "os_repositories:1", "unknown url map variable $NOPE"),
+        ({"os_repositories": "$DEBIAN_SERVER\n"}, "os_repositories:1", "malformed repository line"),
+        ({"os_repositories": "ftp://x.invalid bookworm main\n"}, "os_repositories:1", "bad repository URL"),
+        ({"os_repositories": "[trusted=maybe] http://x.invalid b main\n"}, "os_repositories:1", "trusted="),
+        ({"os_repositories": "[foo=bar] http://x.invalid b main\n"}, "os_repositories:1", "bad repository option"),
+        ({"os_repositories": "http://x.invalid bookworm\n"}, "os_repositories:1", "no component"),
+        ({"os_packages": "apt\nBad_Name\n"}, "os_packages:2", "bad package name 'Bad_Name'"),
+        ({"os_packages": "apt\nbash=\n"}, "os_packages:2", "bad version pin"),
+        ({"os_packages": "apt\nbash=not a version!\n"}, "os_packages:2", "bad version pin"),
+        ({"os_packages": "@everything\n"}, "os_packages:1", "unknown priority class"),
+        ({"os_packages": "# only a comment\n"}, "os_packages", "no packages listed"),
+        ({"os_environment": "FOO=1\nnot an assignment\n"}, "os_environment:2", "expected KEY=VALUE"),
+        ({"os_frobnicate": "x\n"}, "os_frobnicate", "unknown recipe file kind"),
+        ({"os_package_manager": "dpkg\nrpm\n"}, "os_package_manager:1", "one word"),
+    ],
+)
+def test_recipe_errors(tmp_path: Path, files: dict[str, str | None], where_suffix: str, message: str) -> None:
+    make_recipe(tmp_path, **files)
+    with pytest.raises(EztError) as caught:
+        load_template("debian-12-x86_64", tmp_path, URLMAP)
+    assert str(caught.value.where).endswith("debian-12-x86_64/" + where_suffix)
+    assert message in caught.value.message
+
+
+def test_unknown_template_and_set(tmp_path: Path) -> None:
+    make_recipe(tmp_path)
+    with pytest.raises(EztError, match="unknown template 'ubuntu-22.04-x86_64'"):
+        load_template("ubuntu-22.04-x86_64", tmp_path, URLMAP)
+    with pytest.raises(EztError, match="no tiny_packages"):
+        load_template("debian-12-x86_64-tiny", tmp_path, URLMAP)
+
+
+def test_bad_recipe_dir_name(tmp_path: Path) -> None:
+    make_recipe(tmp_path, name="debian")
+    with pytest.raises(EztError, match="must be named <os>-<version>-<arch>"):
+        load_template("debian", tmp_path, URLMAP)
+
+
+def test_shipped_recipes_load() -> None:
+    recipes = Path(__file__).parent.parent / "recipes"
+    for name in os_template_names(recipes):
+        template = load_template(name, recipes, URLMAP | {"DEBIAN_SECURITY_SERVER": "http://s.invalid"})
+        assert template.repositories and template.packages
+    names = os_template_names(recipes)
+    assert {"debian-12-x86_64", "debian-12-x86_64-minimal", "debian-13-x86_64"} <= set(names)
