@@ -13,7 +13,7 @@ from pathlib import Path
 
 APT_ETC = Path("/etc/apt")
 DEBIAN_SUITES = frozenset(
-    "buster bullseye bookworm trixie forky duke sid oldoldstable oldstable stable testing unstable".split()
+    "buster bullseye bookworm trixie forky duke sid oldoldstable oldstable stable testing unstable".split()  # noqa: SIM905
 )
 
 

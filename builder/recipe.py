@@ -36,7 +36,9 @@ OS_KINDS = (
 APP_KINDS = ("packages", "pre-install", "post-install", "environment", "description", "summary")
 SET_ONLY_KINDS = frozenset(OS_KINDS) - frozenset(APP_KINDS)
 _KIND_RE = re.compile(r"^(?P<name>[A-Za-z0-9][A-Za-z0-9.-]*)_(?P<kind>[a-z][a-z_-]*)$")
-_VAR_RE = re.compile(r"\$\{(?P<braced>[A-Za-z_][A-Za-z0-9_]*)\}|\$\((?P<paren>[A-Za-z_]+)\)|\$(?P<bare>[A-Za-z_][A-Za-z0-9_]*)")
+_VAR_RE = re.compile(
+    r"\$\{(?P<braced>[A-Za-z_][A-Za-z0-9_]*)\}|\$\((?P<paren>[A-Za-z_]+)\)|\$(?P<bare>[A-Za-z_][A-Za-z0-9_]*)"
+)
 _ENV_RE = re.compile(r"^(?P<key>[A-Za-z_][A-Za-z0-9_]*)=(?P<value>.*)$")
 _RECIPE_NAME_RE = re.compile(r"^(?P<os>[a-z][a-z0-9.]*)-(?P<version>[A-Za-z0-9.]+)-(?P<arch>[a-z0-9_]+)$")
 
@@ -195,8 +197,8 @@ def expand_vars(line: str, urlmap: Mapping[str, str], arch: str, native_arch: st
         if var in urlmap:
             return urlmap[var]
         known = ", ".join(f"${k}" for k in sorted(urlmap)) or "none"
-        raise EztError(f"unknown url map variable ${var} (known: {known}; set EZT_URLMAP_{var} or urlmap in the config)",
-                       where)
+        hint = f"set EZT_URLMAP_{var} or urlmap in the config"
+        raise EztError(f"unknown url map variable ${var} (known: {known}; {hint})", where)
 
     return _VAR_RE.sub(substitute, line)
 

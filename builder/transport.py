@@ -54,6 +54,10 @@ class ChecksumError(TransportError):
     """The downloaded bytes do not have the sha256 the caller expected."""
 
 
+class SizeError(TransportError):
+    """The server sent more or fewer bytes than the caller expected."""
+
+
 class _Transient(Exception):
     """One attempt failed in a way that may succeed when tried again."""
 
@@ -236,7 +240,7 @@ class Transport:
                 if resumed and not restarted:
                     restarted = True
                     continue
-                raise TransportError(f"{url}: size mismatch (got {size} bytes, expected {expected_size})", url)
+                raise SizeError(f"{url}: size mismatch (got {size} bytes, expected {expected_size})", url)
             if sha256 is not None and digest != sha256.lower():
                 part.unlink(missing_ok=True)
                 if resumed and not restarted:
@@ -311,7 +315,8 @@ class Transport:
         headers = {"Range": f"bytes={offset}-"} if offset else {}
         response = self._request("GET", url, headers, stream=True, accept=(416,) if offset else ())
         with response:
-            if response.status_code == 416 or (response.status_code == 206 and not _starts_at(response, offset)):
+            status = response.status_code
+            if status == 416 or (status == 206 and not _starts_at(response, offset)):
                 # Our partial file does not fit the server's file: start over.
                 part.unlink(missing_ok=True)
                 raise _Transient(f"{url}: cannot resume (HTTP {response.status_code})", url)
@@ -331,15 +336,14 @@ class Transport:
                             if on_bytes is not None:
                                 on_bytes(len(chunk))
                             if expected_size is not None and offset > expected_size:
-                                raise TransportError(
-                                    f"{url}: larger than the expected {expected_size} bytes", url
-                                )
+                                raise SizeError(f"{url}: larger than the expected {expected_size} bytes", url)
                     except (
                         requests.exceptions.ChunkedEncodingError,
                         requests.exceptions.ConnectionError,
                         requests.exceptions.Timeout,
                     ) as exc:
-                        raise _Transient(f"connection lost while downloading {url}: {_reason(exc)}", url) from None
+                        message = f"connection lost while downloading {url}: {_reason(exc)}"
+                        raise _Transient(message, url) from None
                     handle.flush()
                     os.fsync(handle.fileno())
             except OSError as exc:

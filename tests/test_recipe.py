@@ -104,7 +104,7 @@ def test_recipe_errors(tmp_path: Path, files: dict[str, str | None], where_suffi
 
 def test_unknown_template_and_set(tmp_path: Path) -> None:
     make_recipe(tmp_path)
-    with pytest.raises(EztError, match="unknown template 'ubuntu-22.04-x86_64'"):
+    with pytest.raises(EztError, match=r"unknown template 'ubuntu-22\.04-x86_64'"):
         load_template("ubuntu-22.04-x86_64", tmp_path, URLMAP)
     with pytest.raises(EztError, match="no tiny_packages"):
         load_template("debian-12-x86_64-tiny", tmp_path, URLMAP)

@@ -21,7 +21,7 @@ _TERM = re.compile(
     (?P<name>[A-Za-z0-9][A-Za-z0-9+.\-_]*)
     (?::(?P<arch>[A-Za-z0-9][A-Za-z0-9\-]*))?
     \s*
-    (?:\(\s*(?P<op><<|<=|>=|>>|=|<|>)\s*(?P<version>[^\s()]+)\s*\)\s*)?
+    (?:\(\s*(?P<op><<|<=|>=|>>|=|<|>)\s*(?P<version>[A-Za-z0-9][^\s()]*)\s*\)\s*)?
     (?:\[(?P<archs>[^\[\]]*)\]\s*)?
     (?:<[^<>]*>\s*)*
     """,
@@ -32,7 +32,8 @@ _TERM = re.compile(
 def _relation(text: str, field: str) -> Relation:
     match = _TERM.fullmatch(text)
     if match is None:
-        raise ValueError(f"malformed relation {text.strip()!r} in {field!r}")
+        context = f" in {field!r}" if field != text.strip() else ""
+        raise ValueError(f"malformed relation {text.strip()!r}{context}")
     op = match["op"]
     return Relation(
         name=match["name"],

@@ -204,10 +204,10 @@ def _dearmor(data: bytes) -> bytes:
     text = data.decode("ascii", errors="replace")
     keys = b""
     for match in _ARMOR_RE.finditer(text):
-        body = match.group("body").replace("\r", "")
-        _headers, _, payload = body.partition("\n\n")
-        lines = [line for line in payload.split("\n") if line and not line.startswith("=")]
-        keys += base64.b64decode("".join(lines))
+        lines = match.group("body").replace("\r", "").split("\n")
+        start = next((i + 1 for i, line in enumerate(lines) if not line.strip()), 0)  # after armor headers
+        payload = [line.strip() for line in lines[start:] if line.strip() and not line.startswith("=")]
+        keys += base64.b64decode("".join(payload))
     return keys
 
 
@@ -278,7 +278,7 @@ def _gpgv(args: list[str], work: Path, keyring: Path, where: str) -> None:
     except FileNotFoundError:
         raise EztError(f"{where}: gpgv is not installed (apt-get install gpgv)") from None
     problem = _status_problem(done.stdout)
-    if problem is None and done.returncode != 0 and "GOODSIG" not in done.stdout:
+    if problem == "no good signature":  # nothing in the status lines says why: gpgv's own words
         problem = (done.stderr.strip().splitlines() or [f"gpgv exited with {done.returncode}"])[-1]
     if problem is not None:
         raise EztError(f"{where}: Release signature is not valid ({problem})")
@@ -358,7 +358,9 @@ def fetch_release(
             raw["Release.gpg"] = signature
         if not repo.trusted:
             if signature is None:
-                raise EztError(f"{where}: Release signature is not valid (unsigned: no InRelease or Release.gpg)")
+                raise EztError(
+                    f"{where}: Release signature is not valid (unsigned: no InRelease or Release.gpg)"
+                )
             verify_detached(plain, signature, keyring, where)
             signed = True
         try:

@@ -1,0 +1,415 @@
+"""A local, verified copy of each Debian repository's index, refreshed only when due.
+
+Per repository, ``<metadata_dir>/<repo.ident>/`` holds:
+
+- ``InRelease`` (or ``Release.gpg``) exactly as served, to tell "unchanged" on
+  revalidation by comparing bytes;
+- ``Release``: the verified text (gpgv's output), the doit target of the metadata task;
+- ``<component>/binary-<arch>/Packages.{xz,gz,}`` as listed in the Release, kept
+  compressed exactly as downloaded so its sha256 can always be checked against it;
+- ``state.json``: fetch time and which index file (and sha256) serves each component.
+
+Files are only rewritten when their content changes, since their timestamps drive
+the doit task graph. Parsed package lists are cached under ``<metadata_dir>/parsed``
+keyed by the index's sha256, so a second build does not parse tens of thousands of
+stanzas again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import gc
+import gzip
+import hashlib
+import json
+import lzma
+import marshal
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from builder.atomic import disk_error, write_bytes, write_if_changed
+from builder.deb.release import (
+    FetchedRelease,
+    IndexFile,
+    Release,
+    fetch_release,
+    is_flat,
+    keyring_for,
+    label,
+    package_base_url,
+    parse_release,
+    release_dir_url,
+)
+from builder.errors import EztError
+from builder.family import MetadataOptions
+from builder.model import Package, Repository
+from builder.transport import ChecksumError, SizeError, Transport, TransportError, sha256_file
+
+STATE = "state.json"
+RELEASE = "Release"
+_RAW_NAMES = ("InRelease", "Release.gpg")
+_SUFFIXES = (".xz", ".gz", "")
+_PARSED_FORMAT = "1:" + ",".join(f.name for f in fields(Package)) + ":" + sys.version.split()[0]
+
+
+@dataclass(frozen=True)
+class IndexEntry:
+    """Which local file holds one component's package index, and its sha256."""
+
+    key: str
+    path: str
+    sha256: str
+    size: int
+
+
+def repo_dir(repo: Repository, options: MetadataOptions) -> Path:
+    return options.metadata_dir / repo.ident
+
+
+def _index_keys(repo: Repository, arch: str) -> list[tuple[str, str]]:
+    """(state key, path prefix relative to the Release) for each index the repo line needs."""
+    if is_flat(repo):
+        return [("flat", "")]
+    return [(f"{component}/binary-{arch}", f"{component}/binary-{arch}/") for component in repo.components]
+
+
+# -- state ----------------------------------------------------------------------------
+
+
+def _read_state(directory: Path) -> dict[str, Any]:
+    try:
+        state = json.loads((directory / STATE).read_text())
+    except (OSError, ValueError):
+        return {}
+    return state if isinstance(state, dict) else {}
+
+
+def _entries(state: dict[str, Any]) -> dict[str, IndexEntry]:
+    result: dict[str, IndexEntry] = {}
+    indexes = state.get("indexes")
+    if isinstance(indexes, dict):
+        for key, value in indexes.items():
+            try:
+                result[key] = IndexEntry(key, str(value["path"]), str(value["sha256"]), int(value["size"]))
+            except (KeyError, TypeError, ValueError):
+                continue
+    return result
+
+
+def _write_state(directory: Path, fetched: float, release: Release, entries: dict[str, IndexEntry]) -> None:
+    state = {
+        "fetched": fetched,
+        "date": release.date.timestamp() if release.date else None,
+        "indexes": {
+            key: {"path": e.path, "sha256": e.sha256, "size": e.size} for key, e in sorted(entries.items())
+        },
+    }
+    write_bytes(directory / STATE, (json.dumps(state, indent=1, sort_keys=True) + "\n").encode())
+
+
+def _local_indexes(
+    directory: Path, state: dict[str, Any], repo: Repository, arch: str
+) -> list[IndexEntry] | None:
+    """This arch's index entries if all are on disk with the recorded size, else None."""
+    if not (directory / RELEASE).is_file():
+        return None
+    known = _entries(state)
+    wanted: list[IndexEntry] = []
+    for key, _prefix in _index_keys(repo, arch):
+        entry = known.get(key)
+        if entry is None:
+            return None
+        try:
+            if (directory / entry.path).stat().st_size != entry.size:
+                return None
+        except OSError:
+            return None
+        wanted.append(entry)
+    return wanted
+
+
+@contextlib.contextmanager
+def _locked(directory: Path) -> Iterator[None]:
+    """One refresher per repository directory at a time (parallel doit tasks share repos)."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        handle = open(directory / ".lock", "a")  # noqa: SIM115 - held for the whole block
+    except OSError as exc:
+        raise disk_error(exc, directory) from exc
+    with handle:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        yield
+
+
+# -- refresh --------------------------------------------------------------------------
+
+
+def refresh_metadata(
+    transport: Transport, repo: Repository, arch: str, options: MetadataOptions
+) -> list[Path]:
+    """Make the repository's verified index for ``arch`` available locally; return its files.
+
+    The list holds the verified ``Release`` first, then one Packages file per
+    component. Metadata younger than ``options.expire_seconds`` is used without any
+    network access; older metadata is revalidated by downloading the (In)Release,
+    and only indexes whose sha256 changed are downloaded again.
+    """
+    directory = repo_dir(repo, options)
+    where = label(repo)
+    if options.offline:
+        local = _local_indexes(directory, _read_state(directory), repo, arch)
+        if local is None:
+            raise EztError(
+                f"{where}: no cached metadata for {arch} in {directory} (run once without --offline)"
+            )
+        return [directory / RELEASE] + [directory / e.path for e in local]
+    with _locked(directory):
+        state = _read_state(directory)
+        local = _local_indexes(directory, state, repo, arch)
+        fetched_at = float(state.get("fetched") or 0)
+        if local is not None and not options.refresh and time.time() - fetched_at < options.expire_seconds:
+            return [directory / RELEASE] + [directory / e.path for e in local]
+        entries = _revalidate(transport, repo, arch, options, directory, state)
+    return [directory / RELEASE] + [directory / e.path for e in entries]
+
+
+def _stored_raw(directory: Path) -> dict[str, bytes]:
+    raw: dict[str, bytes] = {}
+    for name in _RAW_NAMES:
+        with contextlib.suppress(OSError):
+            raw[name] = (directory / name).read_bytes()
+    if "Release.gpg" in raw or "InRelease" not in raw:
+        with contextlib.suppress(OSError):
+            raw["Release"] = (directory / RELEASE).read_bytes()
+    return raw
+
+
+def _revalidate(
+    transport: Transport,
+    repo: Repository,
+    arch: str,
+    options: MetadataOptions,
+    directory: Path,
+    state: dict[str, Any],
+) -> list[IndexEntry]:
+    where = label(repo)
+    fetched = fetch_release(transport, repo, keyring_for(repo, options))
+    release = fetched.release
+    unchanged = _stored_raw(directory) == fetched.raw and (directory / RELEASE).is_file()
+    if not unchanged and not repo.trusted:
+        _refuse_rollback(state, release, where)
+    known = _entries(state)
+    entries: dict[str, IndexEntry] = {}
+    # Indexes of other architectures stay if the new Release still lists them as they are.
+    for key, entry in known.items():
+        listed = release.files.get(entry.path)
+        if listed is not None and listed.sha256 == entry.sha256 and (directory / entry.path).is_file():
+            entries[key] = entry
+    wanted: list[IndexEntry] = []
+    for key, prefix in _index_keys(repo, arch):
+        entry = _refresh_index(transport, repo, arch, release, directory, key, prefix, entries.get(key))
+        entries[key] = entry
+        wanted.append(entry)
+    _write_release_files(directory, fetched)
+    _remove_stale(directory, entries)
+    _write_state(directory, time.time(), release, entries)
+    return wanted
+
+
+def _refuse_rollback(state: dict[str, Any], release: Release, where: str) -> None:
+    """A Release older than the one already trusted means a stale or replaying mirror."""
+    previous = state.get("date")
+    if not isinstance(previous, (int, float)) or release.date is None:
+        return
+    if release.date.timestamp() < previous:
+        then = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(previous))
+        now = release.date.strftime("%Y-%m-%d %H:%M:%S UTC")
+        raise EztError(
+            f"{where}: Release dated {now} is older than the cached one ({then}); refusing to go back"
+        )
+
+
+def _candidates(release: Release, prefix: str) -> list[IndexFile]:
+    names = [f"{prefix}Packages{suffix}" for suffix in _SUFFIXES]
+    return [release.files[name] for name in names if name in release.files]
+
+
+def _refresh_index(
+    transport: Transport,
+    repo: Repository,
+    arch: str,
+    release: Release,
+    directory: Path,
+    key: str,
+    prefix: str,
+    current: IndexEntry | None,
+) -> IndexEntry:
+    """Keep the local index if the Release still lists it unchanged, else download and verify one."""
+    where = label(repo)
+    candidates = _candidates(release, prefix)
+    if not candidates:
+        arches = " ".join(release.architectures)
+        listed = f" (Release lists architectures: {arches})" if arches else ""
+        raise EztError(f"{where}: Release lists no {prefix}Packages index for {arch}{listed}")
+    for candidate in candidates:
+        if current is not None and current.path == candidate.path and current.sha256 == candidate.sha256:
+            return current
+    base = release_dir_url(repo)
+    problems: list[str] = []
+    for candidate in candidates:
+        urls = [base + candidate.path]
+        if release.acquire_by_hash:
+            by_hash = candidate.path.rsplit("/", 1)[0] + "/" if "/" in candidate.path else ""
+            urls.insert(0, f"{base}{by_hash}by-hash/SHA256/{candidate.sha256}")
+        for url in urls:
+            try:
+                transport.download(
+                    url,
+                    directory / candidate.path,
+                    candidate.size,
+                    resume=False,
+                    part=directory / f".{candidate.sha256}.part",
+                    sha256=candidate.sha256,
+                )
+            except ChecksumError:
+                raise EztError(
+                    f"{where}: {candidate.path}: sha256 does not match the Release ({url}); "
+                    "the mirror may be mid-update, try again later"
+                ) from None
+            except SizeError:
+                raise EztError(
+                    f"{where}: {candidate.path}: size does not match the Release ({url})"
+                ) from None
+            except TransportError as exc:
+                if exc.status is not None and exc.status < 500:
+                    problems.append(exc.message)
+                    continue
+                raise
+            return IndexEntry(key, candidate.path, candidate.sha256, candidate.size)
+    raise EztError(f"{where}: cannot download {prefix}Packages: " + "; ".join(problems))
+
+
+def _write_release_files(directory: Path, fetched: FetchedRelease) -> None:
+    for name in _RAW_NAMES:
+        if name in fetched.raw:
+            write_if_changed(directory / name, fetched.raw[name])
+        else:
+            (directory / name).unlink(missing_ok=True)
+    write_if_changed(directory / RELEASE, fetched.release.text.encode())
+
+
+def _remove_stale(directory: Path, entries: dict[str, IndexEntry]) -> None:
+    """Drop index files no state entry refers to (e.g. a Packages.gz replaced by .xz)."""
+    keep = {directory / e.path for e in entries.values()}
+    for path in directory.rglob("Packages*"):
+        if path not in keep and path.is_file():
+            path.unlink(missing_ok=True)
+
+
+# -- loading --------------------------------------------------------------------------
+
+
+def load_packages(repo: Repository, arch: str, options: MetadataOptions) -> list[Package]:
+    """The repository's packages for ``arch``, from the verified local index.
+
+    Parsed lists are cached by the index file's sha256 (and base URL), so this is a
+    fast load after the first time.
+    """
+    from builder.deb.packages import parse_packages
+
+    directory = repo_dir(repo, options)
+    local = _local_indexes(directory, _read_state(directory), repo, arch)
+    if local is None:
+        raise EztError(f"{label(repo)}: no metadata for {arch} in {directory} (fetch it first: ezt lock)")
+    base_url = package_base_url(repo)
+    packages: list[Package] = []
+    for entry in local:
+        index = directory / entry.path
+        packages.extend(_parsed(index, entry.sha256, base_url, options.metadata_dir, parse_packages))
+    return packages
+
+
+def _parsed_path(metadata_dir: Path, sha256: str, base_url: str) -> Path:
+    """``parsed/<index sha256>-<hash of base URL and record format>.marshal``."""
+    variant = hashlib.sha256(f"{_PARSED_FORMAT}\0{base_url}".encode()).hexdigest()[:16]
+    return metadata_dir / "parsed" / f"{sha256}-{variant}.marshal"
+
+
+def _parsed(
+    path: Path,
+    sha256: str,
+    base_url: str,
+    metadata_dir: Path,
+    parse: Callable[[str, str], list[Package]],
+) -> list[Package]:
+    cache = _parsed_path(metadata_dir, sha256, base_url)
+    cached = _load_cached(cache)
+    if cached is not None:
+        return cached
+    if sha256_file(path) != sha256:
+        raise EztError(f"{path}: sha256 does not match the Release; refresh it (ezt lock --refresh)")
+    try:
+        packages = parse(read_index(path), base_url)
+    except ValueError as exc:
+        raise EztError(f"{path}: {exc}") from None
+    rows = [tuple(getattr(p, f.name) for f in fields(Package)) for p in packages]
+    with contextlib.suppress(EztError):  # the cache is an optimisation: a full disk must not fail the build
+        write_bytes(cache, marshal.dumps(rows))
+        _prune_parsed(metadata_dir, keep=cache)
+    return packages
+
+
+def _load_cached(cache: Path) -> list[Package] | None:
+    """Rebuild records from the marshalled rows (GC paused: it only slows building many objects)."""
+    try:
+        data = cache.read_bytes()
+    except OSError:
+        return None
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        rows = marshal.loads(data)
+        return [Package(*row) for row in rows]
+    except (EOFError, ValueError, TypeError):
+        return None
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _prune_parsed(metadata_dir: Path, keep: Path) -> None:
+    """Delete cached parses no repository's state refers to any more."""
+    wanted = {keep.name.split("-", 1)[0]}
+    for state_file in metadata_dir.glob(f"*/{STATE}"):
+        wanted.update(entry.sha256 for entry in _entries(_read_state(state_file.parent)).values())
+    for cached in (metadata_dir / "parsed").glob("*.marshal"):
+        if cached.name.split("-", 1)[0] not in wanted:
+            with contextlib.suppress(OSError):
+                cached.unlink()
+
+
+def read_index(path: Path) -> str:
+    """A Packages file's text, decompressing by its suffix."""
+    try:
+        data = path.read_bytes()
+        if path.suffix == ".xz":
+            data = lzma.decompress(data)
+        elif path.suffix == ".gz":
+            data = gzip.decompress(data)
+    except (OSError, lzma.LZMAError, EOFError) as exc:
+        raise EztError(f"{path}: cannot read package index: {exc}") from None
+    return data.decode("utf-8", errors="replace")
+
+
+def read_release(repo: Repository, options: MetadataOptions) -> Release:
+    """The cached verified Release of a repository (for tools that show what is cached)."""
+    path = repo_dir(repo, options) / RELEASE
+    try:
+        return parse_release(path.read_text(), label(repo))
+    except OSError as exc:
+        raise EztError(f"{label(repo)}: no cached Release ({exc.strerror})") from None

@@ -1,0 +1,83 @@
+"""A fast reader of Debian ``Packages`` indexes (deb822 paragraphs).
+
+A generic deb822 parser builds a dictionary of every field of every paragraph
+(~4 s for bookworm main). Here one regular expression picks out only the fields a
+``Package`` keeps, paragraph by paragraph, and everything else (Description, Tag,
+continuation lines) is skipped by the regex engine without Python ever seeing it.
+The pattern starts with a literal newline (each paragraph gets one prepended)
+rather than ``^`` so the engine can jump between line starts instead of trying
+every character.
+"""
+
+from __future__ import annotations
+
+import re
+
+from builder.model import Package
+
+_FIELD = re.compile(
+    r"\n(Package|Version|Architecture|Filename|Size|SHA256|Depends|Pre-Depends|Provides"
+    r"|Conflicts|Breaks|Essential|Priority|Multi-Arch|Source):[ \t]*(.*(?:\n[ \t].*)*)",
+)
+_REQUIRED = ("Package", "Version", "Filename", "SHA256")
+
+
+def _line_of(paragraphs: list[str], index: int) -> int:
+    """The 1-based line where paragraph ``index`` of ``text.split("\\n\\n")`` starts."""
+    line = 1 + sum(paragraph.count("\n") + 2 for paragraph in paragraphs[:index])
+    paragraph = paragraphs[index]
+    return line + len(paragraph) - len(paragraph.lstrip("\n"))
+
+
+def _folded(value: str) -> str:
+    """A multi-line value as one line (relation fields may be folded by hand-made indexes)."""
+    return " ".join(part.strip() for part in value.split("\n")).strip()
+
+
+def parse_packages(text: str, base_url: str) -> list[Package]:
+    """Every paragraph of a ``Packages`` index as a Package, in index order.
+
+    ``base_url`` is the repository root that ``Filename`` is relative to. A
+    paragraph without Package, Version, Filename or SHA256, or with a bad Size,
+    raises ValueError naming the line the paragraph starts on.
+    """
+    packages: list[Package] = []
+    paragraphs = text.split("\n\n")
+    for index, paragraph in enumerate(paragraphs):
+        fields = dict(_FIELD.findall("\n" + paragraph))
+        if not fields and not paragraph.strip():
+            continue
+        if ("\n " in paragraph or "\n\t" in paragraph) and any("\n" in v for v in fields.values()):
+            fields = {key: _folded(value) for key, value in fields.items()}
+        name = fields.get("Package")
+        version = fields.get("Version")
+        filename = fields.get("Filename")
+        sha256 = fields.get("SHA256")
+        size = fields.get("Size", "0")
+        if not (name and version and filename and sha256 and size.isdigit()):
+            missing = [key for key in _REQUIRED if not fields.get(key)]
+            problem = f"missing {', '.join(missing)}" if missing else f"bad Size {size!r}"
+            where = f"line {_line_of(paragraphs, index)}"
+            raise ValueError(f"{where}: package paragraph {problem}")
+        source = fields.get("Source", "")
+        packages.append(
+            Package(
+                name=name,
+                version=version,
+                arch=fields.get("Architecture", ""),
+                base_url=base_url,
+                filename=filename,
+                size=int(size),
+                sha256=sha256,
+                depends=fields.get("Depends", ""),
+                pre_depends=fields.get("Pre-Depends", ""),
+                provides=fields.get("Provides", ""),
+                conflicts=fields.get("Conflicts", ""),
+                breaks=fields.get("Breaks", ""),
+                essential=fields.get("Essential") == "yes",
+                priority=fields.get("Priority", ""),
+                multi_arch=fields.get("Multi-Arch", ""),
+                source=source.partition(" ")[0] if " " in source else source,
+            )
+        )
+    return packages

@@ -1,0 +1,330 @@
+"""An image's manifest (``<image>.json``) and SPDX 2.3 SBOM (``<image>.spdx.json``).
+
+The manifest says what an image is built from (recipe, lock and inputs digests), what
+it holds (packages with their sha256) and what it is (its own sha256 and size), so
+that a build can tell whether a new image is needed and a node can verify what it
+pulled. Both files are deterministic: sorted keys, packages in a fixed order, and the
+SBOM's creation time taken from SOURCE_DATE_EPOCH rather than the clock.
+
+Publishing order is image, manifest, SBOM, each written atomically; :func:`build_image`
+removes what it already published if a later step fails, so no manifest ever names a
+missing image and no image is left without its manifest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from builder import __version__
+from builder.atomic import write_bytes
+from builder.errors import EztError
+from builder.image import ImageFile, pack_root
+from builder.imagename import latest_image, next_image_name, parse_image_name
+from builder.model import LockedPackage
+
+FORMAT = "ezt-image-manifest/1"
+SBOM_NAMESPACE = "https://ezt.invalid/spdx"  # a documentNamespace prefix: unique, never fetched
+
+
+@dataclass(frozen=True)
+class ManifestPackage:
+    """One installed package as the manifest records it."""
+
+    name: str
+    version: str
+    arch: str
+    sha256: str
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """What an image is built from and what it holds."""
+
+    template: str
+    date: date
+    serial: int
+    image: str  # the image's file name, beside the manifest
+    image_sha256: str
+    image_size: int
+    recipe_digest: str
+    lock_digest: str
+    inputs_digest: str
+    source_date_epoch: int
+    ezt_version: str
+    packages: tuple[ManifestPackage, ...]
+    extra: Mapping[str, Any] = field(default_factory=dict, hash=False)
+
+
+def manifest_path(image_path: Path) -> Path:
+    return image_path.with_name(image_path.name + ".json")
+
+
+def sbom_path(image_path: Path) -> Path:
+    return image_path.with_name(image_path.name + ".spdx.json")
+
+
+def write_manifest(
+    image: ImageFile,
+    template: str,
+    date: date,
+    recipe_digest: str,
+    lock_digest: str,
+    inputs_digest: str,
+    packages: Sequence[LockedPackage],
+    extra: Mapping[str, Any] | None = None,
+    *,
+    source_date_epoch: int,
+    distribution: str,
+    purl_type: str = "deb",
+) -> Manifest:
+    """Write ``<image>.json`` then ``<image>.spdx.json`` beside ``image``.
+
+    ``distribution`` and ``purl_type`` make the SBOM's package URLs
+    (``pkg:<purl_type>/<distribution>/<name>@<version>?arch=<arch>``); they are arguments
+    because this module serves every family and never branches on one.
+    If the SBOM cannot be written, the manifest is removed again.
+    """
+    parsed = parse_image_name(image.path.name)
+    if parsed is None or (parsed.template, parsed.date) != (template, date):
+        raise ValueError(f"{image.path.name} is not an image name for {template} on {date}")
+    manifest = Manifest(
+        template=template,
+        date=date,
+        serial=parsed.serial,
+        image=image.path.name,
+        image_sha256=image.sha256,
+        image_size=image.size,
+        recipe_digest=recipe_digest,
+        lock_digest=lock_digest,
+        inputs_digest=inputs_digest,
+        source_date_epoch=source_date_epoch,
+        ezt_version=__version__,
+        packages=tuple(
+            sorted(
+                (ManifestPackage(p.name, p.version, p.arch, p.sha256) for p in packages),
+                key=lambda p: (p.name, p.arch, p.version),
+            )
+        ),
+        extra=dict(extra or {}),
+    )
+    target = manifest_path(image.path)
+    write_bytes(target, _dump(_manifest_json(manifest)))
+    try:
+        write_bytes(
+            sbom_path(image.path), _dump(sbom(manifest, distribution=distribution, purl_type=purl_type))
+        )
+    except BaseException:
+        target.unlink(missing_ok=True)
+        raise
+    return manifest
+
+
+def build_image(
+    root: Path,
+    images_dir: Path,
+    template: str,
+    today: date,
+    *,
+    source_date_epoch: int,
+    recipe_digest: str,
+    lock_digest: str,
+    inputs_digest: str,
+    packages: Sequence[LockedPackage],
+    distribution: str,
+    purl_type: str = "deb",
+    extra: Mapping[str, Any] | None = None,
+    level: int = 3,
+) -> Manifest:
+    """Pack ``root`` as the template's next image of ``today``, then its manifest and SBOM.
+
+    All or nothing: if the manifest or SBOM fails (disk full), the image just packed
+    is removed, so no image lacks a manifest and a retry starts clean.
+    """
+    image_path = images_dir / next_image_name(images_dir, template, today)
+    image = pack_root(root, image_path, source_date_epoch, level)
+    try:
+        return write_manifest(
+            image, template, today, recipe_digest, lock_digest, inputs_digest, packages, extra,
+            source_date_epoch=source_date_epoch, distribution=distribution, purl_type=purl_type,
+        )  # fmt: skip
+    except BaseException:
+        image_path.unlink(missing_ok=True)
+        raise
+
+
+def up_to_date_image(images_dir: Path, template: str, inputs_digest: str) -> Path | None:
+    """The template's newest image if it was built from ``inputs_digest``: no rebuild needed."""
+    image = latest_image(images_dir, template)
+    if image is None or not manifest_path(image).exists():
+        return None
+    return image if read_manifest(manifest_path(image)).inputs_digest == inputs_digest else None
+
+
+def read_manifest(path: Path) -> Manifest:
+    """Read a manifest; anything missing or mistyped is one error naming the file."""
+    try:
+        data = json.loads(path.read_bytes())
+        if data.get("format") != FORMAT:
+            raise EztError(f"not an ezt image manifest (format {data.get('format')!r})", path)
+        return Manifest(
+            template=_get(data, "template", str),
+            date=date.fromisoformat(_get(data, "date", str)),
+            serial=_get(data, "serial", int),
+            image=_get(_get(data, "image", dict), "name", str),
+            image_sha256=_get(data["image"], "sha256", str),
+            image_size=_get(data["image"], "size", int),
+            recipe_digest=_get(data, "recipe_digest", str),
+            lock_digest=_get(data, "lock_digest", str),
+            inputs_digest=_get(data, "inputs_digest", str),
+            source_date_epoch=_get(data, "source_date_epoch", int),
+            ezt_version=_get(data, "ezt_version", str),
+            packages=tuple(
+                ManifestPackage(*(_get(p, key, str) for key in ("name", "version", "arch", "sha256")))
+                for p in _get(data, "packages", list)
+            ),
+            extra=_get(data, "extra", dict),
+        )
+    except FileNotFoundError as exc:
+        raise EztError("manifest not found", path) from exc
+    except OSError as exc:
+        raise EztError(f"cannot read manifest: {exc.strerror or exc}", path) from exc
+    except KeyError as exc:
+        raise EztError(f"malformed image manifest: {exc} is missing", path) from exc
+    except (ValueError, TypeError, AttributeError) as exc:
+        raise EztError(f"malformed image manifest: {exc}", path) from exc
+
+
+def verify_image(image_path: Path) -> Manifest:
+    """Recompute the image's sha256 and size and compare them with its manifest."""
+    manifest = read_manifest(manifest_path(image_path))
+    if manifest.image != image_path.name:
+        raise EztError(f"manifest describes {manifest.image}, not this image", image_path)
+    try:
+        with open(image_path, "rb") as handle:
+            digest = hashlib.file_digest(handle, "sha256").hexdigest()
+            size = handle.tell()
+    except OSError as exc:
+        raise EztError(f"cannot read image: {exc.strerror or exc}", image_path) from exc
+    if (digest, size) != (manifest.image_sha256, manifest.image_size):
+        raise EztError(
+            f"image is corrupt: sha256 {digest} ({size} bytes), manifest says "
+            f"{manifest.image_sha256} ({manifest.image_size} bytes)",
+            image_path,
+        )
+    return manifest
+
+
+def sbom(manifest: Manifest, *, distribution: str, purl_type: str = "deb") -> dict[str, Any]:
+    """The image's SPDX 2.3 document: the image, the packages it contains, their purls."""
+    created = datetime.fromtimestamp(manifest.source_date_epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    image_id = "SPDXRef-Image"
+    packages: list[dict[str, Any]] = [
+        {
+            "SPDXID": image_id,
+            "name": manifest.template,
+            "versionInfo": manifest.image.removeprefix(manifest.template + "-").removesuffix(".tar.zst"),
+            "packageFileName": manifest.image,
+            "primaryPackagePurpose": "CONTAINER",
+            "checksums": [{"algorithm": "SHA256", "checksumValue": manifest.image_sha256}],
+            **_NO_ASSERTIONS,
+        }
+    ]
+    relationships = [
+        {"spdxElementId": "SPDXRef-DOCUMENT", "relationshipType": "DESCRIBES", "relatedSpdxElement": image_id}
+    ]
+    used: set[str] = {image_id}
+    for package in manifest.packages:
+        spdx_id = _unique(f"SPDXRef-Package-{_ID_UNSAFE.sub('-', f'{package.name}-{package.arch}')}", used)
+        purl = (
+            f"pkg:{purl_type}/{quote(distribution.lower(), safe='')}/{quote(package.name, safe='')}"
+            f"@{quote(package.version, safe=':')}?arch={quote(package.arch, safe='')}"
+        )
+        packages.append(
+            {
+                "SPDXID": spdx_id,
+                "name": package.name,
+                "versionInfo": package.version,
+                "checksums": [{"algorithm": "SHA256", "checksumValue": package.sha256}],
+                "externalRefs": [
+                    {
+                        "referenceCategory": "PACKAGE-MANAGER",
+                        "referenceType": "purl",
+                        "referenceLocator": purl,
+                    }
+                ],
+                **_NO_ASSERTIONS,
+            }
+        )
+        relationships.append(
+            {"spdxElementId": image_id, "relationshipType": "CONTAINS", "relatedSpdxElement": spdx_id}
+        )
+    return {
+        "spdxVersion": "SPDX-2.3",
+        "dataLicense": "CC0-1.0",
+        "SPDXID": "SPDXRef-DOCUMENT",
+        "name": manifest.image,
+        "documentNamespace": f"{SBOM_NAMESPACE}/{quote(manifest.image)}-{manifest.image_sha256}",
+        "creationInfo": {"created": created, "creators": [f"Tool: ezt-{manifest.ezt_version}"]},
+        "packages": packages,
+        "relationships": relationships,
+    }
+
+
+# The download location would name the build host's mirror and make the SBOM depend on
+# it; licenses are not analysed. SPDX says so with NOASSERTION.
+_NO_ASSERTIONS = {
+    "downloadLocation": "NOASSERTION",
+    "filesAnalyzed": False,
+    "licenseConcluded": "NOASSERTION",
+    "licenseDeclared": "NOASSERTION",
+    "copyrightText": "NOASSERTION",
+}
+_ID_UNSAFE = re.compile(r"[^A-Za-z0-9.-]")
+
+
+def _unique(spdx_id: str, used: set[str]) -> str:
+    candidate, n = spdx_id, 1
+    while candidate in used:
+        n += 1
+        candidate = f"{spdx_id}-{n}"
+    used.add(candidate)
+    return candidate
+
+
+def _manifest_json(manifest: Manifest) -> dict[str, Any]:
+    return {
+        "format": FORMAT,
+        "template": manifest.template,
+        "date": manifest.date.isoformat(),
+        "serial": manifest.serial,
+        "image": {"name": manifest.image, "sha256": manifest.image_sha256, "size": manifest.image_size},
+        "recipe_digest": manifest.recipe_digest,
+        "lock_digest": manifest.lock_digest,
+        "inputs_digest": manifest.inputs_digest,
+        "source_date_epoch": manifest.source_date_epoch,
+        "ezt_version": manifest.ezt_version,
+        "packages": [
+            {"name": p.name, "version": p.version, "arch": p.arch, "sha256": p.sha256}
+            for p in manifest.packages
+        ],
+        "extra": dict(manifest.extra),
+    }
+
+
+def _dump(data: Mapping[str, Any]) -> bytes:
+    return (json.dumps(data, sort_keys=True, indent=2, ensure_ascii=False) + "\n").encode()
+
+
+def _get(data: Mapping[str, Any], key: str, kind: type[Any]) -> Any:
+    value = data[key]
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise TypeError(f"{key!r} must be {kind.__name__}, not {type(value).__name__}")
+    return value

@@ -1,0 +1,81 @@
+"""Shared fixtures: throwaway GPG keys, sample .debs, a signed repository, a loopback HTTP server.
+
+- ``gpg_key`` / ``other_gpg_key`` (session): ``GpgKey`` with ``.keyring`` for gpgv.
+- ``sample_debs`` (session): name → .deb path (``hello`` amd64, ``libfoo`` all,
+  ``bigdata`` all with ~1.5 MB of incompressible data for resume tests).
+- ``signed_repo`` (session, read-only): ``RepoInfo`` of an archive holding the
+  sample debs, suite ``stable``, component ``main``, amd64, signed by ``gpg_key``.
+- ``make_repo`` (function): ``make_repo(debs=None, key=gpg_key, **build_repo_options)``
+  builds a fresh repository under ``tmp_path`` for tests that modify it.
+- ``http_server`` (function): a started ``RepoServer``; ``http_server.serve(root)``
+  chooses what it serves, ``.url``, ``.count(suffix)``, ``.fail(path, Fault(...))``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.debs import build_deb
+from tests.repo_factory import GpgKey, RepoInfo, RepoServer, build_repo, make_gpg_key, stop_gpg_agent
+
+
+@pytest.fixture(scope="session")
+def gpg_key(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GpgKey]:
+    key = make_gpg_key(tmp_path_factory.mktemp("gpg"))
+    yield key
+    stop_gpg_agent(key)
+
+
+@pytest.fixture(scope="session")
+def other_gpg_key(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GpgKey]:
+    key = make_gpg_key(tmp_path_factory.mktemp("gpg-other"), name="someone else")
+    yield key
+    stop_gpg_agent(key)
+
+
+@pytest.fixture(scope="session")
+def sample_debs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    out = tmp_path_factory.mktemp("debs")
+    return {
+        "hello": build_deb(out, "hello", "1.0", "amd64", files={"/usr/bin/hello": "#!/bin/sh\necho hello\n"}),
+        "libfoo": build_deb(out, "libfoo", "2.0-1", "all", fields={"Depends": "hello (>= 1.0)"}),
+        "bigdata": build_deb(
+            out, "bigdata", "1.0", "all", files={"/usr/share/bigdata/blob": os.urandom(1_500_000)}
+        ),
+    }
+
+
+@pytest.fixture(scope="session")
+def signed_repo(
+    tmp_path_factory: pytest.TempPathFactory, sample_debs: dict[str, Path], gpg_key: GpgKey
+) -> RepoInfo:
+    return build_repo(tmp_path_factory.mktemp("signed-repo"), list(sample_debs.values()), gpg_key)
+
+
+@pytest.fixture
+def make_repo(tmp_path: Path, sample_debs: dict[str, Path], gpg_key: GpgKey) -> Callable[..., RepoInfo]:
+    count = 0
+
+    def make(
+        debs: list[Path] | None = None, key: GpgKey | str | None = "default", **options: Any
+    ) -> RepoInfo:
+        nonlocal count
+        count += 1
+        signer = gpg_key if key == "default" else key
+        assert signer is None or isinstance(signer, GpgKey)
+        root = options.pop("root", None) or tmp_path / f"repo{count}"
+        return build_repo(root, debs if debs is not None else list(sample_debs.values()), signer, **options)
+
+    return make
+
+
+@pytest.fixture
+def http_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RepoServer]:
+    server = RepoServer(tmp_path_factory.mktemp("www")).start()
+    yield server
+    server.stop()
