@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 import time
+from typing import Any
 
 from builder import imagename, runner, steps
 from builder.config import Config
@@ -65,7 +66,7 @@ def cmd_lock(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_recipes(args: argparse.Namespace, config: Config) -> int:
-    rows = []
+    rows: list[dict[str, Any]] = []
     for recipe in find_recipes(config.recipes_dir):
         templates = ([recipe.name] if "os" in recipe.files else []) + [f"{recipe.name}-{s}" for s in recipe.sets()]
         rows.append(
@@ -101,16 +102,17 @@ def cmd_info(args: argparse.Namespace, config: Config) -> int:
         lock_state.update(packages=len(lock.packages), digest=lock.digest(),
                           size=sum(p.size for p in lock.packages))
     latest = imagename.latest_image(config.layout.images, template.name)
-    data = {
+    repositories = [steps.repository_label(r) + (" [trusted]" if r.trusted else "") for r in template.repositories]
+    packages = [p.name + (f"={p.version}" if p.version else "") for p in template.packages]
+    data: dict[str, Any] = {
         "template": template.name,
         "recipe": str(template.recipe_dir),
         "family": template.family.name,
         "distribution": template.distribution,
         "arch": template.native_arch,
         "description": template.description,
-        "repositories": [steps.repository_label(r) + (" [trusted]" if r.trusted else "")
-                         for r in template.repositories],
-        "packages": [p.name + (f"={p.version}" if p.version else "") for p in template.packages],
+        "repositories": repositories,
+        "packages": packages,
         "lock": lock_state,
         "last_image": latest.name if latest else None,
     }
@@ -121,9 +123,9 @@ def cmd_info(args: argparse.Namespace, config: Config) -> int:
     if template.description:
         print(f"description  {template.description.splitlines()[0]}")
     print("repositories")
-    for repo in data["repositories"]:  # type: ignore[attr-defined]
+    for repo in repositories:
         print(f"  {repo}")
-    print(f"packages     {' '.join(data['packages'])}")  # type: ignore[arg-type]
+    print(f"packages     {' '.join(packages)}")
     if lock_state["exists"]:
         print(f"lock         {lock_path} ({lock_state['packages']} packages, {lock_state['digest']!s:.12})")
     else:

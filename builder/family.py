@@ -6,13 +6,13 @@ branch on the family's name.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
 from builder.errors import EztError, Where
-from builder.model import Alternatives, LockedPackage, Package, Relation, Repository
+from builder.model import Alternatives, LockedPackage, Package, Repository
 
 
 @dataclass(frozen=True)
@@ -82,23 +82,6 @@ class Family(Protocol):
         ...
 
 
-def satisfies(family: Family, relation: Relation, version: str) -> bool:
-    """Whether ``version`` meets ``relation``'s version constraint."""
-    if relation.op is None or relation.version is None:
-        return True
-    order = family.compare_versions(version, relation.version)
-    return {
-        "<<": order < 0,
-        "<=": order <= 0,
-        "=": order == 0,
-        ">=": order >= 0,
-        ">>": order > 0,
-    }[relation.op]
-
-
-_ALIASES: dict[str, str] = {}
-
-
 def family_for(package_manager: str, where: Where | None = None) -> Family:
     """The family of an ``os_package_manager`` value (``dpkg``, ``rpm``, vztt names too)."""
     name = package_manager.strip().lower()
@@ -110,6 +93,3 @@ def family_for(package_manager: str, where: Where | None = None) -> Family:
         raise EztError("package manager 'rpm' is not supported yet", where)
     raise EztError(f"unknown package manager {package_manager.strip()!r} (expected dpkg or rpm)", where)
 
-
-def families_known() -> Sequence[str]:
-    return ("dpkg", "rpm")

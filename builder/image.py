@@ -9,10 +9,14 @@ name, hardlinks recorded against the first name in that order, and multi-threade
 zstd, whose output does not depend on the number of worker threads.
 
 The tar stream is written here rather than by GNU tar or :mod:`tarfile`: it is as
-fast as ``tar | zstd`` (compression is the bottleneck), its format does not drift
-with the host's tar version, and xattrs such as ``security.capability`` hold binary
-values, which :mod:`tarfile` can only write behind a ``hdrcharset=BINARY`` record
-that GNU tar does not know and warns about on every file.
+fast as ``tar | zstd`` (compression is the bottleneck), its bytes do not drift with
+the host's tar version, xattrs come out sorted whatever order the filesystem lists
+them in, and xattrs such as ``security.capability`` hold binary values, which
+:mod:`tarfile` can only write behind a ``hdrcharset=BINARY`` record that GNU tar does
+not know and warns about on every file. The output is byte for byte that of GNU tar
+``--sort=name --format=posix --numeric-owner --mtime=@SDE --clamp-mtime`` with
+``--pax-option=exthdr.name=%d/PaxHeaders/%f,delete=atime,delete=ctime,delete=mtime``
+(the tests check this), so any tar reads it.
 """
 
 from __future__ import annotations
@@ -55,9 +59,7 @@ class ImageFile:
     size: int
 
 
-def pack_root(
-    root: Path, out: Path, source_date_epoch: int, level: int = 3, *, threads: int = -1
-) -> ImageFile:
+def pack_root(root: Path, out: Path, source_date_epoch: int, level: int = 3, *, threads: int = -1) -> ImageFile:
     """Pack ``root`` into ``out`` (``.tar.zst``), atomically, hashing as it writes.
 
     ``threads`` is the number of zstd workers, -1 for one per CPU. It must not be 0:
@@ -76,9 +78,7 @@ def pack_root(
     with atomic_writer(out) as handle:
         sink = _HashingSink(handle)
         cobj = cctx.compressobj()
-        _TarWriter(lambda data: sink.write(cobj.compress(data)), source_date_epoch).write_tree(
-            os.fsencode(root)
-        )
+        _TarWriter(lambda data: sink.write(cobj.compress(data)), source_date_epoch).write_tree(os.fsencode(root))
         sink.write(cobj.flush())  # ends the frame; only on success, so a failure writes nothing more
     return ImageFile(out, sink.sha256.hexdigest(), sink.size)
 
@@ -128,9 +128,14 @@ class _TarWriter:
 
     def write_tree(self, root: bytes) -> None:
         stack: list[tuple[bytes, bytes]] = [(b".", root)]
+        device: int | None = None
         while stack:
             name, path = stack.pop()
             entry = _inspect(path)
+            if stat.S_ISDIR(entry.st.st_mode):
+                device = entry.st.st_dev if device is None else device
+                if entry.st.st_dev != device:  # a /proc, /sys or /dev left mounted by an install step
+                    raise EztError("a file system is mounted here: unmount it before packing", os.fsdecode(path))
             stack.extend((name + b"/" + child, path + b"/" + child) for child in reversed(entry.children))
             self.write_member(name, path, entry)
         end = 2 * BLOCK

@@ -17,8 +17,7 @@ from builder.errors import EztError
 
 SUFFIX = ".tar.zst"
 _NAME = re.compile(
-    r"(?P<template>[A-Za-z0-9][A-Za-z0-9._+-]*?)-(?P<date>\d{8})(?:\.(?P<serial>[1-9][0-9]*))?"
-    + re.escape(SUFFIX)
+    r"(?P<template>[A-Za-z0-9][A-Za-z0-9._+-]*?)-(?P<date>\d{8})(?:\.(?P<serial>[1-9][0-9]*))?" + re.escape(SUFFIX)
 )
 
 
@@ -58,9 +57,7 @@ def list_images(images_dir: Path, template: str) -> list[Path]:
         names = [entry.name for entry in images_dir.iterdir()]
     except FileNotFoundError:
         return []
-    found = [
-        (parsed, name) for name in names if (parsed := parse_image_name(name)) and parsed.template == template
-    ]
+    found = [(parsed, name) for name in names if (parsed := parse_image_name(name)) and parsed.template == template]
     found.sort(key=lambda item: (item[0].date, item[0].serial))
     return [images_dir / name for _, name in found]
 

@@ -118,9 +118,7 @@ def write_manifest(
     target = manifest_path(image.path)
     write_bytes(target, _dump(_manifest_json(manifest)))
     try:
-        write_bytes(
-            sbom_path(image.path), _dump(sbom(manifest, distribution=distribution, purl_type=purl_type))
-        )
+        write_bytes(sbom_path(image.path), _dump(sbom(manifest, distribution=distribution, purl_type=purl_type)))
     except BaseException:
         target.unlink(missing_ok=True)
         raise
@@ -263,9 +261,7 @@ def sbom(manifest: Manifest, *, distribution: str, purl_type: str = "deb") -> di
                 **_NO_ASSERTIONS,
             }
         )
-        relationships.append(
-            {"spdxElementId": image_id, "relationshipType": "CONTAINS", "relatedSpdxElement": spdx_id}
-        )
+        relationships.append({"spdxElementId": image_id, "relationshipType": "CONTAINS", "relatedSpdxElement": spdx_id})
     return {
         "spdxVersion": "SPDX-2.3",
         "dataLicense": "CC0-1.0",
@@ -312,8 +308,7 @@ def _manifest_json(manifest: Manifest) -> dict[str, Any]:
         "source_date_epoch": manifest.source_date_epoch,
         "ezt_version": manifest.ezt_version,
         "packages": [
-            {"name": p.name, "version": p.version, "arch": p.arch, "sha256": p.sha256}
-            for p in manifest.packages
+            {"name": p.name, "version": p.version, "arch": p.arch, "sha256": p.sha256} for p in manifest.packages
         ],
         "extra": dict(manifest.extra),
     }

@@ -36,7 +36,7 @@ class LineReporter:
 
     def execute_task(self, task: Any) -> None:
         if task.actions:
-            self.out.write(f"» {task.name.replace(':', ' ', 1)}\n")
+            self.out.write(f"» {task.title().replace(':', ' ', 1)}\n")
             self.out.flush()
 
     def add_failure(self, task: Any, fail: Any) -> None:
@@ -122,7 +122,10 @@ def dry_run(ctx: steps.BuildContext, templates: list[Template]) -> list[tuple[st
         dependency = None
     from doit.task import dict_to_task
 
-    task_objects = [dict_to_task({**t, "name": f"{t.pop('basename')}:{t['name']}"}) for t in generator()]
+    task_objects = [
+        dict_to_task({k: v for k, v in t.items() if k != "basename"} | {"name": f"{t['basename']}:{t['name']}"})
+        for t in generator()
+    ]
     by_name = {t.name: t for t in task_objects}
     will_run: set[str] = set()
     for task in task_objects:

@@ -180,7 +180,7 @@ def stage_template(ctx: BuildContext, template: Template) -> None:
     started = time.monotonic()
     try:
         if template.pre_cache:
-            chroot.run_host_script(template.pre_cache.path, work, env)
+            chroot.run_host_script(template.pre_cache.path, work, source_date_epoch=epoch, environment=env)
         template.family.install(
             InstallRequest(
                 root=work,
@@ -193,9 +193,9 @@ def stage_template(ctx: BuildContext, template: Template) -> None:
             )
         )
         if template.post_install:
-            chroot.run_script_in_root(template.post_install.path, work, env)
+            run_post_install(template.post_install.path, work, epoch, env)
         if template.post_cache:
-            chroot.run_host_script(template.post_cache.path, work, env)
+            chroot.run_host_script(template.post_cache.path, work, source_date_epoch=epoch, environment=env)
         template.family.finish_root(work)
     except BaseException:
         _remove_tree(work)
@@ -206,11 +206,25 @@ def stage_template(ctx: BuildContext, template: Template) -> None:
     ctx.say(f"stage {template.name}: installed {len(lock.packages)} packages in {time.monotonic() - started:.1f}s")
 
 
+def run_post_install(script: Path, root: Path, epoch: int, env: dict[str, str]) -> None:
+    """Copy a recipe's post-install script into the root and run it there, then remove it."""
+    from builder import chroot
+
+    inside = root / "tmp" / f"ezt-{script.name}"
+    inside.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(script, inside)
+    inside.chmod(0o755)
+    try:
+        chroot.run_in_root(root, [f"/tmp/{inside.name}"], source_date_epoch=epoch, environment=env)
+    finally:
+        inside.unlink(missing_ok=True)
+
+
 def _remove_tree(path: Path) -> None:
     from builder import chroot
 
     if path.exists() or path.is_symlink():
-        chroot.assert_nothing_mounted(path)
+        chroot.ensure_unmounted(path)
         shutil.rmtree(path)
 
 
@@ -220,40 +234,36 @@ def inputs_digest(lock: Lock, template: Template) -> str:
 
 def image_template(ctx: BuildContext, template: Template) -> Path:
     """Pack the stage into a new dated image, unless the newest image has the same inputs."""
-    from builder import image, imagename, manifest
+    from builder import manifest
 
     layout = ctx.config.layout
     lock = load_lock(ctx, template)
     stamp = json.loads(layout.stage_stamp(template.name).read_bytes())
     digest = inputs_digest(lock, template)
-    latest = imagename.latest_image(layout.images, template.name)
-    if latest is not None:
-        try:
-            previous = manifest.read_manifest(manifest.manifest_path(latest))
-        except EztError:
-            previous = None
-        if previous is not None and previous.inputs_digest == digest:
-            ctx.say(f"image {template.name}: unchanged, newest is {latest.name}")
-            _write_image_state(ctx, template, latest)
-            return latest
-    today = ctx.options.today or date.today()
-    name = imagename.next_image_name(layout.images, template.name, today)
+    current = manifest.up_to_date_image(layout.images, template.name, digest)
+    if current is not None:
+        ctx.say(f"image {template.name}: unchanged, newest is {current.name}")
+        _write_image_state(ctx, template, current)
+        return current
     started = time.monotonic()
-    packed = image.pack_root(layout.stage_root(template.name), layout.images / name, int(stamp["source_date_epoch"]))
-    manifest.write_manifest(
-        packed,
-        template=template.name,
-        date=today,
+    built = manifest.build_image(
+        layout.stage_root(template.name),
+        layout.images,
+        template.name,
+        ctx.options.today or date.today(),
+        source_date_epoch=int(stamp["source_date_epoch"]),
         recipe_digest=template.digest(),
         lock_digest=lock.digest(),
         inputs_digest=digest,
         packages=lock.packages,
-        source_date_epoch=int(stamp["source_date_epoch"]),
         distribution=template.distribution or template.recipe.split("-")[0],
+        purl_type=template.family.name,
     )
-    ctx.say(f"image {template.name}: {name} ({packed.size / 1e6:.1f} MB) in {time.monotonic() - started:.1f}s")
-    _write_image_state(ctx, template, packed.path)
-    return packed.path
+    path = layout.images / built.image
+    ctx.say(f"image {template.name}: {built.image} ({built.image_size / 1e6:.1f} MB) "
+            f"in {time.monotonic() - started:.1f}s")
+    _write_image_state(ctx, template, path)
+    return path
 
 
 def _write_image_state(ctx: BuildContext, template: Template, path: Path) -> None:

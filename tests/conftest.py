@@ -44,16 +44,12 @@ def sample_debs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return {
         "hello": build_deb(out, "hello", "1.0", "amd64", files={"/usr/bin/hello": "#!/bin/sh\necho hello\n"}),
         "libfoo": build_deb(out, "libfoo", "2.0-1", "all", fields={"Depends": "hello (>= 1.0)"}),
-        "bigdata": build_deb(
-            out, "bigdata", "1.0", "all", files={"/usr/share/bigdata/blob": os.urandom(1_500_000)}
-        ),
+        "bigdata": build_deb(out, "bigdata", "1.0", "all", files={"/usr/share/bigdata/blob": os.urandom(1_500_000)}),
     }
 
 
 @pytest.fixture(scope="session")
-def signed_repo(
-    tmp_path_factory: pytest.TempPathFactory, sample_debs: dict[str, Path], gpg_key: GpgKey
-) -> RepoInfo:
+def signed_repo(tmp_path_factory: pytest.TempPathFactory, sample_debs: dict[str, Path], gpg_key: GpgKey) -> RepoInfo:
     return build_repo(tmp_path_factory.mktemp("signed-repo"), list(sample_debs.values()), gpg_key)
 
 
@@ -61,9 +57,7 @@ def signed_repo(
 def make_repo(tmp_path: Path, sample_debs: dict[str, Path], gpg_key: GpgKey) -> Callable[..., RepoInfo]:
     count = 0
 
-    def make(
-        debs: list[Path] | None = None, key: GpgKey | str | None = "default", **options: Any
-    ) -> RepoInfo:
+    def make(debs: list[Path] | None = None, key: GpgKey | str | None = "default", **options: Any) -> RepoInfo:
         nonlocal count
         count += 1
         signer = gpg_key if key == "default" else key

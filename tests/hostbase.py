@@ -55,9 +55,7 @@ _LDD_PATH = re.compile(r"(/\S+)")
 
 
 def host_arch() -> str:
-    return subprocess.run(
-        ["dpkg", "--print-architecture"], check=True, capture_output=True, text=True
-    ).stdout.strip()
+    return subprocess.run(["dpkg", "--print-architecture"], check=True, capture_output=True, text=True).stdout.strip()
 
 
 def _in_usr(path: str) -> str:

@@ -64,9 +64,7 @@ def make_gpg_key(directory: Path, name: str = "ezt test repository") -> GpgKey:
         "",
     ]
     uid = f"{name} <tests@invalid>"
-    subprocess.run(
-        [*base, "--quick-gen-key", uid, "ed25519", "sign", "never"], check=True, capture_output=True
-    )
+    subprocess.run([*base, "--quick-gen-key", uid, "ed25519", "sign", "never"], check=True, capture_output=True)
     listing = subprocess.run(
         ["gpg", "--homedir", str(home), "--with-colons", "--list-keys", uid],
         check=True,
@@ -76,17 +74,13 @@ def make_gpg_key(directory: Path, name: str = "ezt test repository") -> GpgKey:
     fingerprint = next(line.split(":")[9] for line in listing.splitlines() if line.startswith("fpr:"))
     keyring = directory / "keyring.gpg"
     keyring.write_bytes(
-        subprocess.run(
-            ["gpg", "--homedir", str(home), "--export", fingerprint], check=True, capture_output=True
-        ).stdout
+        subprocess.run(["gpg", "--homedir", str(home), "--export", fingerprint], check=True, capture_output=True).stdout
     )
     return GpgKey(home, fingerprint, keyring)
 
 
 def stop_gpg_agent(key: GpgKey) -> None:
-    subprocess.run(
-        ["gpgconf", "--homedir", str(key.home), "--kill", "gpg-agent"], check=False, capture_output=True
-    )
+    subprocess.run(["gpgconf", "--homedir", str(key.home), "--kill", "gpg-agent"], check=False, capture_output=True)
 
 
 def sign_release(release: Path, key: GpgKey, inline: bool = True, detached: bool = True) -> None:
@@ -95,9 +89,7 @@ def sign_release(release: Path, key: GpgKey, inline: bool = True, detached: bool
     if inline:
         key.gpg(*common, "--clearsign", "-o", str(release.with_name("InRelease")), str(release))
     if detached:
-        key.gpg(
-            *common, "--detach-sign", "--armor", "-o", str(release.with_name("Release.gpg")), str(release)
-        )
+        key.gpg(*common, "--detach-sign", "--armor", "-o", str(release.with_name("Release.gpg")), str(release))
 
 
 # -- repository ---------------------------------------------------------------------------
@@ -137,9 +129,7 @@ class RepoInfo:
     def file_url(self) -> str:
         return self.root.as_uri()
 
-    def repository(
-        self, url: str | None = None, trusted: bool = False, signed_by: str | None = None
-    ) -> Repository:
+    def repository(self, url: str | None = None, trusted: bool = False, signed_by: str | None = None) -> Repository:
         """A Repository for this archive at ``url`` (default: its file:// URL)."""
         return Repository((url or self.file_url).rstrip("/"), self.suite, self.components, trusted, signed_by)
 
@@ -179,9 +169,7 @@ def package_stanza(deb: Path, filename: str) -> tuple[str, RepoPackage]:
     head = [f for f in fields if f[0] != "Description"]
     tail = [f for f in fields if f[0] == "Description"]
     stanza = "".join(f"{name}: {value}\n" for name, value in head + extra + tail)
-    record = RepoPackage(
-        values["Package"], values["Version"], values["Architecture"], filename, len(data), extra[3][1]
-    )
+    record = RepoPackage(values["Package"], values["Version"], values["Architecture"], filename, len(data), extra[3][1])
     return stanza, record
 
 
@@ -403,9 +391,7 @@ class RepoServer:
     def count(self, suffix: str = "", method: str | None = None) -> int:
         """How many requests had a path ending in ``suffix`` (and ``method``, if given)."""
         with self._lock:
-            return sum(
-                1 for r in self.requests if r.path.endswith(suffix) and (method is None or r.method == method)
-            )
+            return sum(1 for r in self.requests if r.path.endswith(suffix) and (method is None or r.method == method))
 
     def reset(self) -> None:
         with self._lock:

@@ -15,8 +15,12 @@ def ezt(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]
         capture_output=True,
         text=True,
         cwd=cwd,
-        env={"PATH": "/usr/bin:/bin:/usr/sbin:/sbin", "EZT_URLMAP_DEBIAN_SERVER": "http://127.0.0.1:9/debian",
-             "EZT_URLMAP_SEC": "http://127.0.0.1:9/sec", "PYTHONPATH": str(Path(__file__).parent.parent)},
+        env={
+            "PATH": "/usr/bin:/bin:/usr/sbin:/sbin",
+            "EZT_URLMAP_DEBIAN_SERVER": "http://127.0.0.1:9/debian",
+            "EZT_URLMAP_SEC": "http://127.0.0.1:9/sec",
+            "PYTHONPATH": str(Path(__file__).parent.parent),
+        },
     )
 
 
@@ -63,14 +67,22 @@ def test_bad_config(tmp_path: Path) -> None:
 
 def test_locked_without_lock(tmp_path: Path) -> None:
     make_recipe(tmp_path / "recipes")
-    result = ezt("build", "debian-12-x86_64", "--locked", "--recipes", str(tmp_path / "recipes"),
-                 "--cache-dir", str(tmp_path / "cache"))
+    result = ezt(
+        "build",
+        "debian-12-x86_64",
+        "--locked",
+        "--recipes",
+        str(tmp_path / "recipes"),
+        "--cache-dir",
+        str(tmp_path / "cache"),
+    )
     assert_one_line_error(result, "debian-12-x86_64.lock.json", "no lock file")
 
 
 def test_unreachable_mirror(tmp_path: Path) -> None:
     make_recipe(tmp_path / "recipes")
-    result = ezt("build", "debian-12-x86_64", "--recipes", str(tmp_path / "recipes"),
-                 "--cache-dir", str(tmp_path / "cache"))
+    result = ezt(
+        "build", "debian-12-x86_64", "--recipes", str(tmp_path / "recipes"), "--cache-dir", str(tmp_path / "cache")
+    )
     assert_one_line_error(result, "127.0.0.1:9")
     assert "cannot reach" in result.stderr or "refused" in result.stderr

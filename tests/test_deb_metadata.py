@@ -72,9 +72,7 @@ def test_file_url_repository(transport: Transport, signed_repo: RepoInfo, option
     assert hello.url == (signed_repo.root / signed_repo.packages["hello"].filename).as_uri()
 
 
-def test_unsigned_repository_refused(
-    transport: Transport, make_repo: MakeRepo, options: MetadataOptions
-) -> None:
+def test_unsigned_repository_refused(transport: Transport, make_repo: MakeRepo, options: MetadataOptions) -> None:
     info = make_repo(key=None)
     repo = info.repository()
     with pytest.raises(EztError) as error:
@@ -122,9 +120,7 @@ def test_armored_signed_by_keyring(
     refresh_metadata(transport, repo, "amd64", options)
 
 
-def test_tampered_inrelease_refused(
-    transport: Transport, make_repo: MakeRepo, options: MetadataOptions
-) -> None:
+def test_tampered_inrelease_refused(transport: Transport, make_repo: MakeRepo, options: MetadataOptions) -> None:
     info = make_repo()
     inrelease = info.release_dir / "InRelease"
     inrelease.write_text(inrelease.read_text().replace("Label: ezt-tests", "Label: evil"))
@@ -150,9 +146,7 @@ def test_unsigned_text_around_inrelease_refused(
         refresh_metadata(transport, info.repository(), "amd64", options)
 
 
-def test_only_gpgv_output_is_parsed(
-    transport: Transport, make_repo: MakeRepo, options: MetadataOptions
-) -> None:
+def test_only_gpgv_output_is_parsed(transport: Transport, make_repo: MakeRepo, options: MetadataOptions) -> None:
     """The armor header lines of a clearsigned file are not part of the signed text."""
     info = make_repo()
     fetched = fetch_release(transport, info.repository(), options.keyring)
@@ -171,9 +165,7 @@ def test_detached_signature_accepted_and_checked(
         refresh_metadata(transport, info.repository(), "amd64", replace(options, refresh=True))
 
 
-def test_tampered_packages_refused(
-    transport: Transport, make_repo: MakeRepo, options: MetadataOptions
-) -> None:
+def test_tampered_packages_refused(transport: Transport, make_repo: MakeRepo, options: MetadataOptions) -> None:
     info = make_repo()
     index = info.index_dir() / "Packages.xz"
     data = bytearray(index.read_bytes())
@@ -364,9 +356,7 @@ def test_offline(
     http_server.serve(signed_repo.root)
     repo = signed_repo.repository(http_server.url)
     offline = replace(options, offline=True, expire_seconds=0)
-    with pytest.raises(
-        EztError, match=r"stable: no cached metadata for amd64 in .* \(run once without --offline\)"
-    ):
+    with pytest.raises(EztError, match=r"stable: no cached metadata for amd64 in .* \(run once without --offline\)"):
         refresh_metadata(transport, repo, "amd64", offline)
     assert http_server.requests == []
     files = refresh_metadata(transport, repo, "amd64", options)
@@ -398,9 +388,7 @@ def test_parsed_index_is_cached(
 # -- the real Debian archive's signed metadata (frozen copy) ---------------------------------
 
 
-@pytest.mark.skipif(
-    not DEBIAN_KEYRING.exists() or not SHARED.exists(), reason="needs debian keyring and shared data"
-)
+@pytest.mark.skipif(not DEBIAN_KEYRING.exists() or not SHARED.exists(), reason="needs debian keyring and shared data")
 def test_real_bookworm_inrelease_and_packages(tmp_path: Path) -> None:
     text = verify_clearsigned((SHARED / "InRelease").read_bytes(), DEBIAN_KEYRING, "bookworm")
     release = parse_release(text, "bookworm")
@@ -436,6 +424,4 @@ def test_debian_keyring_refuses_test_repo(
     if not DEBIAN_KEYRING.exists():
         pytest.skip("no debian keyring")
     with pytest.raises(EztError, match="not in the keyring"):
-        refresh_metadata(
-            transport, signed_repo.repository(), "amd64", replace(options, keyring=DEBIAN_KEYRING)
-        )
+        refresh_metadata(transport, signed_repo.repository(), "amd64", replace(options, keyring=DEBIAN_KEYRING))

@@ -132,9 +132,7 @@ SHA256: bbbb
 
 def test_small_index() -> None:
     first, second = parse_packages(SMALL, "http://repo/debian/")
-    assert first == Package(
-        "first", "1.0-1", "all", "http://repo/debian/", "pool/f/first_1.0-1_all.deb", 100, "aaaa"
-    )
+    assert first == Package("first", "1.0-1", "all", "http://repo/debian/", "pool/f/first_1.0-1_all.deb", 100, "aaaa")
     assert first.url == "http://repo/debian/pool/f/first_1.0-1_all.deb"
     assert second.depends == "first (>= 1.0), libc6 (>= 2.34)"  # a folded field is joined
     assert second.source == "second-src"

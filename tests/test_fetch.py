@@ -80,9 +80,7 @@ def test_duplicates_fetched_once(
     assert http_server.count("/hello_1.0_amd64.deb") == 1
 
 
-def test_wrong_size_in_pool_is_replaced(
-    transport: Transport, served: list[LockedPackage], layout: CacheLayout
-) -> None:
+def test_wrong_size_in_pool_is_replaced(transport: Transport, served: list[LockedPackage], layout: CacheLayout) -> None:
     hello = by_name(served, "hello")
     path = layout.pool_file(hello.sha256)
     path.parent.mkdir(parents=True)
@@ -91,9 +89,7 @@ def test_wrong_size_in_pool_is_replaced(
     assert_in_pool(layout, served)
 
 
-def test_verify_existing_rehashes(
-    transport: Transport, served: list[LockedPackage], layout: CacheLayout
-) -> None:
+def test_verify_existing_rehashes(transport: Transport, served: list[LockedPackage], layout: CacheLayout) -> None:
     fetch_packages(transport, served, layout)
     hello = by_name(served, "hello")
     path = layout.pool_file(hello.sha256)
@@ -154,9 +150,7 @@ def test_sha256_mismatch_refused(
     assert not list((layout.pool / "tmp").glob("*.part"))
 
 
-def test_lock_with_wrong_digest_refused(
-    transport: Transport, served: list[LockedPackage], layout: CacheLayout
-) -> None:
+def test_lock_with_wrong_digest_refused(transport: Transport, served: list[LockedPackage], layout: CacheLayout) -> None:
     hello = replace(by_name(served, "hello"), sha256="0" * 64)
     with pytest.raises(EztError, match=r"^sha256 mismatch for hello 1\.0 \("):
         fetch_packages(transport, [hello], layout)
@@ -186,9 +180,7 @@ def test_several_failures_are_counted(
 def test_unreachable_server(transport: Transport, served: list[LockedPackage], layout: CacheLayout) -> None:
     url = f"http://127.0.0.1:{free_port()}/pool/hello_1.0_amd64.deb"
     hello = replace(by_name(served, "hello"), url=url)
-    with pytest.raises(
-        EztError, match=rf"^hello 1\.0: cannot reach {url}: connection refused \(tried 3 times\)$"
-    ):
+    with pytest.raises(EztError, match=rf"^hello 1\.0: cannot reach {url}: connection refused \(tried 3 times\)$"):
         fetch_packages(transport, [hello], layout)
 
 
@@ -224,9 +216,7 @@ def test_terminal_progress_updates_one_line(
     assert text.endswith("\n") and text.count("\n") == 2  # the start line and the summary
 
 
-def test_non_terminal_stream_gets_lines(
-    transport: Transport, served: list[LockedPackage], layout: CacheLayout
-) -> None:
+def test_non_terminal_stream_gets_lines(transport: Transport, served: list[LockedPackage], layout: CacheLayout) -> None:
     stream = io.StringIO()
     fetch_packages(transport, served, layout, progress=stream)
     assert "\r" not in stream.getvalue() and stream.getvalue().count("\n") >= 2

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import os
@@ -269,10 +270,28 @@ def test_xattrs_and_file_capabilities_round_trip(tmp_path: Path) -> None:
     dest = extract_with_gnu_tar(out, tmp_path / "x")
     assert os.getxattr(dest / "usr/bin/ping", "security.capability") == capability
     assert os.getxattr(dest / "usr/bin/ping", "user.zzz") == binary
-    getcap = subprocess.run(
-        ["getcap", str(dest / "usr/bin/ping")], capture_output=True, text=True, check=True
-    )
+    getcap = subprocess.run(["getcap", str(dest / "usr/bin/ping")], capture_output=True, text=True, check=True)
     assert "cap_net_raw=ep" in getcap.stdout
+
+
+def test_xattr_order_does_not_depend_on_the_filesystem(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    root = tmp_path / "root"
+    target = write(root / "file", "x")
+    try:
+        for name in ("user.b", "user.a", "user.c"):
+            os.setxattr(target, name, name.encode())
+    except OSError as exc:
+        pytest.skip(f"no user xattrs on this filesystem: {exc}")
+    first = pack_root(root, tmp_path / "first.tar.zst", SDE)
+    real = os.listxattr
+
+    def backwards(path: bytes, *, follow_symlinks: bool = True) -> list[str]:
+        return sorted(real(path, follow_symlinks=follow_symlinks), reverse=True)
+
+    monkeypatch.setattr(os, "listxattr", backwards)
+    assert pack_root(root, tmp_path / "second.tar.zst", SDE).sha256 == first.sha256
+    raw = tar_bytes(tmp_path / "first.tar.zst")
+    assert raw.index(b"user.a=") < raw.index(b"user.b=") < raw.index(b"user.c=")
 
 
 def test_same_bytes_as_gnu_tar_reference(tmp_path: Path) -> None:
@@ -283,6 +302,7 @@ def test_same_bytes_as_gnu_tar_reference(tmp_path: Path) -> None:
     write(root / ("p" * 80) / ("q" * 80), "long name")
     os.symlink("t" * 120, root / "long-link")
     write(root / "old", "o", mtime=1_577_836_800.75)
+    write(root / "ünïcødé", "u")
     if IS_ROOT and shutil.which("setcap"):
         subprocess.run(["setcap", CAP, str(root / "usr/bin/perl")], check=True)
     out = tmp_path / "x.tar.zst"
@@ -296,10 +316,7 @@ def test_same_bytes_as_gnu_tar_reference(tmp_path: Path) -> None:
         ],
         capture_output=True,
     )  # fmt: skip
-    if (
-        reference.returncode != 0
-        or b"GNU" not in subprocess.run(["tar", "--version"], capture_output=True).stdout
-    ):
+    if reference.returncode != 0 or b"GNU" not in subprocess.run(["tar", "--version"], capture_output=True).stdout:
         pytest.skip(f"no GNU tar >= 1.29 here: {reference.stderr.decode(errors='replace')}")
     assert tar_bytes(out) == reference.stdout
 
@@ -365,21 +382,36 @@ def test_file_changing_size_is_reported(tmp_path: Path, monkeypatch: pytest.Monk
     assert not (tmp_path / "x.tar.zst").exists()
 
 
-@pytest.fixture
-def tiny_tmpfs(tmp_path: Path) -> Iterator[Path]:
+@contextlib.contextmanager
+def tmpfs(mount: Path, size: str = "64k") -> Iterator[Path]:
+    """A tmpfs of ``size`` mounted at ``mount`` for the block (skips the test if it cannot be)."""
     if not IS_ROOT:
         pytest.skip("mounting a tmpfs needs root")
-    mount = tmp_path / "tiny"
-    mount.mkdir()
-    result = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mount)], capture_output=True
-    )
+    mount.mkdir(parents=True, exist_ok=True)
+    result = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mount)], capture_output=True)
     if result.returncode != 0:
         pytest.skip(f"cannot mount tmpfs: {result.stderr.decode(errors='replace').strip()}")
     try:
         yield mount
     finally:
         subprocess.run(["umount", str(mount)], check=True)
+
+
+@pytest.fixture
+def tiny_tmpfs(tmp_path: Path) -> Iterator[Path]:
+    with tmpfs(tmp_path / "tiny") as mount:
+        yield mount
+
+
+def test_refuses_to_pack_a_mounted_file_system(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    write(root / "etc/hostname", "ct")
+    with tmpfs(root / "proc") as proc:
+        write(proc / "status", "from another file system")
+        with pytest.raises(EztError, match="a file system is mounted here") as caught:
+            pack_root(root, tmp_path / "x.tar.zst", SDE)
+    assert str(caught.value).startswith(f"{proc}: ")
+    assert not (tmp_path / "x.tar.zst").exists()
 
 
 def test_disk_full_is_one_clear_error_and_leaves_nothing(tmp_path: Path, tiny_tmpfs: Path) -> None:

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
-import subprocess
 from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
@@ -30,6 +28,7 @@ from builder.manifest import (
     write_manifest,
 )
 from builder.model import LockedPackage
+from tests.test_image import tmpfs
 
 SDE = 1_700_000_000
 DAY = date(2026, 11, 27)
@@ -128,10 +127,7 @@ def test_sbom_is_valid_spdx_and_deterministic(root: Path, tmp_path: Path) -> Non
     assert image_pkg["packageFileName"] == first.image
     purls = {p["versionInfo"] + "/" + p["name"]: p["externalRefs"][0]["referenceLocator"] for p in packages}
     assert purls["1:1.2.13.dfsg-1/zlib1g"] == "pkg:deb/debian/zlib1g@1:1.2.13.dfsg-1?arch=amd64"
-    assert (
-        purls["12.2.0-14+deb12u1/libstdc++6"]
-        == "pkg:deb/debian/libstdc%2B%2B6@12.2.0-14%2Bdeb12u1?arch=amd64"
-    )
+    assert purls["12.2.0-14+deb12u1/libstdc++6"] == "pkg:deb/debian/libstdc%2B%2B6@12.2.0-14%2Bdeb12u1?arch=amd64"
     for spdx_pkg in packages:
         ref = spdx_pkg["externalRefs"][0]
         assert (ref["referenceCategory"], ref["referenceType"]) == ("PACKAGE-MANAGER", "purl")
@@ -143,12 +139,18 @@ def test_sbom_is_valid_spdx_and_deterministic(root: Path, tmp_path: Path) -> Non
         "pkg:deb/debian/libc6@2.36-9%2Bdeb12u4?arch=amd64",
         "pkg:deb/debian/libc6@2.36-9%2Bdeb12u4?arch=i386",
     ]
-    relations = {
-        (r["spdxElementId"], r["relationshipType"], r["relatedSpdxElement"]) for r in doc["relationships"]
-    }
+    relations = {(r["spdxElementId"], r["relationshipType"], r["relatedSpdxElement"]) for r in doc["relationships"]}
     assert relations == {("SPDXRef-DOCUMENT", "DESCRIBES", "SPDXRef-Image")} | {
         ("SPDXRef-Image", "CONTAINS", i) for i in ids[1:]
     }
+
+
+def test_spdx_ids_stay_unique_when_names_sanitise_alike(root: Path, tmp_path: Path) -> None:
+    packages = [pkg("g++", "1"), pkg("g--", "1"), pkg("g.+", "1"), pkg("g+-", "2")]
+    result = publish(root, tmp_path, packages)
+    doc = json.loads(sbom_path(tmp_path / result.image).read_text())
+    ids = [p["SPDXID"] for p in doc["packages"]]
+    assert len(set(ids)) == 5 and all(re.fullmatch(r"SPDXRef-[A-Za-z0-9.-]+", i) for i in ids)
 
 
 def test_purl_namespace_and_type_come_from_arguments(root: Path, tmp_path: Path) -> None:
@@ -225,9 +227,7 @@ def test_write_manifest_refuses_a_name_of_another_template(root: Path, tmp_path:
         )
 
 
-def test_publishing_order_image_manifest_sbom(
-    root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_publishing_order_image_manifest_sbom(root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     images = tmp_path / "images"
     seen: list[tuple[str, list[str]]] = []
     real = write_bytes
@@ -266,19 +266,8 @@ def test_failure_after_the_image_rolls_everything_back(
 
 @pytest.fixture
 def tiny_tmpfs(tmp_path: Path) -> Iterator[Path]:
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root")
-    mount = tmp_path / "tiny"
-    mount.mkdir()
-    result = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mount)], capture_output=True
-    )
-    if result.returncode != 0:
-        pytest.skip(f"cannot mount tmpfs: {result.stderr.decode(errors='replace').strip()}")
-    try:
+    with tmpfs(tmp_path / "tiny") as mount:
         yield mount
-    finally:
-        subprocess.run(["umount", str(mount)], check=True)
 
 
 def test_disk_full_while_writing_the_manifest(root: Path, tiny_tmpfs: Path) -> None:

@@ -35,8 +35,11 @@ def test_base_template(tmp_path: Path) -> None:
         ("http://mirror.invalid/debian", "bookworm", ("main",)),
         ("http://sec.invalid/debian-security", "bookworm-security", ("main",)),
     ]
-    assert [(p.name, p.version) for p in template.packages] == [("@required", None), ("apt", None),
-                                                                  ("bash", "5.2.15-2+b2")]
+    assert [(p.name, p.version) for p in template.packages] == [
+        ("@required", None),
+        ("apt", None),
+        ("bash", "5.2.15-2+b2"),
+    ]
     assert template.packages[2].where is not None and template.packages[2].where.line == 4
     assert template.environment == (("LANG", "C.UTF-8"), ("FOO", "bar"))
     assert template.post_cache is not None and template.post_cache.path == recipe / "os_post-cache"
@@ -44,8 +47,13 @@ def test_base_template(tmp_path: Path) -> None:
 
 
 def test_set_inherits_what_it_lacks(tmp_path: Path) -> None:
-    make_recipe(tmp_path, minimal_packages="@required\n", minimal_description="small\n", os_description="big\n",
-                nginx_packages="nginx\n")
+    make_recipe(
+        tmp_path,
+        minimal_packages="@required\n",
+        minimal_description="small\n",
+        os_description="big\n",
+        nginx_packages="nginx\n",
+    )
     template = load_template("debian-12-x86_64-minimal", tmp_path, URLMAP)
     assert [p.name for p in template.packages] == ["@required"]
     assert template.description == "small"
@@ -70,7 +78,10 @@ def test_template_name_split(tmp_path: Path) -> None:
     assert split_template_name("debian-12-x86_64", tmp_path) == ("debian-12-x86_64", None, ())
     assert split_template_name("debian-12-x86_64-extra", tmp_path) == ("debian-12-x86_64-extra", None, ())
     assert split_template_name("debian-12-x86_64-minimal+nginx", tmp_path) == (
-        "debian-12-x86_64", "minimal", ("nginx",))
+        "debian-12-x86_64",
+        "minimal",
+        ("nginx",),
+    )
 
 
 @pytest.mark.parametrize(

@@ -35,9 +35,7 @@ class Deb:
 DEB: VersionScheme = Deb()
 
 
-def pkg(
-    name: str, version: str = "1.0", arch: str = "amd64", base: str = "file:///repo", **fields: str
-) -> Package:
+def pkg(name: str, version: str = "1.0", arch: str = "amd64", base: str = "file:///repo", **fields: str) -> Package:
     """A package; ``fields`` are Package's relation/priority fields, ``essential="yes"`` too."""
     essential = fields.pop("essential", "") == "yes"
     return Package(
@@ -250,10 +248,7 @@ def test_versioned_provides() -> None:
 def test_unversioned_provides_never_satisfies_a_versioned_dependency() -> None:
     index = [pkg("a", depends="v (>= 2)"), pkg("p", provides="v")]
     error = fails(index, "a")
-    assert (
-        error.message
-        == "cannot satisfy 'a': a -> v (>= 2): no provider of v satisfies v (>= 2) (providers: p)"
-    )
+    assert error.message == "cannot satisfy 'a': a -> v (>= 2): no provider of v satisfies v (>= 2) (providers: p)"
     assert set(run([pkg("a", depends="v"), pkg("p", provides="v")], "a")) == {"a", "p"}
 
 
@@ -266,10 +261,7 @@ def test_architecture_qualifiers() -> None:
     ]
     assert set(run(index, "a")) == {"a", "python3", "perl", "libx"}
     error = fails([pkg("a", depends="libx:i386"), pkg("libx")], "a")
-    assert (
-        error.message
-        == "cannot satisfy 'a': a -> libx:i386: libx:i386: only amd64 and all packages are available"
-    )
+    assert error.message == "cannot satisfy 'a': a -> libx:i386: libx:i386: only amd64 and all packages are available"
 
 
 # -- conflicts and breaks -------------------------------------------------------------------------
@@ -348,26 +340,20 @@ def test_chain_names_the_path_from_the_request() -> None:
     index = [pkg("foo", depends="libbar (>= 2)"), pkg("libbar", "2.1", depends="libc, libbaz"), pkg("libc")]
     error = fails(index, "libc", "foo")
     assert error.message == "cannot satisfy 'foo': foo -> libbar (>= 2) -> libbaz: no package libbaz"
-    assert (
-        str(error) == "os_packages:2: cannot satisfy 'foo': foo -> libbar (>= 2) -> libbaz: no package libbaz"
-    )
+    assert str(error) == "os_packages:2: cannot satisfy 'foo': foo -> libbar (>= 2) -> libbaz: no package libbaz"
 
 
 def test_chain_from_a_priority_class() -> None:
     index = [pkg("base", priority="required", pre_depends="libz (>= 2)"), pkg("libz", "1.0")]
     error = fails(index, "@required")
-    assert (
-        error.message
-        == "cannot satisfy '@required': base -> libz (>= 2): libz 1.0 does not satisfy libz (>= 2)"
-    )
+    assert error.message == "cannot satisfy '@required': base -> libz (>= 2): libz 1.0 does not satisfy libz (>= 2)"
 
 
 def test_unsatisfiable_alternatives_give_every_reason() -> None:
     index = [pkg("a", depends="b (>= 2) | c | d"), pkg("b"), pkg("d")]
     error = fails(index, "a", exclude=["d"])
     assert error.message == (
-        "cannot satisfy 'a': a -> b (>= 2) | c | d: "
-        "b 1.0 does not satisfy b (>= 2); no package c; d is excluded"
+        "cannot satisfy 'a': a -> b (>= 2) | c | d: b 1.0 does not satisfy b (>= 2); no package c; d is excluded"
     )
 
 

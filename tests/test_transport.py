@@ -105,9 +105,7 @@ def test_download_resumes_part_file_with_range(
 ) -> None:
     dest = tmp_path / "blob"
     dest.with_name("blob.part").write_bytes(blob[:100_000])
-    transport.download(
-        f"{http_server.url}/blob.bin", dest, len(blob), sha256=hashlib.sha256(blob).hexdigest()
-    )
+    transport.download(f"{http_server.url}/blob.bin", dest, len(blob), sha256=hashlib.sha256(blob).hexdigest())
     assert dest.read_bytes() == blob
     (request,) = http_server.requests
     assert request.headers["Range"] == "bytes=100000-"
@@ -119,9 +117,7 @@ def test_download_restarts_when_server_ignores_range(
     http_server.ranges = False
     dest = tmp_path / "blob"
     dest.with_name("blob.part").write_bytes(b"x" * 5000)
-    transport.download(
-        f"{http_server.url}/blob.bin", dest, len(blob), sha256=hashlib.sha256(blob).hexdigest()
-    )
+    transport.download(f"{http_server.url}/blob.bin", dest, len(blob), sha256=hashlib.sha256(blob).hexdigest())
     assert dest.read_bytes() == blob
 
 
@@ -130,9 +126,7 @@ def test_download_resumes_after_dropped_connection(
 ) -> None:
     http_server.fail("/blob.bin", Fault("drop"))
     dest = tmp_path / "blob"
-    transport.download(
-        f"{http_server.url}/blob.bin", dest, len(blob), sha256=hashlib.sha256(blob).hexdigest()
-    )
+    transport.download(f"{http_server.url}/blob.bin", dest, len(blob), sha256=hashlib.sha256(blob).hexdigest())
     assert dest.read_bytes() == blob
     first, second = http_server.requests
     assert "Range" not in first.headers
@@ -145,9 +139,7 @@ def test_download_checksum_mismatch_leaves_nothing(
     dest = tmp_path / "blob"
     http_server.fail("/blob.bin", Fault("corrupt"))
     with pytest.raises(ChecksumError, match=r"^sha256 mismatch for http://.*/blob\.bin$"):
-        transport.download(
-            f"{http_server.url}/blob.bin", dest, len(blob), sha256=hashlib.sha256(blob).hexdigest()
-        )
+        transport.download(f"{http_server.url}/blob.bin", dest, len(blob), sha256=hashlib.sha256(blob).hexdigest())
     assert not dest.exists()
     assert not dest.with_name("blob.part").exists()
 
@@ -157,16 +149,12 @@ def test_stale_part_with_wrong_bytes_is_refetched(
 ) -> None:
     dest = tmp_path / "blob"
     dest.with_name("blob.part").write_bytes(b"\0" * 1000)
-    transport.download(
-        f"{http_server.url}/blob.bin", dest, len(blob), sha256=hashlib.sha256(blob).hexdigest()
-    )
+    transport.download(f"{http_server.url}/blob.bin", dest, len(blob), sha256=hashlib.sha256(blob).hexdigest())
     assert dest.read_bytes() == blob
     assert [r.headers.get("Range") for r in http_server.requests] == ["bytes=1000-", None]
 
 
-def test_download_size_mismatch(
-    transport: Transport, http_server: RepoServer, blob: bytes, tmp_path: Path
-) -> None:
+def test_download_size_mismatch(transport: Transport, http_server: RepoServer, blob: bytes, tmp_path: Path) -> None:
     with pytest.raises(TransportError, match="larger than the expected 10 bytes"):
         transport.download(f"{http_server.url}/blob.bin", tmp_path / "blob", 10)
     with pytest.raises(TransportError, match=r"size mismatch \(got 6 bytes, expected 10\)"):
@@ -174,9 +162,7 @@ def test_download_size_mismatch(
     assert not (tmp_path / "small").exists()
 
 
-def test_download_file_url(
-    transport: Transport, blob: bytes, http_server: RepoServer, tmp_path: Path
-) -> None:
+def test_download_file_url(transport: Transport, blob: bytes, http_server: RepoServer, tmp_path: Path) -> None:
     dest = tmp_path / "copy"
     digest = transport.download((http_server.root / "blob.bin").as_uri(), dest, len(blob))
     assert digest == hashlib.sha256(blob).hexdigest() and dest.read_bytes() == blob

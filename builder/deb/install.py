@@ -460,13 +460,25 @@ def finish_root(root: Path) -> None:
     policy = root / POLICY_RC_D
     if policy.is_file() and not policy.is_symlink() and policy.read_bytes() == POLICY_RC_D_TEXT.encode():
         policy.unlink()  # only ours: a package may ship a real one
-    for name, text in (("etc/machine-id", ""), ("etc/hostname", "localhost\n"), ("etc/resolv.conf", "")):
-        path = root / name
-        if path.is_symlink() or path.exists():
-            _remove(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
-        os.chmod(path, 0o644)
+    for name, text in _PER_CONTAINER.items():
+        _reset_file(root / name, text)
+
+
+_PER_CONTAINER = {"etc/machine-id": "", "etc/hostname": "localhost\n", "etc/resolv.conf": ""}
+"""Files each container fills in itself: empty ``machine-id`` makes systemd generate
+one at first boot; the builder's resolver and host name must not leak into images."""
+
+
+def _reset_file(path: Path, text: str) -> None:
+    """Make ``path`` a regular file holding ``text``, keeping its mode if it was one."""
+    mode = 0o644
+    if path.is_symlink() or (path.exists() and not path.is_file()):
+        _remove(path)
+    elif path.exists():
+        mode = path.stat().st_mode & 0o7777
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)  # root may write a 0444 file (systemd's machine-id)
+    os.chmod(path, mode)
 
 
 def verify_root(root: Path, source_date_epoch: int = 0) -> None:
