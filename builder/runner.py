@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
+import io
 import os
 import sys
 from collections.abc import Iterator
@@ -101,10 +103,16 @@ def run_build(
         if jobs > 1:
             argv += ["-n", str(jobs), "-P", "thread"]
         argv += list(only)
-        code = _doit(ctx, templates, failures).run(argv)
+        doit_errors = io.StringIO()
+        with contextlib.redirect_stderr(doit_errors):
+            code = _doit(ctx, templates, failures).run(argv)
     if failures.errors:
         raise failures.errors[0]
     if code != 0:
+        report = doit_errors.getvalue()
+        if "No space left on device" in report:
+            raise EztError(f"disk full while writing the task state in {ctx.config.layout.state}")
+        sys.stderr.write(report)
         raise EztError(f"build failed (task runner exit {code})")
 
 

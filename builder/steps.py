@@ -266,6 +266,15 @@ def image_template(ctx: BuildContext, template: Template) -> Path:
     return path
 
 
+def image_present(ctx: BuildContext, template_name: str) -> bool:
+    """Whether the image the last build recorded is still there (doit's up-to-date check)."""
+    try:
+        recorded = json.loads(ctx.config.layout.image_state(template_name).read_bytes())["image"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    return (ctx.config.layout.images / str(recorded)).is_file()
+
+
 def _write_image_state(ctx: BuildContext, template: Template, path: Path) -> None:
     data = {"image": path.name}
     write_bytes(ctx.config.layout.image_state(template.name), (json.dumps(data, sort_keys=True) + "\n").encode())

@@ -110,6 +110,7 @@ def template_tasks(ctx: steps.BuildContext, template: Template, failures: Failur
         "file_dep": sorted({lock_file, *(str(p) for p in template.files)}),
         "task_dep": [f"fetch:{name}"],
         "targets": [stamp],
+        "uptodate": [lambda: layout.stage_root(name).is_dir()],
         "verbosity": 2,
     }
     yield {
@@ -119,6 +120,7 @@ def template_tasks(ctx: steps.BuildContext, template: Template, failures: Failur
         "file_dep": [stamp, lock_file],
         "task_dep": [f"stage:{name}"],
         "targets": [str(layout.image_state(name))],
+        "uptodate": [lambda: steps.image_present(ctx, name)],
         "verbosity": 2,
     }
 
