@@ -20,6 +20,11 @@ from builder.errors import EztError
 from builder.recipe import Template
 
 
+def task_label(task: Any) -> str:
+    """``stage debian-12-x86_64``: the step, then what it works on."""
+    return str(task.title()) if task.custom_title else str(task.name).replace(":", " ", 1)
+
+
 class LineReporter:
     """Prints one line when a task starts; user errors are printed by the CLI."""
 
@@ -38,7 +43,7 @@ class LineReporter:
 
     def execute_task(self, task: Any) -> None:
         if task.actions:
-            self.out.write(f"» {task.title().replace(':', ' ', 1)}\n")
+            self.out.write(f"» {task_label(task)}\n")
             self.out.flush()
 
     def add_failure(self, task: Any, fail: Any) -> None:
@@ -148,7 +153,7 @@ def dry_run(ctx: steps.BuildContext, templates: list[Template]) -> list[tuple[st
             status, reason = "maybe", f"after {', '.join(upstream)} runs"
         if status != "up-to-date":
             will_run.add(task.name)
-        rows.append((task.name, status, reason))
+        rows.append((task_label(task), status, reason))
     return rows
 
 

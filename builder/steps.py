@@ -21,7 +21,7 @@ from builder.config import Config
 from builder.errors import EztError, Where
 from builder.family import InstallRequest, MetadataOptions
 from builder.lock import Lock, read_lock
-from builder.model import LockedPackage, Package, Repository
+from builder.model import Package, Repository
 from builder.recipe import Template
 
 
@@ -41,10 +41,6 @@ class BuildContext:
     config: Config
     options: BuildOptions
     say: Callable[[str], None] = print
-
-    @property
-    def layout(self):  # type: ignore[no-untyped-def]
-        return self.config.layout
 
 
 def source_date_epoch(options: BuildOptions) -> int:
@@ -216,6 +212,8 @@ def run_post_install(script: Path, root: Path, epoch: int, env: dict[str, str]) 
     inside.chmod(0o755)
     try:
         chroot.run_in_root(root, [f"/tmp/{inside.name}"], source_date_epoch=epoch, environment=env)
+    except EztError as exc:
+        raise EztError(exc.message.replace(f"/tmp/{inside.name}", "script"), Where.of(script)) from exc
     finally:
         inside.unlink(missing_ok=True)
 
@@ -278,7 +276,3 @@ def image_present(ctx: BuildContext, template_name: str) -> bool:
 def _write_image_state(ctx: BuildContext, template: Template, path: Path) -> None:
     data = {"image": path.name}
     write_bytes(ctx.config.layout.image_state(template.name), (json.dumps(data, sort_keys=True) + "\n").encode())
-
-
-def locked_summary(packages: tuple[LockedPackage, ...]) -> str:
-    return f"{len(packages)} packages, {sum(p.size for p in packages) / 1e6:.1f} MB"
