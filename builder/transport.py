@@ -24,7 +24,7 @@ import requests
 from requests.adapters import HTTPAdapter
 
 from builder import __version__
-from builder.atomic import disk_error
+from builder.atomic import disk_error, fsync_dir
 from builder.errors import EztError
 
 T = TypeVar("T")
@@ -250,7 +250,7 @@ class Transport:
             break
         try:
             os.replace(part, dest)
-            _fsync_dir(dest.parent)
+            fsync_dir(dest.parent)
         except OSError as exc:
             raise disk_error(exc, dest) from exc
         return digest
@@ -397,14 +397,6 @@ def _hash_file(path: Path) -> str:
 def sha256_file(path: Path) -> str:
     """The sha256 of a local file, read in large chunks."""
     return _hash_file(path)
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 _SHARED: dict[str | None, Transport] = {}

@@ -267,6 +267,7 @@ def test_fresh_root_layout(installed: tuple[Path, list[str]]) -> None:
         assert os.readlink(root / "lib64") == "usr/lib64"
     assert (root / "var/lib/dpkg/arch").read_text() == f"{host_arch()}\n"
     assert (root / "var/lib/dpkg/available").exists()
+    assert (root / "etc/fstab").read_text() == "# UNCONFIGURED FSTAB FOR BASE SYSTEM\n"
     assert stat.S_IMODE((root / "tmp").stat().st_mode) == 0o1777
     assert (root / "var/lib/apt/lists/partial").is_dir()
     assert (root / deb_install.POLICY_RC_D).read_text() == deb_install.POLICY_RC_D_TEXT
@@ -290,11 +291,19 @@ def test_install_into_existing_root_adds_only_what_is_missing(repo: Repo, tmp_pa
     assert_clean_after_run(root)
 
 
-def test_install_refuses_non_empty_root_without_database(repo: Repo, tmp_path: Path) -> None:
+def test_install_keeps_what_a_pre_cache_script_left(repo: Repo, tmp_path: Path) -> None:
     root = tmp_path / "root"
-    root.mkdir()
-    (root / "stray").write_text("x")
-    with pytest.raises(EztError, match="not empty"):
+    (root / "etc/apt/apt.conf.d").mkdir(parents=True)
+    (root / "etc/apt/apt.conf.d/99proxy").write_text("x\n")
+    deb_install.install(repo.request(root, ("hostbase",)))
+    assert (root / "etc/apt/apt.conf.d/99proxy").read_text() == "x\n"
+    assert dpkg_status(root) == {"hostbase": "ii "}
+
+
+def test_install_refuses_an_unmerged_usr_root(repo: Repo, tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    (root / "bin").mkdir(parents=True)
+    with pytest.raises(EztError, match="/bin"):
         deb_install.install(repo.request(root, ("hostbase",)))
 
 
@@ -416,13 +425,16 @@ def test_finish_root_removes_residue(repo: Repo, tmp_path: Path) -> None:
     (root / "etc/machine-id").chmod(0o444)
     (root / "etc/hostname").write_text("builder\n")
     (root / "etc/resolv.conf").symlink_to("/run/systemd/resolve/stub-resolv.conf")
+    with (root / "etc/passwd").open("a") as passwd:
+        passwd.write("_apt:x:42:65534::/nonexistent:/usr/sbin/nologin\n")
 
     deb_install.finish_root(root)
 
     for name in RESIDUE:
         assert not (root / name).exists(), name
-    assert (root / "var/lib/apt/lists/partial").is_dir()
-    assert (root / "var/cache/apt/archives/partial").is_dir()
+    for partial in ("var/lib/apt/lists/partial", "var/cache/apt/archives/partial"):
+        st = (root / partial).stat()
+        assert stat.S_ISDIR(st.st_mode) and stat.S_IMODE(st.st_mode) == 0o700 and st.st_uid == 42
     assert (root / "run/lock").is_dir()
     assert (root / "etc/ssh/sshd_config").read_text() == "kept\n"
     assert not (root / deb_install.POLICY_RC_D).exists()
@@ -433,6 +445,19 @@ def test_finish_root_removes_residue(repo: Repo, tmp_path: Path) -> None:
     assert not resolv.is_symlink() and resolv.is_file() and resolv.read_bytes() == b""
     assert list((root / "tmp").iterdir()) == [] and list((root / "var/tmp").iterdir()) == []
     assert mounts_under(root) == []
+
+
+def test_finish_root_never_deletes_through_an_absolute_symlink(repo: Repo, tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    deb_install.install(repo.request(root, ("hostbase",)))
+    host_log = tmp_path / "host-log"
+    host_log.mkdir()
+    (host_log / "dpkg.log").write_text("host's own\n")
+    shutil.rmtree(root / "var/log")
+    (root / "var/log").symlink_to(host_log)
+    with pytest.raises(EztError, match="leads out of the root"):
+        deb_install.finish_root(root)
+    assert (host_log / "dpkg.log").read_text() == "host's own\n"
 
 
 def test_finish_root_keeps_a_packaged_policy_rc_d(repo: Repo, tmp_path: Path) -> None:
