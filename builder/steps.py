@@ -67,8 +67,17 @@ def metadata_options(ctx: BuildContext, template: Template) -> MetadataOptions:
 
 
 def refresh_repository(ctx: BuildContext, template: Template, repo: Repository) -> None:
-    """Fetch and verify one repository's metadata when it has expired."""
-    template.family.refresh_metadata(repo, template.native_arch, metadata_options(ctx, template))
+    """Fetch and verify one repository's metadata when it has expired.
+
+    Errors without a place of their own (unreachable mirror, bad signature) are
+    pinned to the recipe line that names the repository.
+    """
+    try:
+        template.family.refresh_metadata(repo, template.native_arch, metadata_options(ctx, template))
+    except EztError as exc:
+        if exc.where is None and repo.where is not None:
+            raise EztError(exc.message, repo.where) from exc
+        raise
 
 
 def repository_label(repo: Repository) -> str:

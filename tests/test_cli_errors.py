@@ -84,5 +84,5 @@ def test_unreachable_mirror(tmp_path: Path) -> None:
     result = ezt(
         "build", "debian-12-x86_64", "--recipes", str(tmp_path / "recipes"), "--cache-dir", str(tmp_path / "cache")
     )
-    assert_one_line_error(result, "127.0.0.1:9")
+    assert_one_line_error(result, "os_repositories:2:", "127.0.0.1:9")
     assert "cannot reach" in result.stderr or "refused" in result.stderr
