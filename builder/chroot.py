@@ -22,8 +22,8 @@ from builder.errors import EztError
 CHROOT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 """PATH inside the root: the host's PATH names host directories."""
 
-TAIL_LINES = 20
-"""How much of a failed command's output an error message carries."""
+DETAIL_LINES = 200
+"""How much of a failed command's output is kept for its log (the error line gets the last)."""
 
 # $1 is the root, the rest is the command. The command is not exec'd: the shell
 # stays pid 1 of the namespace, so the command itself receives Ctrl-C like any
@@ -153,7 +153,8 @@ def _run(argv: Sequence[str], env: Mapping[str, str], *, shown: Sequence[str], w
         raise EztError(f"cannot run {shown[0]}: {exc.strerror or exc}", where) from exc
     output = done.stdout.decode("utf-8", errors="replace")
     if done.returncode != 0:
-        raise EztError(_failure_message(shown, done.returncode, output), where)
+        tail = "\n".join(output.rstrip("\n").splitlines()[-DETAIL_LINES:])
+        raise EztError(_failure_message(shown, done.returncode, output), where, details=tail)
     return output
 
 
@@ -162,10 +163,9 @@ def _failure_message(argv: Sequence[str], returncode: int, output: str) -> str:
     if len(command) > 200:
         command = command[:200] + " ..."
     status = f"killed by signal {-returncode}" if returncode < 0 else f"exit status {returncode}"
-    tail = output.rstrip("\n").splitlines()[-TAIL_LINES:]
-    lines = [f"command failed ({status}): {command}"]
-    lines += [f"  | {line}" for line in tail]
-    return "\n".join(lines)
+    lines = [line.strip() for line in output.splitlines() if line.strip()]
+    telling = next((line for line in lines if "error" in line.lower()), lines[-1] if lines else "")
+    return f"command failed ({status}): {command}" + (f": {telling[:300]}" if telling else "")
 
 
 def mounts_under(root: Path) -> list[str]:

@@ -24,12 +24,14 @@ class Where:
 class EztError(Exception):
     """An error caused by input or environment, reported without a traceback.
 
-    The CLI prints ``ezt: <where>: <message>`` and exits non-zero.
+    The CLI prints ``ezt: <where>: <message>`` and exits non-zero. ``details``
+    (a failed command's output) is kept out of that line and saved to a log.
     """
 
-    def __init__(self, message: str, where: Where | str | Path | None = None) -> None:
+    def __init__(self, message: str, where: Where | str | Path | None = None, details: str = "") -> None:
         super().__init__(message)
         self.message = message
+        self.details = details
         if where is not None and not isinstance(where, Where):
             where = Where(str(where))
         self.where = where

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
+
+from builder.errors import EztError
+
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 @dataclass(frozen=True)
@@ -37,6 +42,8 @@ class CacheLayout:
         return self.root / "state"
 
     def pool_file(self, sha256: str) -> Path:
+        if not _SHA256.fullmatch(sha256):
+            raise EztError(f"not a sha256 digest: {sha256[:80]!r}")
         return self.pool / "sha256" / sha256[:2] / sha256
 
     def lock_file(self, template: str) -> Path:

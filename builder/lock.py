@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,8 @@ from builder.errors import EztError, Where
 from builder.model import LockedPackage
 
 LOCK_FORMAT = 1
+_SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9+._~:-]*")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 @dataclass(frozen=True)
@@ -82,6 +85,10 @@ def read_lock(path: Path) -> Lock:
             )
             for p in data["packages"]
         )
+        for package in packages:
+            if not (_SAFE_NAME.fullmatch(package.name) and _SAFE_NAME.fullmatch(package.version)
+                    and _SAFE_NAME.fullmatch(package.arch) and _SHA256.fullmatch(package.sha256)):
+                raise EztError(f"damaged lock file: unsafe package entry {package.name!r}", Where.of(path))
         return Lock(data["template"], data["family"], data["arch"], tuple(data["repositories"]), packages)
     except (KeyError, TypeError, AttributeError) as exc:
         raise EztError(f"damaged lock file: missing or bad field {exc}", Where.of(path)) from exc

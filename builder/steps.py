@@ -202,6 +202,13 @@ def stage_template(ctx: BuildContext, template: Template) -> None:
         if template.post_cache:
             chroot.run_host_script(template.post_cache.path, work, source_date_epoch=epoch, environment=env)
         template.family.finish_root(work)
+    except EztError as exc:
+        _remove_tree(work)
+        if not exc.details:
+            raise
+        log = final.with_name("error.log")
+        log.write_text(exc.details + "\n")
+        raise EztError(f"{exc.message} (output in {log})", exc.where) from exc
     except BaseException:
         _remove_tree(work)
         raise
@@ -222,7 +229,8 @@ def run_post_install(script: Path, root: Path, epoch: int, env: dict[str, str]) 
     try:
         chroot.run_in_root(root, [f"/tmp/{inside.name}"], source_date_epoch=epoch, environment=env)
     except EztError as exc:
-        raise EztError(exc.message.replace(f"/tmp/{inside.name}", "script"), Where.of(script)) from exc
+        message = exc.message.replace(f"/tmp/{inside.name}", "script")
+        raise EztError(message, Where.of(script), details=exc.details) from exc
     finally:
         inside.unlink(missing_ok=True)
 

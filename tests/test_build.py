@@ -122,8 +122,8 @@ def unpack(image: Path, into: Path) -> Path:
 
 
 def dpkg_status(root: Path) -> dict[str, str]:
-    done = subprocess.run(["dpkg-query", f"--admindir={root}/var/lib/dpkg", "-W", "-f=${Package} ${db:Status-Abbrev}\n"],
-                          capture_output=True, text=True, check=True)
+    query = ["dpkg-query", f"--admindir={root}/var/lib/dpkg", "-W", "-f=${Package} ${db:Status-Abbrev}\n"]
+    done = subprocess.run(query, capture_output=True, text=True, check=True)
     return dict(line.split(" ", 1) for line in done.stdout.splitlines())
 
 

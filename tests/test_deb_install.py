@@ -22,6 +22,8 @@ from pathlib import Path
 import pytest
 
 from builder.chroot import ensure_unmounted, mounts_under, run_host_script, run_in_root
+from builder.deb import finish as deb_finish
+from builder.deb import image_sources
 from builder.deb import install as deb_install
 from builder.deb.rawdeb import write_uncompressed
 from builder.errors import EztError
@@ -316,8 +318,10 @@ def test_failing_postinst_is_a_clear_error_and_leaves_nothing_behind(repo: Repo,
         deb_install.install(repo.request(root, ("hostbase", "daemon", "broken")))
     message = str(caught.value)
     assert "dpkg" in message and "--install" in message
-    assert "broken on purpose" in message
-    assert "exit status 3" in message
+    assert "broken on purpose" in caught.value.details
+    assert "exit status 3" in caught.value.details
+    assert "error processing package broken" in message
+    assert len(str(caught.value).splitlines()) == 1
     assert_clean_after_run(root)
 
 
@@ -428,7 +432,7 @@ def test_finish_root_removes_residue(repo: Repo, tmp_path: Path) -> None:
     with (root / "etc/passwd").open("a") as passwd:
         passwd.write("_apt:x:42:65534::/nonexistent:/usr/sbin/nologin\n")
 
-    deb_install.finish_root(root)
+    deb_finish.finish_root(root)
 
     for name in RESIDUE:
         assert not (root / name).exists(), name
@@ -456,7 +460,7 @@ def test_finish_root_never_deletes_through_an_absolute_symlink(repo: Repo, tmp_p
     shutil.rmtree(root / "var/log")
     (root / "var/log").symlink_to(host_log)
     with pytest.raises(EztError, match="leads out of the root"):
-        deb_install.finish_root(root)
+        deb_finish.finish_root(root)
     assert (host_log / "dpkg.log").read_text() == "host's own\n"
 
 
@@ -464,7 +468,7 @@ def test_finish_root_keeps_a_packaged_policy_rc_d(repo: Repo, tmp_path: Path) ->
     root = tmp_path / "root"
     deb_install.install(repo.request(root, ("hostbase",)))
     (root / deb_install.POLICY_RC_D).write_text("#!/bin/sh\nexit 0\n")
-    deb_install.finish_root(root)
+    deb_finish.finish_root(root)
     assert (root / deb_install.POLICY_RC_D).exists()
 
 
@@ -478,7 +482,7 @@ def test_finish_root_refuses_a_half_configured_package(repo: Repo, tmp_path: Pat
         text[:start] + text[start:].replace("install ok installed", "install ok half-configured", 1)
     )
     with pytest.raises(EztError, match="dpkg --audit"):
-        deb_install.finish_root(root)
+        deb_finish.finish_root(root)
 
 
 def test_two_installs_give_identical_trees(repo: Repo, tmp_path: Path) -> None:
@@ -486,7 +490,7 @@ def test_two_installs_give_identical_trees(repo: Repo, tmp_path: Path) -> None:
     second = tmp_path / "second"
     for root in (first, second):
         deb_install.install(repo.request(root, GOOD))
-        deb_install.finish_root(root)
+        deb_finish.finish_root(root)
     a, b = tree(first), tree(second)
     assert a.keys() == b.keys()
     assert {k for k in a if a[k] != b[k]} == set()
@@ -507,7 +511,7 @@ def test_apt_sources_are_deb822(tmp_path: Path) -> None:
         Repository("http://apps.example/repo", "stable", ("main",), False, str(own_key)),
         Repository("file:///srv/flat", "", (), True, None),
     )
-    deb_install.write_apt_sources(root, repos)
+    image_sources.write_apt_sources(root, repos)
     text = (root / "etc/apt/sources.list.d/ezt.sources").read_text()
     stanzas = text.split("\n\n")
     assert stanzas[0].splitlines() == [
@@ -523,45 +527,6 @@ def test_apt_sources_are_deb822(tmp_path: Path) -> None:
     assert stanzas[2].splitlines() == ["Types: deb", "URIs: file:///srv/flat", "Suites: ./", "Trusted: yes"]
 
 
-# ---------------------------------------------------------------- ordering (no root needed)
-
-
-def _pkg(name: str, pre: tuple[str, ...] = (), dep: tuple[str, ...] = (), essential: bool = False) -> LockedPackage:
-    return LockedPackage(name, "1", "all", f"http://x/{name}.deb", 1, "0" * 64, essential, pre, dep)
-
-
-def test_layers_put_cycles_together_and_pre_depends_later() -> None:
-    packages = [
-        _pkg("a", dep=("b",)),
-        _pkg("b", dep=("a",)),
-        _pkg("c", pre=("a",)),
-        _pkg("d", dep=("c",)),
-        _pkg("e", pre=("libc",)),
-        _pkg("f", pre=("d",), dep=("a",)),
-    ]
-    layers = deb_install.pre_depends_layers(packages, done={"libc"})
-    assert layers == [["a", "b", "e"], ["c", "d"], ["f"]]
-
-
-def test_a_pre_depends_cycle_is_an_error() -> None:
-    with pytest.raises(EztError, match="Pre-Depends cycle"):
-        deb_install.pre_depends_layers([_pkg("a", pre=("b",)), _pkg("b", dep=("a",))], done=set())
-
-
-def test_essential_closure_and_order() -> None:
-    packages = [
-        _pkg("base", essential=True, dep=("libc",)),
-        _pkg("libc", dep=("gcc-base",)),
-        _pkg("gcc-base"),
-        _pkg("tool", pre=("base",)),
-        _pkg("passwd", essential=True, pre=("libc",)),
-    ]
-    closure = deb_install.essential_closure(packages)
-    assert closure == {"base", "libc", "gcc-base", "passwd"}
-    order = deb_install.install_order(closure, {p.name: p for p in packages})
-    assert order == ["gcc-base", "libc", "base", "passwd"]
-
-
 # ---------------------------------------------------------------- chroot and rawdeb
 
 
@@ -571,8 +536,9 @@ def test_run_in_root_failure_shows_command_and_tail(installed: tuple[Path, list[
     with pytest.raises(EztError) as caught:
         run_in_root(root, ["sh", "-c", script], source_date_epoch=SDE)
     lines = str(caught.value).splitlines()
-    assert "exit status 7" in lines[0] and "sh -c" in lines[0]
-    assert [line.split()[-1] for line in lines[1:]] == [f"line{i}" for i in range(10, 30)]
+    assert len(lines) == 1, "a user error is one line"
+    assert "exit status 7" in lines[0] and "sh -c" in lines[0] and lines[0].endswith(": line29")
+    assert caught.value.details.splitlines() == [f"line{i}" for i in range(30)]
     assert_clean_after_run(root)
 
 

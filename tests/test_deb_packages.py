@@ -113,7 +113,7 @@ Tag: role::program,
  use::testing
 Filename: pool/f/first_1.0-1_all.deb
 Size: 100
-SHA256: aaaa
+SHA256: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa
 
 
 Package: second
@@ -126,13 +126,13 @@ Essential: yes
 Priority: required
 Filename: pool/s/second_2.0-1+b1_amd64.deb
 Size: 200
-SHA256: bbbb
+SHA256: bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb
 """
 
 
 def test_small_index() -> None:
     first, second = parse_packages(SMALL, "http://repo/debian/")
-    assert first == Package("first", "1.0-1", "all", "http://repo/debian/", "pool/f/first_1.0-1_all.deb", 100, "aaaa")
+    assert first == Package("first", "1.0-1", "all", "http://repo/debian/", "pool/f/first_1.0-1_all.deb", 100, "a" * 64)
     assert first.url == "http://repo/debian/pool/f/first_1.0-1_all.deb"
     assert second.depends == "first (>= 1.0), libc6 (>= 2.34)"  # a folded field is joined
     assert second.source == "second-src"
@@ -149,7 +149,7 @@ def test_empty_index() -> None:
 @pytest.mark.parametrize(
     ("field", "message"),
     [
-        ("SHA256: bbbb", "line 15: package paragraph missing SHA256"),
+        (f"SHA256: {'b' * 64}", "line 15: package paragraph missing SHA256"),
         ("Version: 1:2.0-1+b1", "line 15: package paragraph missing Version"),
         ("Package: second", "line 15: package paragraph missing Package"),
         ("Filename: pool/s/second_2.0-1+b1_amd64.deb", "line 15: package paragraph missing Filename"),
@@ -168,3 +168,19 @@ def test_malformed_first_paragraph() -> None:
     with pytest.raises(ValueError) as raised:
         parse_packages("Description: nothing else\n\nPackage: x\n", BASE)
     assert str(raised.value) == "line 1: package paragraph missing Package, Version, Filename, SHA256"
+
+
+@pytest.mark.parametrize(
+    ("field", "hostile"),
+    [
+        ("Package: second", "Package: ../../etc"),
+        ("Version: 1:2.0-1+b1", "Version: 1.0/../../x"),
+        ("Architecture: amd64", "Architecture: ../amd64"),
+        (f"SHA256: {'b' * 64}", "SHA256: ../../../../tmp/evil"),
+        ("Filename: pool/s/second_2.0-1+b1_amd64.deb", "Filename: pool/../../../etc/shadow"),
+    ],
+)
+def test_hostile_values_refused(field: str, hostile: str) -> None:
+    """Names that become file names and pool paths must not carry path tricks."""
+    with pytest.raises(ValueError, match="line 15: package paragraph has an unsafe"):
+        parse_packages(SMALL.replace(field, hostile), BASE)

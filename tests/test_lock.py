@@ -44,3 +44,15 @@ def test_missing_and_damaged(tmp_path: Path) -> None:
     bad.write_text(json.dumps({"format": 99}))
     with pytest.raises(EztError, match="unsupported lock format"):
         read_lock(bad)
+
+
+def test_unsafe_entries_refused(tmp_path: Path) -> None:
+    path = tmp_path / "t.lock.json"
+    _lock().save(path)
+    for field, value in (("name", "../../x"), ("version", "1/2"), ("sha256", "../evil")):
+        data = json.loads(path.read_text())
+        data["packages"][0][field] = value
+        bad = tmp_path / "bad.lock.json"
+        bad.write_text(json.dumps(data))
+        with pytest.raises(EztError, match="unsafe package entry"):
+            read_lock(bad)

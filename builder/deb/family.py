@@ -108,6 +108,6 @@ class DebFamily:
         install.install(request)
 
     def finish_root(self, root: Path) -> None:
-        from builder.deb import install
+        from builder.deb import finish
 
-        install.finish_root(root)
+        finish.finish_root(root)

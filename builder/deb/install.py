@@ -11,6 +11,9 @@ Where the time goes and what is done about it: package files are decompressed
 once, on all cores, while dpkg works on the previous step (``rawdeb``), and
 every dpkg call skips fsync (``--force-unsafe-io``); maintainer scripts
 (ca-certificates, ssh host keys, python byte-compiling) are the rest.
+
+The run order is worked out in ``order``, the image's apt sources are written by
+``image_sources``, and ``finish`` checks and cleans the root before it is packed.
 """
 
 from __future__ import annotations
@@ -20,21 +23,18 @@ import os
 import shutil
 import subprocess
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 from builder.chroot import run_in_root
+from builder.deb.image_sources import write_apt_sources
+from builder.deb.order import essential_closure, install_order, pre_depends_layers
 from builder.deb.rawdeb import write_uncompressed
+from builder.deb.rootpath import POLICY_RC_D, POLICY_RC_D_TEXT, STAGING, in_root
 from builder.errors import EztError
 from builder.family import InstallRequest
-from builder.model import LockedPackage, Repository
-
-STAGING = "var/cache/ezt-debs"
-"""Where package files are made visible inside the root while dpkg runs."""
-
-POLICY_RC_D = "usr/sbin/policy-rc.d"
-POLICY_RC_D_TEXT = "#!/bin/sh\n# ezt: no service may start while an image is built\nexit 101\n"
+from builder.model import LockedPackage
 
 DEFER_TRIGGERS = False
 """Whether layer runs use ``--no-triggers``, leaving all triggers to one final run.
@@ -192,21 +192,6 @@ class _Stager:
         return f"/{STAGING}/{package.deb_name}"
 
 
-def in_root(root: Path, relative: str) -> Path:
-    """``root/relative``, or EztError if its directory resolves outside the root.
-
-    Absolute symlinks in a root (``/var/run -> /run``) point at the host when
-    followed from outside; writing or deleting through one would touch the
-    build machine.
-    """
-    path = root / relative.lstrip("/")
-    base = os.path.realpath(root)
-    parent = os.path.realpath(path.parent)
-    if parent != base and not parent.startswith(base.rstrip("/") + "/"):
-        raise EztError(f"refusing {path}: its directory leads out of the root through a symbolic link")
-    return path
-
-
 @contextlib.contextmanager
 def _timed(say: Callable[[str], None], label: str) -> Iterator[None]:
     """Report how long a step took, as one plain line."""
@@ -281,90 +266,6 @@ def installed_packages(root: Path) -> dict[str, str]:
     return found
 
 
-def essential_closure(packages: Sequence[LockedPackage]) -> set[str]:
-    """The Essential packages and everything they (pre-)depend on, among ``packages``."""
-    by_name = {p.name: p for p in packages}
-    pending = [p.name for p in packages if p.essential]
-    found: set[str] = set()
-    while pending:
-        name = pending.pop()
-        if name in found or name not in by_name:
-            continue
-        found.add(name)
-        package = by_name[name]
-        pending.extend(package.pre_depends)
-        pending.extend(package.depends)
-    return found
-
-
-def install_order(names: set[str], by_name: Mapping[str, LockedPackage]) -> list[str]:
-    """``names`` with (pre-)dependencies before their users, ties broken by name.
-
-    dpkg unpacks in argument order, so preinst scripts run after the preinst of
-    what they need (base-passwd's creates /etc/passwd, for example); the fixed
-    order also makes two builds run the same scripts in the same order.
-    """
-    order: list[str] = []
-    seen: set[str] = set()
-    for start in sorted(names):
-        stack: list[tuple[str, Iterator[str]]] = []
-        if start in seen:
-            continue
-        seen.add(start)
-        stack.append((start, iter(_edges(by_name[start], names))))
-        while stack:
-            name, edges = stack[-1]
-            child = next(edges, None)
-            if child is None:
-                stack.pop()
-                order.append(name)
-            elif child not in seen:
-                seen.add(child)
-                stack.append((child, iter(_edges(by_name[child], names))))
-    return order
-
-
-def _edges(package: LockedPackage, within: set[str]) -> list[str]:
-    """Pre-Depends first, then Depends, each sorted, limited to ``within``."""
-    pre = sorted(n for n in set(package.pre_depends) if n in within)
-    dep = sorted(n for n in set(package.depends) - set(package.pre_depends) if n in within)
-    return pre + dep
-
-
-def pre_depends_layers(packages: Sequence[LockedPackage], done: set[str]) -> list[list[str]]:
-    """Split ``packages`` into dpkg runs: each closed under Depends, Pre-Depends in earlier runs.
-
-    L(P) = max(L(D) for D in Depends, L(Q) + 1 for Q in Pre-Depends), at least 1,
-    with what is already installed (``done``) at 0. A Depends cycle shares one
-    layer; a cycle through Pre-Depends cannot be honoured and is an error.
-    """
-    by_name = {p.name: p for p in packages}
-    level = {name: 1 for name in by_name}
-
-    def of(name: str) -> int:
-        return level.get(name, 0)
-
-    for _ in range(len(by_name) + 1):
-        changed = []
-        for name, package in by_name.items():
-            want = max(
-                [level[name]]
-                + [of(d) for d in package.depends]
-                + [of(q) + 1 for q in package.pre_depends if q not in done]
-            )
-            if want != level[name]:
-                level[name] = want
-                changed.append(name)
-        if not changed:
-            break
-    else:
-        raise EztError(f"Pre-Depends cycle among: {', '.join(sorted(changed)[:10])}")
-    layers: dict[int, list[str]] = {}
-    for name in sorted(by_name):
-        layers.setdefault(level[name], []).append(name)
-    return [layers[k] for k in sorted(layers)]
-
-
 _TOOLS = f"{STAGING}/tools"
 
 
@@ -419,158 +320,3 @@ def _extract_one(root: Path, tar: Sequence[str], deb: Path) -> None:
     if reader.returncode != 0 or unpack.returncode != 0:
         detail = (reader_err + unpack.stderr).decode("utf-8", errors="replace").strip()
         raise EztError(f"cannot unpack {deb.name}: {detail.splitlines()[-1] if detail else 'failed'}")
-
-
-def write_apt_sources(root: Path, repositories: Sequence[Repository]) -> None:
-    """Write ``/etc/apt/sources.list.d/ezt.sources`` so ``apt-get update`` works in a container.
-
-    A repository's ``signed_by`` keyring is referenced where it is if the root
-    has that file (a keyring package installed it), otherwise copied into
-    ``/etc/apt/keyrings`` of the image: a host path means nothing in a container.
-    """
-    stanzas = []
-    for repo in repositories:
-        suite = repo.suite or "./"
-        lines = ["Types: deb", f"URIs: {repo.url}", f"Suites: {suite}"]
-        if repo.components and not suite.endswith("/"):
-            lines.append(f"Components: {' '.join(repo.components)}")
-        if repo.trusted:
-            lines.append("Trusted: yes")
-        if repo.signed_by:
-            lines.append(f"Signed-By: {_image_keyring(root, repo)}")
-        stanzas.append("\n".join(lines) + "\n")
-    target = in_root(root, "etc/apt/sources.list.d/ezt.sources")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text("\n".join(stanzas))
-    os.chmod(target, 0o644)
-
-
-def _image_keyring(root: Path, repo: Repository) -> str:
-    assert repo.signed_by is not None
-    if repo.signed_by.startswith("/") and in_root(root, repo.signed_by).is_file():
-        return repo.signed_by
-    source = Path(repo.signed_by)
-    if not source.is_file():
-        raise EztError(f"signed-by keyring {source} not found", repo.where)
-    suffix = ".asc" if source.suffix == ".asc" else ".gpg"
-    inside = f"/etc/apt/keyrings/ezt-{repo.ident}{suffix}"
-    target = in_root(root, inside)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(source, target)
-    os.chmod(target, 0o644)
-    return inside
-
-
-_RESIDUE_GLOBS = (
-    "var/lib/apt/lists/*",
-    "var/cache/apt/*.bin",
-    "var/cache/apt/archives/*.deb",
-    "var/cache/apt/archives/partial/*",
-    STAGING,
-    "var/log/dpkg.log",
-    "var/log/alternatives.log",
-    "var/log/bootstrap.log",
-    "var/log/apt/*",
-    "var/lib/dpkg/*-old",
-    "var/cache/debconf/*-old",
-    "var/cache/ldconfig/aux-cache",
-    "tmp/*",
-    "var/tmp/*",
-    "run/*",
-    "etc/ssh/ssh_host_*",
-    "var/lib/dbus/machine-id",
-    "var/lib/systemd/random-seed",
-)
-"""Build residue: logs, caches, downloaded lists, and per-machine secrets and ids
-(each container must make its own SSH host keys and machine id)."""
-
-_KEEP = frozenset({"var/lib/apt/lists/partial", "run/lock"})
-"""Directories matched above that apt or policy (/var/lock -> /run/lock) need to exist."""
-
-
-def finish_root(root: Path) -> None:
-    """Check the package database, then remove build residue so the root can be packed.
-
-    EztError if ``dpkg --audit`` reports anything or ``apt-get check`` fails:
-    an image with half-configured packages must not be published.
-    """
-    verify_root(root)
-    for pattern in _RESIDUE_GLOBS:
-        for path in sorted(root.glob(pattern)):
-            relative = path.relative_to(root).as_posix()
-            in_root(root, relative)
-            if relative in _KEEP:
-                _empty_directory(path)
-            else:
-                _remove(path)
-    policy = in_root(root, POLICY_RC_D)
-    if policy.is_file() and not policy.is_symlink() and policy.read_bytes() == POLICY_RC_D_TEXT.encode():
-        policy.unlink()  # only ours: a package may ship a real one
-    for name, text in _PER_CONTAINER.items():
-        _reset_file(in_root(root, name), text)
-    _apt_partial_dirs(root)
-
-
-_PER_CONTAINER = {"etc/machine-id": "", "etc/hostname": "localhost\n", "etc/resolv.conf": ""}
-"""Files each container fills in itself: empty ``machine-id`` makes systemd generate
-one at first boot; the builder's resolver and host name must not leak into images."""
-
-
-def _reset_file(path: Path, text: str) -> None:
-    """Make ``path`` a regular file holding ``text``, keeping its mode if it was one."""
-    mode = 0o644
-    if path.is_symlink() or (path.exists() and not path.is_file()):
-        _remove(path)
-    elif path.exists():
-        mode = path.stat().st_mode & 0o7777
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)  # root may write a 0444 file (systemd's machine-id)
-    os.chmod(path, mode)
-
-
-def _apt_partial_dirs(root: Path) -> None:
-    """Give apt's download directories the owner and mode apt itself sets (``_apt``, 0700).
-
-    mmdebstrap's images get them from running apt inside; ours never ran apt.
-    """
-    passwd = root / "etc/passwd"
-    if not passwd.is_file():
-        return
-    for line in passwd.read_text(errors="replace").splitlines():
-        fields = line.split(":")
-        if fields[0] == "_apt" and len(fields) > 2 and fields[2].isdigit():
-            for name in ("var/lib/apt/lists/partial", "var/cache/apt/archives/partial"):
-                path = in_root(root, name)
-                if path.is_dir() and not path.is_symlink():
-                    os.chown(path, int(fields[2]), 0)
-                    os.chmod(path, 0o700)
-            return
-
-
-def verify_root(root: Path, source_date_epoch: int = 0) -> None:
-    """``dpkg --audit`` must print nothing and ``apt-get check`` (if apt is there) must pass."""
-    try:
-        audit = run_in_root(root, ["dpkg", "--audit"], source_date_epoch=source_date_epoch)
-    except EztError as exc:
-        raise EztError(f"dpkg database of {root} is broken: {exc.message}") from exc
-    if audit.strip():
-        lines = audit.strip().splitlines()
-        raise EztError(f"dpkg --audit reports problems in {root}:\n" + "\n".join(lines[:20]))
-    if (root / "usr/bin/apt-get").exists():
-        no_cache = ["-o", "Dir::Cache::pkgcache=", "-o", "Dir::Cache::srcpkgcache="]
-        run_in_root(root, ["apt-get", *no_cache, "check"], source_date_epoch=source_date_epoch)
-
-
-def _remove(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path)
-    else:
-        path.unlink(missing_ok=True)
-
-
-def _empty_directory(path: Path) -> None:
-    if path.is_symlink() or not path.is_dir():
-        _remove(path)
-        return
-    for child in path.iterdir():
-        _remove(child)

@@ -20,6 +20,11 @@ _FIELD = re.compile(
     r"|Conflicts|Breaks|Essential|Priority|Multi-Arch|Source):[ \t]*(.*(?:\n[ \t].*)*)",
 )
 _REQUIRED = ("Package", "Version", "Filename", "SHA256")
+_SAFE = re.compile(
+    r"(?P<name>[a-z0-9][a-z0-9+.-]*)\0(?P<version>[A-Za-z0-9.+~:-]+)\0(?P<arch>[a-z0-9-]*)\0(?P<sha>[0-9a-f]{64})"
+)
+"""What the names that become file names and pool paths may hold: no ``/``, no ``..``
+tricks from a hostile (or ``trusted=yes``) index."""
 
 
 def _line_of(paragraphs: list[str], index: int) -> int:
@@ -59,12 +64,17 @@ def parse_packages(text: str, base_url: str) -> list[Package]:
             problem = f"missing {', '.join(missing)}" if missing else f"bad Size {size!r}"
             where = f"line {_line_of(paragraphs, index)}"
             raise ValueError(f"{where}: package paragraph {problem}")
+        arch = fields.get("Architecture", "")
+        if not _SAFE.fullmatch(f"{name}\0{version}\0{arch}\0{sha256}") or ".." in filename:
+            where = f"line {_line_of(paragraphs, index)}"
+            raise ValueError(f"{where}: package paragraph has an unsafe Package, Version, Architecture, "
+                             f"Filename or SHA256 ({name!r} {version!r})")
         source = fields.get("Source", "")
         packages.append(
             Package(
                 name=name,
                 version=version,
-                arch=fields.get("Architecture", ""),
+                arch=arch,
                 base_url=base_url,
                 filename=filename,
                 size=int(size),

@@ -1,0 +1,92 @@
+"""In which order and in how many dpkg runs packages are installed (pure, no root needed)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+
+from builder.errors import EztError
+from builder.model import LockedPackage
+
+
+def essential_closure(packages: Sequence[LockedPackage]) -> set[str]:
+    """The Essential packages and everything they (pre-)depend on, among ``packages``."""
+    by_name = {p.name: p for p in packages}
+    pending = [p.name for p in packages if p.essential]
+    found: set[str] = set()
+    while pending:
+        name = pending.pop()
+        if name in found or name not in by_name:
+            continue
+        found.add(name)
+        package = by_name[name]
+        pending.extend(package.pre_depends)
+        pending.extend(package.depends)
+    return found
+
+
+def install_order(names: set[str], by_name: Mapping[str, LockedPackage]) -> list[str]:
+    """``names`` with (pre-)dependencies before their users, ties broken by name.
+
+    dpkg unpacks in argument order, so preinst scripts run after the preinst of
+    what they need (base-passwd's creates /etc/passwd, for example); the fixed
+    order also makes two builds run the same scripts in the same order.
+    """
+    order: list[str] = []
+    seen: set[str] = set()
+    for start in sorted(names):
+        stack: list[tuple[str, Iterator[str]]] = []
+        if start in seen:
+            continue
+        seen.add(start)
+        stack.append((start, iter(_edges(by_name[start], names))))
+        while stack:
+            name, edges = stack[-1]
+            child = next(edges, None)
+            if child is None:
+                stack.pop()
+                order.append(name)
+            elif child not in seen:
+                seen.add(child)
+                stack.append((child, iter(_edges(by_name[child], names))))
+    return order
+
+
+def _edges(package: LockedPackage, within: set[str]) -> list[str]:
+    """Pre-Depends first, then Depends, each sorted, limited to ``within``."""
+    pre = sorted(n for n in set(package.pre_depends) if n in within)
+    dep = sorted(n for n in set(package.depends) - set(package.pre_depends) if n in within)
+    return pre + dep
+
+
+def pre_depends_layers(packages: Sequence[LockedPackage], done: set[str]) -> list[list[str]]:
+    """Split ``packages`` into dpkg runs: each closed under Depends, Pre-Depends in earlier runs.
+
+    L(P) = max(L(D) for D in Depends, L(Q) + 1 for Q in Pre-Depends), at least 1,
+    with what is already installed (``done``) at 0. A Depends cycle shares one
+    layer; a cycle through Pre-Depends cannot be honoured and is an error.
+    """
+    by_name = {p.name: p for p in packages}
+    level = {name: 1 for name in by_name}
+
+    def of(name: str) -> int:
+        return level.get(name, 0)
+
+    for _ in range(len(by_name) + 1):
+        changed = []
+        for name, package in by_name.items():
+            want = max(
+                [level[name]]
+                + [of(d) for d in package.depends]
+                + [of(q) + 1 for q in package.pre_depends if q not in done]
+            )
+            if want != level[name]:
+                level[name] = want
+                changed.append(name)
+        if not changed:
+            break
+    else:
+        raise EztError(f"Pre-Depends cycle among: {', '.join(sorted(changed)[:10])}")
+    layers: dict[int, list[str]] = {}
+    for name in sorted(by_name):
+        layers.setdefault(level[name], []).append(name)
+    return [layers[k] for k in sorted(layers)]

@@ -1,0 +1,29 @@
+"""Paths inside a stage root: the guard against leaving it, and the paths install and finish share."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from builder.errors import EztError
+
+STAGING = "var/cache/ezt-debs"
+"""Where package files are made visible inside the root while dpkg runs."""
+
+POLICY_RC_D = "usr/sbin/policy-rc.d"
+POLICY_RC_D_TEXT = "#!/bin/sh\n# ezt: no service may start while an image is built\nexit 101\n"
+
+
+def in_root(root: Path, relative: str) -> Path:
+    """``root/relative``, or EztError if its directory resolves outside the root.
+
+    Absolute symlinks in a root (``/var/run -> /run``) point at the host when
+    followed from outside; writing or deleting through one would touch the
+    build machine.
+    """
+    path = root / relative.lstrip("/")
+    base = os.path.realpath(root)
+    parent = os.path.realpath(path.parent)
+    if parent != base and not parent.startswith(base.rstrip("/") + "/"):
+        raise EztError(f"refusing {path}: its directory leads out of the root through a symbolic link")
+    return path
