@@ -21,7 +21,7 @@ from builder.config import Config
 from builder.errors import EztError, Where
 from builder.family import InstallRequest, MetadataOptions
 from builder.lock import Lock, read_lock
-from builder.model import Package, Repository
+from builder.model import LockedPackage, Package, Repository
 from builder.recipe import Template
 
 
@@ -150,6 +150,21 @@ def fetch_template(ctx: BuildContext, template: Template) -> None:
     )
 
 
+def verified_pool_file(ctx: BuildContext, package: LockedPackage) -> Path:
+    """A package's pool file, re-hashed before it is installed: the pool is trusted only once verified.
+
+    A damaged file is removed, so the next build fetches it again.
+    """
+    from builder.transport import sha256_file
+
+    path = ctx.config.layout.pool_file(package.sha256)
+    if path.is_file() and sha256_file(path) != package.sha256:
+        path.unlink()
+        raise EztError(f"pool file of {package.name} {package.version} was damaged (sha256 mismatch) and has been "
+                       "removed: build again to fetch it")
+    return path
+
+
 def stage_stamp(lock: Lock, template: Template, epoch: int) -> bytes:
     data = {"lock": lock.digest(), "recipe": template.digest(), "source_date_epoch": epoch}
     return (json.dumps(data, sort_keys=True) + "\n").encode()
@@ -190,7 +205,7 @@ def stage_template(ctx: BuildContext, template: Template) -> None:
             InstallRequest(
                 root=work,
                 packages=lock.packages,
-                package_file=lambda p: layout.pool_file(p.sha256),
+                package_file=lambda p: verified_pool_file(ctx, p),
                 environment=env,
                 source_date_epoch=epoch,
                 repositories=template.repositories,

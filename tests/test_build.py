@@ -298,3 +298,25 @@ def test_disk_full_is_one_clear_line(site: Site, tmp_path: Path) -> None:
     assert result.returncode == 1
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "disk full" in lines[0], result.stderr
+
+
+def test_damaged_pool_file_is_refused_then_refetched(site: Site, tmp_path: Path) -> None:
+    site.recipe(tmp_path)
+    assert build(site, tmp_path).returncode == 0
+    lock = json.loads((tmp_path / "cache" / "locks" / f"{TEMPLATE}.lock.json").read_text())
+    greeting = next(p for p in lock["packages"] if p["name"] == "greeting")
+    pool_file = tmp_path / "cache" / "pool" / "sha256" / greeting["sha256"][:2] / greeting["sha256"]
+    data = bytearray(pool_file.read_bytes())
+    data[-1] ^= 0xFF
+    pool_file.write_bytes(bytes(data))
+    post_cache = tmp_path / "recipes" / TEMPLATE / "os_post-cache"
+    post_cache.write_text(post_cache.read_text() + "# force a new stage\n")
+    damaged = build(site, tmp_path)
+    assert damaged.returncode == 1
+    assert "greeting 1.0" in damaged.stderr and "damaged" in damaged.stderr
+    assert not pool_file.exists()
+    assert len(images(tmp_path)) == 1
+    again = build(site, tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert hashlib.sha256(pool_file.read_bytes()).hexdigest() == greeting["sha256"]
+    assert len(images(tmp_path)) == 2
