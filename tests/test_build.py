@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from builder.imagename import parse_image_name
 from tests.debs import build_deb
 from tests.hostbase import build_hostbase
 from tests.repo_factory import GpgKey, RepoServer, build_repo
@@ -112,7 +113,9 @@ def build(site: Site, tmp: Path, *extra: str, template: str = TEMPLATE,
 
 def images(tmp: Path, template: str = TEMPLATE) -> list[str]:
     directory = tmp / "cache" / "images"
-    return sorted(p.name for p in directory.glob(f"{template}-*.tar.zst")) if directory.exists() else []
+    if not directory.exists():
+        return []
+    return sorted(p.name for p in directory.glob("*.tar.zst") if (parse_image_name(p.name) or [""])[0] == template)
 
 
 def unpack(image: Path, into: Path) -> Path:
@@ -320,3 +323,15 @@ def test_damaged_pool_file_is_refused_then_refetched(site: Site, tmp_path: Path)
     assert again.returncode == 0, again.stderr
     assert hashlib.sha256(pool_file.read_bytes()).hexdigest() == greeting["sha256"]
     assert len(images(tmp_path)) == 2
+
+
+def test_build_everything_in_parallel(site: Site, tmp_path: Path) -> None:
+    """No template named: every OS template of every recipe, two at a time."""
+    site.recipe(tmp_path)
+    result = ezt(site, "build", "-j", "2", "--recipes", str(tmp_path / "recipes"),
+                 "--cache-dir", str(tmp_path / "cache"))
+    assert result.returncode == 0, result.stderr
+    assert len(images(tmp_path, TEMPLATE)) == 1
+    assert len(images(tmp_path, f"{TEMPLATE}-small")) == 1
+    staged = [line.split()[2] for line in result.stdout.splitlines() if line.startswith("» stage")]
+    assert sorted(staged) == [TEMPLATE, f"{TEMPLATE}-small"]
