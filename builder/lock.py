@@ -82,6 +82,7 @@ def read_lock(path: Path) -> Lock:
                 pre_depends=tuple(p.get("pre_depends", ())),
                 depends=tuple(p.get("depends", ())),
                 source=p.get("source", ""),
+                auto=bool(p.get("auto", False)),
             )
             for p in data["packages"]
         )

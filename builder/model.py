@@ -98,6 +98,8 @@ class LockedPackage:
     pre_depends: tuple[str, ...] = ()
     depends: tuple[str, ...] = ()
     source: str = ""
+    auto: bool = False
+    """Pulled in only as a dependency (apt's ``Auto-Installed``), not asked for by the recipe."""
 
     @property
     def deb_name(self) -> str:

@@ -359,6 +359,7 @@ class _Resolver:
             pre_depends=names("pre_depends"),
             depends=names("depends"),
             source=package.source,
+            auto=self.origin[package.name].parent is not None,
         )
 
     # -- requests ----------------------------------------------------------------------

@@ -147,6 +147,9 @@ def test_build_noop_and_script_change(site: Site, tmp_path: Path) -> None:
     assert (root / "etc/from-post-cache").read_text() == "post-cache\n"
     assert not (root / "usr/sbin/policy-rc.d").exists()
     assert (root / "etc/machine-id").read_bytes() == b""
+    marks = (root / "var/lib/apt/extended_states").read_text()
+    assert "Package: greeting\nArchitecture: amd64\nAuto-Installed: 1" in marks
+    assert "Package: tool" not in marks and "Package: hostbase" not in marks
 
     again = build(site, tmp_path)
     assert again.returncode == 0, again.stderr

@@ -431,3 +431,27 @@ def test_bookworm_minbase_matches_debootstrap() -> None:
     )  # fmt: skip
     assert by_name["dpkg"].essential and by_name["dpkg"].pre_depends[:2] == ("libbz2-1.0", "libc6")
     assert resolve(DEB, packages, requests, "amd64") == locked
+
+
+def test_auto_marks_only_dependencies() -> None:
+    """Requested, priority-class and essential packages are manual; what they pull in is automatic."""
+    packages = [
+        pkg("app", depends="libapp | libother"),
+        pkg("libapp", depends="libbase"),
+        pkg("libbase"),
+        pkg("core", priority="required", depends="libcore"),
+        pkg("libcore"),
+        pkg("shell", essential="yes"),
+        pkg("virtual-user", depends="mail-transport-agent"),
+        pkg("mta", provides="mail-transport-agent"),
+    ]
+    locked = run(packages, "app", "@required", "mail-transport-agent")
+    assert {name: p.auto for name, p in locked.items()} == {
+        "app": False,
+        "libapp": True,
+        "libbase": True,
+        "core": False,
+        "libcore": True,
+        "shell": False,
+        "mta": False,
+    }

@@ -128,7 +128,26 @@ def install(request: InstallRequest) -> None:
             dpkg("--configure", "--pending")
     if request.repositories:
         write_apt_sources(root, request.repositories)
+    write_auto_marks(root, request.packages)
     say(f"deb: install of {len(todo)} packages took {time.monotonic() - started:.1f}s")
+
+
+def write_auto_marks(root: Path, packages: Sequence[LockedPackage]) -> None:
+    """apt's ``extended_states``: dependencies are marked automatic, as apt itself would.
+
+    Without it every package counts as asked for, and ``apt autoremove`` in a
+    container could never clean up after a removed application.
+    """
+    auto = sorted((p for p in packages if p.auto), key=lambda p: (p.name, p.arch))
+    if not auto:
+        return
+    native = native_arch(packages)
+    path = in_root(root, "var/lib/apt/extended_states")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(
+        f"Package: {p.name}\nArchitecture: {native if p.arch == 'all' else p.arch}\nAuto-Installed: 1\n\n"
+        for p in auto
+    ))
 
 
 class _Stager:
