@@ -14,7 +14,8 @@ def test_default_layout_is_openvz() -> None:
     assert layout.template_cache == Path("/vz/template/cache")
     assert layout.shared_roots == Path("/vz/template/roots")
     assert layout.shared_root("debian-12-x86_64-20261127.2") == Path("/vz/template/roots/debian-12-x86_64-20261127.2")
-    assert layout.shared_root("debian-12-x86_64-20261127.tar.zst") == Path("/vz/template/roots/debian-12-x86_64-20261127")
+    unpacked = Path("/vz/template/roots/debian-12-x86_64-20261127")
+    assert layout.shared_root("debian-12-x86_64-20261127.tar.zst") == unpacked
     assert layout.private("101") == Path("/vz/private/101")
     assert layout.root("101") == Path("/vz/root/101")
     assert layout.conf_dir == Path("/vz/conf")
