@@ -15,6 +15,7 @@ import lzma
 import os
 import shutil
 import zlib
+from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
@@ -89,13 +90,7 @@ def _rewrite(src: BinaryIO, out: BinaryIO) -> bool:
         rewrote = True
         start = out.tell()
         out.write(b" " * 60)
-        remaining = size
-        while remaining:
-            chunk = src.read(min(_CHUNK, remaining))
-            if not chunk:
-                raise ValueError("truncated data member")
-            remaining -= len(chunk)
-            out.write(decompressor.decompress(chunk))
+        _copy(src, out, size, decompressor.decompress)
         if size & 1:
             src.read(1)
         length = out.tell() - start - 60
@@ -107,11 +102,12 @@ def _rewrite(src: BinaryIO, out: BinaryIO) -> bool:
         out.seek(end)
 
 
-def _copy(src: BinaryIO, out: BinaryIO, size: int) -> None:
+def _copy(src: BinaryIO, out: BinaryIO, size: int, transform: Callable[[bytes], bytes] | None = None) -> None:
+    """Copy ``size`` bytes of an ar member, through ``transform`` (a decompressor) if given."""
     remaining = size
     while remaining:
         chunk = src.read(min(_CHUNK, remaining))
         if not chunk:
             raise ValueError("truncated ar member")
         remaining -= len(chunk)
-        out.write(chunk)
+        out.write(transform(chunk) if transform else chunk)
