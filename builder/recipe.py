@@ -81,9 +81,6 @@ class Template:
         """sha256 over every file that feeds this template, names and contents."""
         return files_digest(self.files)
 
-    def input_files(self) -> tuple[Path, ...]:
-        return self.files
-
 
 def files_digest(files: tuple[Path, ...]) -> str:
     digest = hashlib.sha256()
