@@ -57,6 +57,10 @@ class Family(Protocol):
         """Fetch and verify the repository's index if expired; return its local files."""
         ...
 
+    def metadata_fresh(self, repo: Repository, arch: str, options: MetadataOptions) -> bool:
+        """Whether the local metadata is complete and younger than the expiry."""
+        ...
+
     def load_packages(self, repo: Repository, arch: str, options: MetadataOptions) -> list[Package]:
         """Read the locally cached, verified index into package records."""
         ...

@@ -80,6 +80,11 @@ def refresh_repository(ctx: BuildContext, template: Template, repo: Repository) 
         raise
 
 
+def metadata_fresh(ctx: BuildContext, template: Template, repo: Repository) -> bool:
+    """The metadata task's up-to-date check: fresh metadata needs no task run."""
+    return template.family.metadata_fresh(repo, template.native_arch, metadata_options(ctx, template))
+
+
 def repository_label(repo: Repository) -> str:
     return " ".join([repo.url, repo.suite, *repo.components])
 

@@ -7,8 +7,6 @@ what is up to date and which templates can run in parallel.
 
 from __future__ import annotations
 
-import json
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,18 +50,6 @@ def lock_inputs(template: Template) -> list[str]:
     return sorted(str(p) for p in template.files if p.name.split("_", 1)[1] in LOCK_INPUT_KINDS)
 
 
-def metadata_fresh(ctx: steps.BuildContext, template: Template, repo_ident: str) -> bool:
-    """doit up-to-date check: metadata younger than the expiry needs no task run."""
-    if ctx.options.refresh:
-        return False
-    state = ctx.config.layout.metadata / repo_ident / "state.json"
-    try:
-        fetched = float(json.loads(state.read_text())["fetched"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return False
-    return time.time() - fetched < ctx.config.metadata_expire
-
-
 def release_file(ctx: steps.BuildContext, repo_ident: str) -> str:
     return str(ctx.config.layout.metadata / repo_ident / "Release")
 
@@ -80,7 +66,7 @@ def template_tasks(ctx: steps.BuildContext, template: Template, failures: Failur
                 "name": repo.ident,
                 "title": lambda task, r=repo: f"metadata {steps.repository_label(r)}",
                 "actions": [failures.guard(steps.refresh_repository, ctx, template, repo)],
-                "uptodate": [lambda t=template, i=repo.ident: metadata_fresh(ctx, t, i)],
+                "uptodate": [lambda t=template, r=repo: steps.metadata_fresh(ctx, t, r)],
                 "targets": [release_file(ctx, repo.ident)],
                 "verbosity": 2,
             }

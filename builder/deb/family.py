@@ -75,6 +75,11 @@ class DebFamily:
 
         return metadata.refresh_metadata(shared_transport(options.proxy), repo, arch, options)
 
+    def metadata_fresh(self, repo: Repository, arch: str, options: MetadataOptions) -> bool:
+        from builder.deb import metadata
+
+        return metadata.metadata_fresh(repo, arch, options)
+
     def load_packages(self, repo: Repository, arch: str, options: MetadataOptions) -> list[Package]:
         from builder.deb import metadata
 

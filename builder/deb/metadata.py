@@ -170,12 +170,26 @@ def refresh_metadata(
         return [directory / RELEASE] + [directory / e.path for e in local]
     with _locked(directory):
         state = _read_state(directory)
-        local = _local_indexes(directory, state, repo, arch)
-        fetched_at = float(state.get("fetched") or 0)
-        if local is not None and not options.refresh and time.time() - fetched_at < options.expire_seconds:
+        local = _fresh_indexes(directory, state, repo, arch, options)
+        if local is not None:
             return [directory / RELEASE] + [directory / e.path for e in local]
         entries = _revalidate(transport, repo, arch, options, directory, state)
     return [directory / RELEASE] + [directory / e.path for e in entries]
+
+
+def _fresh_indexes(
+    directory: Path, state: dict[str, Any], repo: Repository, arch: str, options: MetadataOptions
+) -> list[IndexEntry] | None:
+    """The local index entries if complete and younger than the expiry (and no refresh asked)."""
+    if options.refresh or time.time() - float(state.get("fetched") or 0) >= options.expire_seconds:
+        return None
+    return _local_indexes(directory, state, repo, arch)
+
+
+def metadata_fresh(repo: Repository, arch: str, options: MetadataOptions) -> bool:
+    """Whether ``refresh_metadata`` would touch the network (the task graph's up-to-date check)."""
+    directory = repo_dir(repo, options)
+    return _fresh_indexes(directory, _read_state(directory), repo, arch, options) is not None
 
 
 def _stored_raw(directory: Path) -> dict[str, bytes]:
