@@ -1,0 +1,464 @@
+"""Containers on a node: create, mount, exec, list and destroy.
+
+Two layouts (``LAYOUT`` in the container's config):
+
+``plain``
+    The cache image is unpacked (:func:`runtime.extract.extract_image`: ``.tmp`` first,
+    renamed when complete) into the private area, and **the private area is the
+    container's root**: nothing is mounted, ``VE_ROOT`` records the private area, and
+    :func:`mount` / :func:`umount` do nothing. (A bind mount would only add state that
+    can be left behind.)
+
+``shared``
+    Each dated image is unpacked once into ``layout.shared_root(name)`` in the template
+    area and never written again by ezt: it is only ever the *lower* directory of an
+    overlay. (It is not made read-only with ``chmod``, which would change the modes a
+    container sees; it is read-only by use.) The private area holds ``upper/`` and
+    ``work/``; the root is overlayfs ``lowerdir=<shared root>,upperdir=<private>/upper,
+    workdir=<private>/work`` on ``layout.root(ctid)``, mounted in the host's mount
+    namespace by :func:`mount` (and by :func:`exec_in` when needed), unmounted by
+    :func:`umount` and :func:`destroy`. :func:`create` leaves it unmounted.
+
+A shared root is guarded by a lock of its own (``<lock dir>/<dated name>.image.lck``):
+unpacking holds it exclusively, a create that uses it holds it shared until its config
+is written. A create that fails removes a shared root it unpacked itself only if it can
+take that lock exclusively and no container's config names the image.
+
+Every command that changes a container holds its lock (:func:`container_lock`, an
+``flock`` on ``layout.lock_file(ctid)``), so two commands on one CTID never interleave.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import random
+import shutil
+import subprocess
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Literal
+
+from builder.chroot import mounts_under
+from builder.errors import EztError
+from builder.manifest import read_manifest
+from runtime import nsexec
+from runtime.ctconfig import join_list, merge_sample, read_config, render_config, split_list, write_config
+from runtime.dists import choose_dist
+from runtime.dists.base import check_hostname, check_nameservers, parse_ips
+from runtime.extract import extract_image
+from runtime.paths import NodeLayout, validate_ctid
+from runtime.store import StoredImage, choose_image
+
+LayoutKind = Literal["plain", "shared"]
+LAYOUTS: tuple[str, ...] = ("plain", "shared")
+LOCK_TIMEOUT = 60.0
+_OVERLAY_UNSAFE = ",:\\\n"
+
+
+@dataclass(frozen=True)
+class ContainerInfo:
+    """One container as ``ezt list`` shows it. ``mounted``: its root is usable now
+    (always for ``plain``; the overlay is mounted for ``shared``)."""
+
+    ctid: str
+    ostemplate: str
+    hostname: str
+    ips: tuple[str, ...]
+    layout: str
+    disk_used: int
+    mounted: bool
+
+
+# ---------------------------------------------------------------- locks
+
+
+@contextlib.contextmanager
+def _flock(path: Path, operation: int, what: str, timeout: float) -> Iterator[int]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(fd, operation | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise EztError(f"{what} is locked by another ezt command; try again later") from None
+                time.sleep(0.05)
+        yield fd
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def container_lock(layout: NodeLayout, ctid: str, timeout: float = LOCK_TIMEOUT) -> Iterator[None]:
+    """Hold container ``ctid``'s lock (waiting up to ``timeout`` seconds, then EztError)."""
+    with _flock(layout.lock_file(ctid), fcntl.LOCK_EX, f"container {ctid}", timeout):
+        yield
+
+
+def _image_lock_path(layout: NodeLayout, name: str) -> Path:
+    return layout.lock_dir / f"{layout.shared_root(name).name}.image.lck"
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def _is_mounted(path: Path) -> bool:
+    return os.path.realpath(path) in mounts_under(path)
+
+
+def _run_tool(argv: Sequence[str], where: Path) -> None:
+    try:
+        done = subprocess.run(list(argv), stdin=subprocess.DEVNULL, capture_output=True, check=False)
+    except OSError as exc:
+        raise EztError(f"cannot run {argv[0]}: {exc.strerror or exc}", where) from exc
+    if done.returncode != 0:
+        text = done.stderr.decode("utf-8", errors="replace").strip().splitlines()
+        raise EztError(f"{argv[0]} failed: {text[-1] if text else f'exit status {done.returncode}'}", where)
+
+
+def _remove_tree(path: Path) -> None:
+    """Remove a private area (or shared root); refuses if anything is mounted below it."""
+    if not os.path.lexists(path):
+        return
+    found = mounts_under(path)
+    if found:
+        raise EztError(f"refusing to remove {path}: still mounted: {', '.join(found)}")
+    if os.path.isdir(path) and not os.path.islink(path):
+        for dirpath, dirnames, _ in os.walk(path):  # directories without write permission
+            for name in dirnames:
+                full = os.path.join(dirpath, name)
+                if not os.path.islink(full):
+                    os.chmod(full, 0o700)
+        shutil.rmtree(path)
+    else:
+        os.unlink(path)
+
+
+def _disk_used(path: Path) -> int:
+    """Bytes allocated under ``path`` (hard links counted once, mounts not crossed)."""
+    total = 0
+    seen: set[tuple[int, int]] = set()
+    try:
+        top = os.lstat(path)
+    except OSError:
+        return 0
+    stack = [str(path)]
+    while stack:
+        current = stack.pop()
+        try:
+            entries = list(os.scandir(current))
+        except OSError:
+            continue
+        for entry in entries:
+            try:
+                st = entry.stat(follow_symlinks=False)
+            except OSError:
+                continue
+            if (st.st_dev, st.st_ino) in seen:
+                continue
+            seen.add((st.st_dev, st.st_ino))
+            total += st.st_blocks * 512
+            if entry.is_dir(follow_symlinks=False) and st.st_dev == top.st_dev:
+                stack.append(entry.path)
+    return total + top.st_blocks * 512
+
+
+def _distribution_name(image: StoredImage) -> str:
+    """The image's ``os_distribution``: from its manifest's ``extra`` when the builder
+    recorded it, else the template name's first word (``debian-12-x86_64`` -> ``debian``)."""
+    try:
+        extra = read_manifest(image.manifest).extra
+    except EztError:
+        extra = {}
+    recipe = extra.get("recipe")
+    for source in (recipe if isinstance(recipe, dict) else {}, extra):
+        for key in ("os_distribution", "distribution"):
+            value = source.get(key)
+            if isinstance(value, str) and value.strip():
+                return value.strip()
+    return image.template.split("-", 1)[0]
+
+
+def _overlay_options(lower: Path, private: Path) -> str:
+    upper, work = private / "upper", private / "work"
+    for path in (lower, upper, work):
+        if any(c in str(path) for c in _OVERLAY_UNSAFE):
+            raise EztError("path not usable in an overlay mount (contains ',', ':' or '\\')", path)
+    return f"lowerdir={lower},upperdir={upper},workdir={work}"
+
+
+def _config(layout: NodeLayout, ctid: str) -> dict[str, str]:
+    path = layout.conf_file(ctid)
+    if not path.exists():
+        raise EztError(f"container {ctid} does not exist (no {path})")
+    return read_config(path)
+
+
+def root_path(layout: NodeLayout, ctid: str, config: dict[str, str] | None = None) -> Path:
+    """The directory that is the container's ``/`` (the private area for ``plain``)."""
+    values = config if config is not None else _config(layout, ctid)
+    return layout.private(ctid) if values.get("LAYOUT", "plain") == "plain" else layout.root(ctid)
+
+
+def _mount_shared(layout: NodeLayout, ctid: str, image_name: str) -> None:
+    root = layout.root(ctid)
+    if _is_mounted(root):
+        return
+    lower = layout.shared_root(image_name)
+    if not lower.is_dir():
+        raise EztError(f"the shared root of image {image_name} is missing", lower)
+    root.mkdir(parents=True, exist_ok=True)
+    options = _overlay_options(lower, layout.private(ctid))
+    _run_tool(["mount", "-t", "overlay", "-o", options, f"ezt-{ctid}", str(root)], root)
+
+
+def _umount_shared(layout: NodeLayout, ctid: str) -> None:
+    root = layout.root(ctid)
+    while _is_mounted(root):
+        _run_tool(["umount", str(root)], root)
+
+
+# ---------------------------------------------------------------- public API
+
+
+def mount(layout: NodeLayout, ctid: str) -> Path:
+    """Make the container's root usable and return it (mounts the overlay for ``shared``)."""
+    with container_lock(layout, ctid):
+        return _mount_locked(layout, ctid)
+
+
+def _mount_locked(layout: NodeLayout, ctid: str) -> Path:
+    config = _config(layout, ctid)
+    if config.get("LAYOUT") == "shared":
+        _mount_shared(layout, ctid, config.get("OSTEMPLATE", ""))
+    return root_path(layout, ctid, config)
+
+
+def umount(layout: NodeLayout, ctid: str) -> None:
+    """Unmount a ``shared`` container's overlay (nothing to do for ``plain``)."""
+    with container_lock(layout, ctid):
+        config = _config(layout, ctid)
+        if config.get("LAYOUT") == "shared":
+            _umount_shared(layout, ctid)
+
+
+def exec_in(
+    layout: NodeLayout,
+    ctid: str,
+    argv: Sequence[str],
+    *,
+    interactive: bool = False,
+    stdin: nsexec.Target = None,
+    stdout: nsexec.Target = None,
+    stderr: nsexec.Target = None,
+) -> int:
+    """Run ``argv`` in the container (new PID, mount, UTS and IPC namespaces, its own
+    /proc and /dev, its host name, a clean environment) and return its exit status.
+    The streams are inherited unless given (files or descriptors)."""
+    with container_lock(layout, ctid):
+        config = _config(layout, ctid)
+        root = _mount_locked(layout, ctid)
+    return nsexec.run(
+        root,
+        argv,
+        hostname=config.get("HOSTNAME") or None,
+        env=nsexec.environment(interactive=interactive),
+        stdin=stdin,
+        stdout=stdout,
+        stderr=stderr,
+    )
+
+
+def destroy(layout: NodeLayout, ctid: str) -> None:
+    """Unmount, then remove the private area and the config; nothing else (the shared
+    root and the image stay)."""
+    with container_lock(layout, ctid):
+        conf = layout.conf_file(ctid)
+        private = layout.private(ctid)
+        if not conf.exists() and not os.path.lexists(private):
+            raise EztError(f"container {ctid} does not exist")
+        _umount_shared(layout, ctid)
+        with contextlib.suppress(FileNotFoundError, OSError):
+            layout.root(ctid).rmdir()
+        _remove_tree(private)
+        conf.unlink(missing_ok=True)
+
+
+def image_in_use(layout: NodeLayout, dated_name: str) -> bool:
+    """Whether a container's config names the dated image (for ``template remove``)."""
+    return any(info.ostemplate == dated_name for info in list_containers(layout))
+
+
+def list_containers(layout: NodeLayout) -> list[ContainerInfo]:
+    """Every container with a config in the config directory, sorted by CTID."""
+    try:
+        names = sorted(os.listdir(layout.conf_dir))
+    except FileNotFoundError:
+        return []
+    except OSError as exc:
+        raise EztError(f"cannot list configs: {exc.strerror or exc}", layout.conf_dir) from exc
+    found: list[ContainerInfo] = []
+    for name in names:
+        ctid = name.removesuffix(".conf")
+        if not name.endswith(".conf"):
+            continue
+        try:
+            validate_ctid(ctid)
+        except EztError:
+            continue
+        values = read_config(layout.conf_dir / name)
+        kind = values.get("LAYOUT", "plain")
+        private = layout.private(ctid)
+        found.append(
+            ContainerInfo(
+                ctid=ctid,
+                ostemplate=values.get("OSTEMPLATE", ""),
+                hostname=values.get("HOSTNAME", ""),
+                ips=tuple(split_list(values.get("IP_ADDRESS"))),
+                layout=kind,
+                disk_used=_disk_used(private),
+                mounted=private.is_dir() if kind == "plain" else _is_mounted(layout.root(ctid)),
+            )
+        )
+    return sorted(
+        found, key=lambda info: (not info.ctid.isdigit(), int(info.ctid) if info.ctid.isdigit() else 0, info.ctid)
+    )
+
+
+def _split_userpasswd(userpasswd: str) -> tuple[str, str]:
+    user, colon, password = userpasswd.partition(":")
+    if not colon or not user or not password:
+        raise EztError("--userpasswd needs user:password")
+    return user, password
+
+
+def create(
+    layout: NodeLayout,
+    ctid: str,
+    ostemplate: str,
+    *,
+    layout_kind: str = "plain",
+    hostname: str | None = None,
+    ips: Sequence[str] = (),
+    nameservers: Sequence[str] = (),
+    searchdomains: Sequence[str] = (),
+    userpasswd: str | None = None,
+    sample_config: Path | None = None,
+    extra_image_dirs: Iterable[Path] = (),
+) -> Path:
+    """Create container ``ctid`` from ``ostemplate`` (see the module doc); returns its
+    config path. An existing CTID is refused and left untouched; on any failure what
+    this call made is removed (and unmounted), and nothing that existed before is."""
+    validate_ctid(ctid)
+    if layout_kind not in LAYOUTS:
+        raise EztError(f"unknown layout {layout_kind!r}: use plain or shared")
+    if hostname is not None:
+        check_hostname(hostname)
+    parse_ips(ips)
+    check_nameservers(nameservers)
+    for domain in searchdomains:
+        check_hostname(domain)
+    password = _split_userpasswd(userpasswd) if userpasswd is not None else None
+
+    with container_lock(layout, ctid):
+        conf = layout.conf_file(ctid)
+        private = layout.private(ctid)
+        if os.path.lexists(conf) or os.path.lexists(private):
+            raise EztError(f"container {ctid} already exists")
+        image = choose_image(layout, ostemplate, tuple(extra_image_dirs))
+        dist = choose_dist(_distribution_name(image))
+        root = private if layout_kind == "plain" else layout.root(ctid)
+        values: dict[str, str] = {
+            "OSTEMPLATE": image.name,
+            "LAYOUT": layout_kind,
+            "HOSTNAME": hostname or "",
+            "IP_ADDRESS": join_list(tuple(ips)),
+            "NAMESERVER": join_list(tuple(nameservers)),
+            "SEARCHDOMAIN": join_list(tuple(searchdomains)),
+            "DISTRIBUTION": dist.name,
+            "CREATED": datetime.now(UTC).replace(microsecond=0).isoformat(),
+            "VE_PRIVATE": str(private),
+            "VE_ROOT": str(root),
+        }
+        values = {key: value for key, value in values.items() if value}  # unset settings are not written
+        if sample_config is not None:
+            values = merge_sample(sample_config, values)
+        render_config(values)  # refuses unwritable values before anything is made
+        layout.conf_dir.mkdir(parents=True, exist_ok=True)
+        private.parent.mkdir(parents=True, exist_ok=True)
+
+        made_root_dir = False
+        made_shared = False
+        try:
+            with contextlib.ExitStack() as image_hold:
+                if layout_kind == "plain":
+                    extract_image(image.path, private)
+                else:
+                    made_shared = _hold_shared_root(layout, image, image_hold)
+                    os.mkdir(private, 0o700)
+                    os.mkdir(private / "upper", 0o755)
+                    os.mkdir(private / "work", 0o700)
+                    made_root_dir = not os.path.lexists(root)
+                    _mount_shared(layout, ctid, image.name)
+                if hostname:
+                    dist.set_hostname(root, hostname)
+                if ips:
+                    dist.set_ips(root, ips)
+                dist.set_dns(root, nameservers, searchdomains)
+                dist.post_create(root, random.Random())
+                if password is not None:
+                    dist.set_password(root, password[0], password[1], nsexec.checked)
+                write_config(conf, values, keep_comments_from=sample_config)
+            if layout_kind == "shared":
+                _umount_shared(layout, ctid)
+        except BaseException:
+            _undo_create(layout, ctid, image, made_root_dir=made_root_dir, made_shared=made_shared)
+            raise
+        return conf
+
+
+def _hold_shared_root(layout: NodeLayout, image: StoredImage, stack: contextlib.ExitStack) -> bool:
+    """Make sure the image's shared root exists and hold its lock shared (in ``stack``);
+    True if this call unpacked it."""
+    target = layout.shared_root(image.name)
+    lock = _image_lock_path(layout, image.name)
+    made = False
+    while True:
+        if not target.is_dir():
+            with _flock(lock, fcntl.LOCK_EX, f"image {image.name}", LOCK_TIMEOUT):
+                if not target.is_dir():
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    extract_image(image.path, target)
+                    made = True
+        stack.enter_context(_flock(lock, fcntl.LOCK_SH, f"image {image.name}", LOCK_TIMEOUT))
+        if target.is_dir():
+            return made
+        stack.close()  # removed in between by a failing create: unpack again
+
+
+def _undo_create(layout: NodeLayout, ctid: str, image: StoredImage, *, made_root_dir: bool, made_shared: bool) -> None:
+    """Remove what a failed :func:`create` made; never raises over the original error."""
+    with contextlib.suppress(Exception):
+        _umount_shared(layout, ctid)
+    if made_root_dir:
+        with contextlib.suppress(OSError):
+            layout.root(ctid).rmdir()
+    with contextlib.suppress(Exception):
+        _remove_tree(layout.private(ctid))
+    with contextlib.suppress(OSError):
+        layout.conf_file(ctid).unlink(missing_ok=True)
+    if made_shared:
+        with (
+            contextlib.suppress(Exception),
+            _flock(_image_lock_path(layout, image.name), fcntl.LOCK_EX, f"image {image.name}", 0),
+        ):
+            if not image_in_use(layout, image.name):
+                _remove_tree(layout.shared_root(image.name))
