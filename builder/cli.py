@@ -46,20 +46,33 @@ def build_parser() -> argparse.ArgumentParser:
     info = sub.add_parser("info", parents=[common], help="show a template's repositories, packages and state")
     info.add_argument("template", metavar="TEMPLATE")
     info.add_argument("--json", action="store_true")
+
+    from runtime.commands import add_parsers
+
+    add_parsers(sub)
     return parser
 
 
 def _config(args: argparse.Namespace) -> Config:
-    return load_config(args.config).with_paths(args.recipes, args.cache_dir)
+    return load_config(getattr(args, "config", None)).with_paths(args.recipes, args.cache_dir)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    words = list(sys.argv[1:] if argv is None else argv)
+    tail: list[str] | None = None
+    if words[:1] == ["exec"] and "--" in words:
+        # ``ezt exec CTID [options] -- CMD...``: the command is everything after ``--``
+        split = words.index("--")
+        words, tail = words[:split], words[split + 1:]
+    args = parser.parse_args(words)
+    if tail is not None:
+        args.argv = tail
     try:
         from builder import commands
+        from runtime import commands as node_commands
 
-        handler = getattr(commands, f"cmd_{args.command}")
+        handler = getattr(commands, f"cmd_{args.command}", None) or getattr(node_commands, f"cmd_{args.command}")
         return int(handler(args, _config(args)))
     except EztError as exc:
         print(f"ezt: error: {exc}", file=sys.stderr)
