@@ -194,6 +194,26 @@ def ensure_unmounted(root: Path) -> None:
         raise EztError(f"refusing to touch {root}: still mounted: {', '.join(found)}")
 
 
+def remove_tree(path: Path) -> None:
+    """Delete a root (or any tree built from an image) safely.
+
+    Refuses while anything is mounted below it, never follows its symlinks, and
+    first makes directories an image left without write permission writable.
+    """
+    if not os.path.lexists(path):
+        return
+    ensure_unmounted(path)
+    if os.path.isdir(path) and not os.path.islink(path):
+        for dirpath, dirnames, _ in os.walk(path):
+            for name in dirnames:
+                full = os.path.join(dirpath, name)
+                if not os.path.islink(full):
+                    os.chmod(full, 0o700)
+        shutil.rmtree(path)
+    else:
+        os.unlink(path)
+
+
 def _unescape(field: str) -> str:
     """Decode mountinfo's octal escapes (``\\040`` for a space and the like)."""
     if "\\" not in field:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
+from builder import chroot
 from builder.atomic import write_bytes
 from builder.config import Config
 from builder.errors import EztError, Where
@@ -192,14 +193,12 @@ def stage_template(ctx: BuildContext, template: Template) -> None:
     The new root is built beside the old one and swapped in only when complete,
     so a failed build leaves the previous stage as it was.
     """
-    from builder import chroot
-
     lock = load_lock(ctx, template)
     epoch = source_date_epoch(ctx.options)
     layout = ctx.config.layout
     final = layout.stage_root(template.name)
     work = final.with_name("root.new")
-    _remove_tree(work)
+    chroot.remove_tree(work)
     work.mkdir(parents=True)
     env = _environment(template, epoch)
     started = time.monotonic()
@@ -223,16 +222,16 @@ def stage_template(ctx: BuildContext, template: Template) -> None:
             chroot.run_host_script(template.post_cache.path, work, source_date_epoch=epoch, environment=env)
         template.family.finish_root(work)
     except EztError as exc:
-        _remove_tree(work)
+        chroot.remove_tree(work)
         if not exc.details:
             raise
         log = final.with_name("error.log")
         log.write_text(exc.details + "\n")
         raise EztError(f"{exc.message} (output in {log})", exc.where) from exc
     except BaseException:
-        _remove_tree(work)
+        chroot.remove_tree(work)
         raise
-    _remove_tree(final)
+    chroot.remove_tree(final)
     work.rename(final)
     write_bytes(layout.stage_stamp(template.name), stage_stamp(lock, template, epoch))
     ctx.say(f"stage {template.name}: installed {len(lock.packages)} packages in {time.monotonic() - started:.1f}s")
@@ -240,8 +239,6 @@ def stage_template(ctx: BuildContext, template: Template) -> None:
 
 def run_post_install(script: Path, root: Path, epoch: int, env: dict[str, str]) -> None:
     """Copy a recipe's post-install script into the root and run it there, then remove it."""
-    from builder import chroot
-
     inside = root / "tmp" / f"ezt-{script.name}"
     inside.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(script, inside)
@@ -253,14 +250,6 @@ def run_post_install(script: Path, root: Path, epoch: int, env: dict[str, str]) 
         raise EztError(message, Where.of(script), details=exc.details) from exc
     finally:
         inside.unlink(missing_ok=True)
-
-
-def _remove_tree(path: Path) -> None:
-    from builder import chroot
-
-    if path.exists() or path.is_symlink():
-        chroot.ensure_unmounted(path)
-        shutil.rmtree(path)
 
 
 def inputs_digest(lock: Lock, template: Template) -> str:

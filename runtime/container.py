@@ -34,7 +34,6 @@ import contextlib
 import fcntl
 import os
 import random
-import shutil
 import subprocess
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -43,7 +42,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
-from builder.chroot import mounts_under
+from builder.chroot import mounts_under, remove_tree
 from builder.errors import EztError
 from builder.manifest import read_manifest
 from runtime import nsexec
@@ -122,24 +121,6 @@ def _run_tool(argv: Sequence[str], where: Path) -> None:
     if done.returncode != 0:
         text = done.stderr.decode("utf-8", errors="replace").strip().splitlines()
         raise EztError(f"{argv[0]} failed: {text[-1] if text else f'exit status {done.returncode}'}", where)
-
-
-def _remove_tree(path: Path) -> None:
-    """Remove a private area (or shared root); refuses if anything is mounted below it."""
-    if not os.path.lexists(path):
-        return
-    found = mounts_under(path)
-    if found:
-        raise EztError(f"refusing to remove {path}: still mounted: {', '.join(found)}")
-    if os.path.isdir(path) and not os.path.islink(path):
-        for dirpath, dirnames, _ in os.walk(path):  # directories without write permission
-            for name in dirnames:
-                full = os.path.join(dirpath, name)
-                if not os.path.islink(full):
-                    os.chmod(full, 0o700)
-        shutil.rmtree(path)
-    else:
-        os.unlink(path)
 
 
 def _disk_used(path: Path) -> int:
@@ -288,7 +269,7 @@ def destroy(layout: NodeLayout, ctid: str) -> None:
         _umount_shared(layout, ctid)
         with contextlib.suppress(FileNotFoundError, OSError):
             layout.root(ctid).rmdir()
-        _remove_tree(private)
+        remove_tree(private)
         conf.unlink(missing_ok=True)
 
 
@@ -452,7 +433,7 @@ def _undo_create(layout: NodeLayout, ctid: str, image: StoredImage, *, made_root
         with contextlib.suppress(OSError):
             layout.root(ctid).rmdir()
     with contextlib.suppress(Exception):
-        _remove_tree(layout.private(ctid))
+        remove_tree(layout.private(ctid))
     with contextlib.suppress(OSError):
         layout.conf_file(ctid).unlink(missing_ok=True)
     if made_shared:
@@ -461,4 +442,4 @@ def _undo_create(layout: NodeLayout, ctid: str, image: StoredImage, *, made_root
             _flock(_image_lock_path(layout, image.name), fcntl.LOCK_EX, f"image {image.name}", 0),
         ):
             if not image_in_use(layout, image.name):
-                _remove_tree(layout.shared_root(image.name))
+                remove_tree(layout.shared_root(image.name))

@@ -32,7 +32,6 @@ pass that checks and writes in one go is as fast (the work is the file system's)
 from __future__ import annotations
 
 import os
-import shutil
 import stat
 import time
 from collections.abc import Iterator
@@ -42,6 +41,7 @@ from typing import BinaryIO
 
 import zstandard
 
+from builder.chroot import remove_tree
 from builder.errors import EztError
 
 BLOCK = 512
@@ -77,7 +77,7 @@ def extract_image(image: Path, target: Path) -> ExtractStats:
         raise EztError(f"cannot read: {exc.strerror or exc}", image) from exc
     with handle:
         if os.path.lexists(tmp):  # left by an interrupted extraction: never part of anything
-            _remove(tmp)
+            remove_tree(tmp)
         try:
             os.mkdir(tmp, 0o700)
         except OSError as exc:
@@ -87,32 +87,19 @@ def extract_image(image: Path, target: Path) -> ExtractStats:
             extractor.run(_decompressed(handle))
             os.rename(tmp, target)
         except _Refused as exc:
-            _remove(tmp)
+            remove_tree(tmp)
             raise EztError(f"member '{exc.member}' {exc.reason}", image) from None
         except zstandard.ZstdError as exc:
-            _remove(tmp)
+            remove_tree(tmp)
             raise EztError(f"corrupt zstd stream: {exc}", image) from None
         except OSError as exc:
-            _remove(tmp)
+            remove_tree(tmp)
             where = f"member '{extractor.member}': " if extractor.member is not None else ""
             raise EztError(f"{where}cannot extract: {exc.strerror or exc}", image) from exc
         except BaseException:
-            _remove(tmp)
+            remove_tree(tmp)
             raise
     return ExtractStats(extractor.files, extractor.bytes, time.perf_counter() - start)
-
-
-def _remove(path: Path) -> None:
-    """Remove a partial tree; never follows its symlinks (rmtree does not)."""
-    if os.path.isdir(path) and not os.path.islink(path):
-        for dirpath, dirnames, _ in os.walk(path):  # dirs left without write permission
-            for name in dirnames:
-                full = os.path.join(dirpath, name)
-                if not os.path.islink(full):
-                    os.chmod(full, 0o700)
-        shutil.rmtree(path)
-    else:
-        os.unlink(path)
 
 
 class _Refused(Exception):
