@@ -25,12 +25,32 @@ CHROOT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 DETAIL_LINES = 200
 """How much of a failed command's output is kept for its log (the error line gets the last)."""
 
+DEV_SETUP = r"""
+mount -t tmpfs -o nosuid,mode=0755,size=65536k ezt-dev "$r/dev" || fail "cannot mount /dev"
+for n in null zero full random urandom tty; do
+    [ -c "/dev/$n" ] || continue
+    : > "$r/dev/$n" && mount --bind "/dev/$n" "$r/dev/$n" || fail "cannot bind /dev/$n"
+done
+mkdir -m 0755 "$r/dev/pts" && mkdir -m 1777 "$r/dev/shm" || fail "cannot populate /dev"
+mount -t devpts -o newinstance,ptmxmode=0666,mode=0620,nosuid,noexec devpts "$r/dev/pts" || fail "cannot mount devpts"
+ln -s pts/ptmx "$r/dev/ptmx"
+ln -s /proc/self/fd "$r/dev/fd"
+ln -s /proc/self/fd/0 "$r/dev/stdin"
+ln -s /proc/self/fd/1 "$r/dev/stdout"
+ln -s /proc/self/fd/2 "$r/dev/stderr"
+"""
+"""Shell fragment: a private /dev under ``$r`` with the standard nodes and its own
+devpts; needs ``r`` (the root) and a ``fail`` function. Shared by the build chroot
+and the container runner, so both give commands the same /dev."""
+
 # $1 is the root, the rest is the command. The command is not exec'd: the shell
 # stays pid 1 of the namespace, so the command itself receives Ctrl-C like any
 # process, and when the shell exits every process left in the namespace dies.
-_PROLOGUE = r"""
+_PROLOGUE = (
+    r"""
 set -e
 r=$1; shift
+fail() { echo "ezt: $*" >&2; exit 125; }
 umask 022
 for d in proc sys dev; do
     if [ -L "$r/$d" ] || { [ -e "$r/$d" ] && [ ! -d "$r/$d" ]; }; then
@@ -42,25 +62,15 @@ done
 [ -d "$r/dev" ] || mkdir -m 0755 "$r/dev"
 mount -t proc -o nosuid,nodev,noexec proc "$r/proc"
 mount -t sysfs -o ro,nosuid,nodev,noexec sysfs "$r/sys"
-mount -t tmpfs -o nosuid,mode=0755,size=65536k ezt-dev "$r/dev"
-for n in null zero full random urandom tty; do
-    [ -c "/dev/$n" ] || continue
-    : > "$r/dev/$n"
-    mount --bind "/dev/$n" "$r/dev/$n"
-done
-mkdir -m 0755 "$r/dev/pts"
-mkdir -m 1777 "$r/dev/shm"
-mount -t devpts -o newinstance,ptmxmode=0666,mode=0620,nosuid,noexec devpts "$r/dev/pts"
-ln -s pts/ptmx "$r/dev/ptmx"
-ln -s /proc/self/fd "$r/dev/fd"
-ln -s /proc/self/fd/0 "$r/dev/stdin"
-ln -s /proc/self/fd/1 "$r/dev/stdout"
-ln -s /proc/self/fd/2 "$r/dev/stderr"
+"""
+    + DEV_SETUP
+    + r"""
 set +e
 chroot "$r" "$@"
 rc=$?
 exit $rc
 """
+)
 
 
 def command_environment(source_date_epoch: int, extra: Mapping[str, str] = {}) -> dict[str, str]:

@@ -32,6 +32,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import IO
 
+from builder.chroot import DEV_SETUP
 from builder.errors import EztError
 
 CONTAINER_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -42,7 +43,8 @@ Target = int | IO[bytes] | IO[str] | None
 
 # $1 the root, $2 the host name ("" for none), $3 the UTS namespace ezt runs in;
 # the rest is the command.
-_PROLOGUE = r"""
+_PROLOGUE = (
+    r"""
 r=$1; h=$2; host_uts=$3; shift 3
 fail() { echo "ezt: $*" >&2; exit 125; }
 umask 022
@@ -53,18 +55,9 @@ for d in proc dev; do
     [ -d "$r/$d" ] || mkdir -m 0755 "$r/$d" || fail "cannot create /$d in the container"
 done
 mount -t proc -o nosuid,nodev,noexec proc "$r/proc" || fail "cannot mount /proc"
-mount -t tmpfs -o nosuid,mode=0755,size=65536k ezt-dev "$r/dev" || fail "cannot mount /dev"
-for n in null zero full random urandom tty; do
-    [ -c "/dev/$n" ] || continue
-    : > "$r/dev/$n" && mount --bind "/dev/$n" "$r/dev/$n" || fail "cannot bind /dev/$n"
-done
-mkdir -m 0755 "$r/dev/pts" && mkdir -m 1777 "$r/dev/shm" || fail "cannot populate /dev"
-mount -t devpts -o newinstance,ptmxmode=0666,mode=0620,nosuid,noexec devpts "$r/dev/pts" 2>/dev/null
-ln -s pts/ptmx "$r/dev/ptmx"
-ln -s /proc/self/fd "$r/dev/fd"
-ln -s /proc/self/fd/0 "$r/dev/stdin"
-ln -s /proc/self/fd/1 "$r/dev/stdout"
-ln -s /proc/self/fd/2 "$r/dev/stderr"
+"""
+    + DEV_SETUP
+    + r"""
 if [ -n "$h" ]; then
     uts=$(readlink /proc/self/ns/uts) || fail "cannot read the UTS namespace"
     [ -n "$uts" ] && [ "$uts" != "$host_uts" ] || fail "not in a new UTS namespace: host name not set"
@@ -73,6 +66,7 @@ fi
 cd / && env -u PWD -u OLDPWD chroot "$r" "$@"
 exit $?
 """
+)
 
 
 def environment(*, interactive: bool = False, extra: Mapping[str, str] = {}) -> dict[str, str]:
