@@ -8,7 +8,8 @@ from pathlib import Path
 
 from builder.errors import EztError
 
-_SHA256 = re.compile(r"[0-9a-f]{64}")
+SHA256 = re.compile(r"[0-9a-f]{64}")
+"""A sha256 digest as the pool names files: the only thing a pool path is made of."""
 
 
 @dataclass(frozen=True)
@@ -42,7 +43,7 @@ class CacheLayout:
         return self.root / "state"
 
     def pool_file(self, sha256: str) -> Path:
-        if not _SHA256.fullmatch(sha256):
+        if not SHA256.fullmatch(sha256):
             raise EztError(f"not a sha256 digest: {sha256[:80]!r}")
         return self.pool / "sha256" / sha256[:2] / sha256
 

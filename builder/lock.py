@@ -16,11 +16,11 @@ from typing import Any
 
 from builder.atomic import write_if_changed
 from builder.errors import EztError, Where
+from builder.layout import SHA256
 from builder.model import LockedPackage
 
 LOCK_FORMAT = 1
 _SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9+._~:-]*")
-_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 @dataclass(frozen=True)
@@ -88,7 +88,7 @@ def read_lock(path: Path) -> Lock:
         )
         for package in packages:
             if not (_SAFE_NAME.fullmatch(package.name) and _SAFE_NAME.fullmatch(package.version)
-                    and _SAFE_NAME.fullmatch(package.arch) and _SHA256.fullmatch(package.sha256)):
+                    and _SAFE_NAME.fullmatch(package.arch) and SHA256.fullmatch(package.sha256)):
                 raise EztError(f"damaged lock file: unsafe package entry {package.name!r}", Where.of(path))
         return Lock(data["template"], data["family"], data["arch"], tuple(data["repositories"]), packages)
     except (KeyError, TypeError, AttributeError) as exc:
