@@ -138,6 +138,19 @@ def _file_lock(path: Path) -> Iterator[None]:
         yield
 
 
+def missing_from_pool(packages: Sequence[LockedPackage], layout: CacheLayout) -> list[LockedPackage]:
+    """The packages whose pool file is absent or not of the locked size (no hashing, no deleting)."""
+    missing = []
+    for package in packages:
+        try:
+            if layout.pool_file(package.sha256).stat().st_size == package.size:
+                continue
+        except OSError:
+            pass
+        missing.append(package)
+    return missing
+
+
 def _in_pool(package: LockedPackage, layout: CacheLayout, verify: bool) -> bool:
     """Whether the pool already holds the package (size checked; content only if ``verify``)."""
     path = layout.pool_file(package.sha256)

@@ -122,27 +122,20 @@ def load_lock(ctx: BuildContext, template: Template) -> Lock:
 
 def pool_complete(ctx: BuildContext, template: Template) -> bool:
     """Whether every locked package is already in the pool (doit's up-to-date check)."""
+    from builder.fetch import missing_from_pool
+
     path = ctx.config.layout.lock_file(template.name)
-    if not path.exists():
-        return False
-    layout = ctx.config.layout
-    for package in read_lock(path).packages:
-        try:
-            if layout.pool_file(package.sha256).stat().st_size != package.size:
-                return False
-        except FileNotFoundError:
-            return False
-    return True
+    return path.exists() and not missing_from_pool(read_lock(path).packages, ctx.config.layout)
 
 
 def fetch_template(ctx: BuildContext, template: Template) -> None:
     """Download the locked packages into the content-addressed pool."""
-    from builder.fetch import fetch_packages
+    from builder.fetch import fetch_packages, missing_from_pool
     from builder.transport import shared_transport
 
     lock = load_lock(ctx, template)
     if ctx.options.offline:
-        missing = [p for p in lock.packages if not ctx.config.layout.pool_file(p.sha256).is_file()]
+        missing = missing_from_pool(lock.packages, ctx.config.layout)
         if missing:
             names = ", ".join(f"{p.name} {p.version}" for p in missing[:5])
             raise EztError(f"--offline: {len(missing)} package(s) not in the pool: {names}")
