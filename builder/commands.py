@@ -68,13 +68,12 @@ def cmd_lock(args: argparse.Namespace, config: Config) -> int:
 def cmd_recipes(args: argparse.Namespace, config: Config) -> int:
     rows: list[dict[str, Any]] = []
     for recipe in find_recipes(config.recipes_dir):
-        templates = ([recipe.name] if "os" in recipe.files else []) + [f"{recipe.name}-{s}" for s in recipe.sets()]
         rows.append(
             {
                 "recipe": recipe.name,
                 "templates": [
                     {"template": t, "images": [p.name for p in imagename.list_images(config.layout.images, t)]}
-                    for t in templates
+                    for t in recipe.os_templates()
                 ],
                 "apps": recipe.apps(),
             }

@@ -123,6 +123,10 @@ class RecipeDir:
     def sets(self) -> list[str]:
         return [n for n in self.names() if "packages" in self.files[n] and self.kind_of(n) == "set"]
 
+    def os_templates(self) -> list[str]:
+        """The recipe's buildable OS templates: itself (if it has ``os_*`` files) and its sets."""
+        return ([self.name] if "os" in self.files else []) + [f"{self.name}-{s}" for s in self.sets()]
+
     def apps(self) -> list[str]:
         return [n for n in self.names() if "packages" in self.files[n] and self.kind_of(n) == "app"]
 
@@ -305,9 +309,4 @@ def load_template(
 
 def os_template_names(recipes_dir: Path) -> list[str]:
     """Every buildable OS template: each recipe and each of its sets."""
-    names = []
-    for recipe in find_recipes(recipes_dir):
-        if "os" in recipe.files:
-            names.append(recipe.name)
-        names += [f"{recipe.name}-{s}" for s in recipe.sets()]
-    return names
+    return [name for recipe in find_recipes(recipes_dir) for name in recipe.os_templates()]
