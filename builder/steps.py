@@ -245,8 +245,9 @@ def run_post_install(script: Path, root: Path, epoch: int, env: dict[str, str]) 
         inside.unlink(missing_ok=True)
 
 
-def inputs_digest(lock: Lock, template: Template) -> str:
-    return hashlib.sha256(f"{lock.digest()}\n{template.digest()}\n".encode()).hexdigest()
+def inputs_digest(lock_digest: str, recipe_digest: str) -> str:
+    """What decides whether a new image is needed: the lock and every recipe file."""
+    return hashlib.sha256(f"{lock_digest}\n{recipe_digest}\n".encode()).hexdigest()
 
 
 def image_template(ctx: BuildContext, template: Template) -> Path:
@@ -256,7 +257,8 @@ def image_template(ctx: BuildContext, template: Template) -> Path:
     layout = ctx.config.layout
     lock = load_lock(ctx, template)
     stamp = json.loads(layout.stage_stamp(template.name).read_bytes())
-    digest = inputs_digest(lock, template)
+    lock_digest, recipe_digest = lock.digest(), template.digest()
+    digest = inputs_digest(lock_digest, recipe_digest)
     current = manifest.up_to_date_image(layout.images, template.name, digest)
     if current is not None:
         ctx.say(f"image {template.name}: unchanged, newest is {current.name}")
@@ -269,8 +271,8 @@ def image_template(ctx: BuildContext, template: Template) -> Path:
         template.name,
         ctx.options.today or date.today(),
         source_date_epoch=int(stamp["source_date_epoch"]),
-        recipe_digest=template.digest(),
-        lock_digest=lock.digest(),
+        recipe_digest=recipe_digest,
+        lock_digest=lock_digest,
         inputs_digest=digest,
         packages=lock.packages,
         distribution=template.distribution or template.recipe.split("-")[0],
