@@ -25,6 +25,14 @@ SYSTEM_CONFIG = Path("/etc/ezt/ezt.yaml")
 _DURATION = re.compile(r"^\s*(\d+)\s*([smhdw]?)\s*$")
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _VAR_NAME = re.compile(r"^[A-Z][A-Z0-9_]*$")
+_PATH_KEYS = {
+    "recipes": "recipes_dir",
+    "cache_dir": "cache_dir",
+    "keyring": "keyring",
+    "vz_root": "vz_root",
+    "conf_dir": "conf_dir",
+}
+"""Keys naming a path (relative to the config file's directory) -> the Config field."""
 
 
 @dataclass(frozen=True)
@@ -40,6 +48,8 @@ class Config:
     metadata_expire: int = 86400
     proxy: str | None = None
     keyring: Path = DEFAULT_KEYRING
+    vz_root: Path = Path("/vz")
+    conf_dir: Path | None = None
     source: str | None = None
 
     @property
@@ -119,9 +129,8 @@ def _apply_file(config: Config, urlmap: dict[str, str], path: Path) -> Config:
     base = path.parent
     for key, value in data.items():
         where = Where.of(path, lines.get(str(key)))
-        if key in ("recipes", "cache_dir"):
-            target = "recipes_dir" if key == "recipes" else "cache_dir"
-            changes[target] = base / _string(value, key, where)
+        if key in _PATH_KEYS:
+            changes[_PATH_KEYS[key]] = base / _string(value, key, where)
         elif key == "urlmap":
             if not isinstance(value, dict):
                 raise EztError("'urlmap' must map VARIABLE names to URLs", where)
@@ -139,9 +148,8 @@ def _apply_file(config: Config, urlmap: dict[str, str], path: Path) -> Config:
             changes[key] = parse_duration(value, where)
         elif key == "proxy":
             changes[key] = _string(value, key, where)
-        elif key == "keyring":
-            changes[key] = base / _string(value, key, where)
         else:
-            known = "recipes, cache_dir, urlmap, exclude, jobs, download_threads, metadata_expire, proxy, keyring"
+            known = "recipes, cache_dir, urlmap, exclude, jobs, download_threads, metadata_expire, proxy, keyring, "
+            known += "vz_root, conf_dir"
             raise EztError(f"unknown key {key!r} (known: {known})", where)
     return replace(config, **changes)

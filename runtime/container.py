@@ -71,6 +71,24 @@ class ContainerInfo:
     layout: str
     disk_used: int
     mounted: bool
+    processes: int = 0
+
+
+@dataclass(frozen=True)
+class ContainerStatus:
+    """``ezt status``: whether the container exists, its root is usable (``mounted``)
+    and how many processes run in it (``running``: at least one)."""
+
+    ctid: str
+    exists: bool
+    mounted: bool
+    processes: int
+    layout: str = ""
+    ostemplate: str = ""
+
+    @property
+    def running(self) -> bool:
+        return self.processes > 0
 
 
 # ---------------------------------------------------------------- locks
@@ -152,6 +170,22 @@ def _disk_used(path: Path) -> int:
     return total + top.st_blocks * 512
 
 
+def processes_by_root() -> dict[str, int]:
+    """How many processes have each directory as their root (``/proc/PID/root``);
+    the processes of a container are those whose root is its root. Processes ezt may
+    not inspect are not counted."""
+    counts: dict[str, int] = {}
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            root = os.readlink(f"/proc/{name}/root")
+        except OSError:
+            continue
+        counts[root] = counts.get(root, 0) + 1
+    return counts
+
+
 def _distribution_name(image: StoredImage) -> str:
     """The image's ``os_distribution``: from its manifest's ``extra`` when the builder
     recorded it, else the template name's first word (``debian-12-x86_64`` -> ``debian``)."""
@@ -176,7 +210,8 @@ def _overlay_options(lower: Path, private: Path) -> str:
     return f"lowerdir={lower},upperdir={upper},workdir={work}"
 
 
-def _config(layout: NodeLayout, ctid: str) -> dict[str, str]:
+def read_ct_config(layout: NodeLayout, ctid: str) -> dict[str, str]:
+    """Container ``ctid``'s config; EztError if it has none (it does not exist)."""
     path = layout.conf_file(ctid)
     if not path.exists():
         raise EztError(f"container {ctid} does not exist (no {path})")
@@ -185,7 +220,7 @@ def _config(layout: NodeLayout, ctid: str) -> dict[str, str]:
 
 def root_path(layout: NodeLayout, ctid: str, config: dict[str, str] | None = None) -> Path:
     """The directory that is the container's ``/`` (the private area for ``plain``)."""
-    values = config if config is not None else _config(layout, ctid)
+    values = config if config is not None else read_ct_config(layout, ctid)
     return layout.private(ctid) if values.get("LAYOUT", "plain") == "plain" else layout.root(ctid)
 
 
@@ -217,16 +252,31 @@ def mount(layout: NodeLayout, ctid: str) -> Path:
 
 
 def _mount_locked(layout: NodeLayout, ctid: str) -> Path:
-    config = _config(layout, ctid)
+    config = read_ct_config(layout, ctid)
     if config.get("LAYOUT") == "shared":
         _mount_shared(layout, ctid, config.get("OSTEMPLATE", ""))
     return root_path(layout, ctid, config)
 
 
+@contextlib.contextmanager
+def root_mounted(layout: NodeLayout, ctid: str, config: dict[str, str]) -> Iterator[Path]:
+    """The container's root, usable for the ``with`` block; a ``shared`` overlay that
+    was not mounted before is unmounted again after it. The caller holds the lock."""
+    shared = config.get("LAYOUT") == "shared"
+    was_mounted = shared and _is_mounted(layout.root(ctid))
+    if shared:
+        _mount_shared(layout, ctid, config.get("OSTEMPLATE", ""))
+    try:
+        yield root_path(layout, ctid, config)
+    finally:
+        if shared and not was_mounted:
+            _umount_shared(layout, ctid)
+
+
 def umount(layout: NodeLayout, ctid: str) -> None:
     """Unmount a ``shared`` container's overlay (nothing to do for ``plain``)."""
     with container_lock(layout, ctid):
-        config = _config(layout, ctid)
+        config = read_ct_config(layout, ctid)
         if config.get("LAYOUT") == "shared":
             _umount_shared(layout, ctid)
 
@@ -245,7 +295,7 @@ def exec_in(
     /proc and /dev, its host name, a clean environment) and return its exit status.
     The streams are inherited unless given (files or descriptors)."""
     with container_lock(layout, ctid):
-        config = _config(layout, ctid)
+        config = read_ct_config(layout, ctid)
         root = _mount_locked(layout, ctid)
     return nsexec.run(
         root,
@@ -266,11 +316,29 @@ def destroy(layout: NodeLayout, ctid: str) -> None:
         private = layout.private(ctid)
         if not conf.exists() and not os.path.lexists(private):
             raise EztError(f"container {ctid} does not exist")
+        if conf.exists():
+            running = processes_by_root().get(os.path.realpath(root_path(layout, ctid, read_config(conf))), 0)
+            if running:
+                raise EztError(f"container {ctid} is running ({running} processes): stop them first")
         _umount_shared(layout, ctid)
         with contextlib.suppress(FileNotFoundError, OSError):
             layout.root(ctid).rmdir()
         remove_tree(private)
         conf.unlink(missing_ok=True)
+
+
+def status(layout: NodeLayout, ctid: str) -> ContainerStatus:
+    """Container ``ctid``'s state; a container that does not exist is a status too."""
+    validate_ctid(ctid)
+    conf = layout.conf_file(ctid)
+    if not conf.exists():
+        return ContainerStatus(ctid, exists=False, mounted=False, processes=0)
+    values = read_config(conf)
+    kind = values.get("LAYOUT", "plain")
+    root = root_path(layout, ctid, values)
+    mounted = layout.private(ctid).is_dir() if kind == "plain" else _is_mounted(root)
+    processes = processes_by_root().get(os.path.realpath(root), 0)
+    return ContainerStatus(ctid, True, mounted, processes, kind, values.get("OSTEMPLATE", ""))
 
 
 def image_in_use(layout: NodeLayout, dated_name: str) -> bool:
@@ -287,6 +355,7 @@ def list_containers(layout: NodeLayout) -> list[ContainerInfo]:
     except OSError as exc:
         raise EztError(f"cannot list configs: {exc.strerror or exc}", layout.conf_dir) from exc
     found: list[ContainerInfo] = []
+    in_use = processes_by_root()
     for name in names:
         ctid = name.removesuffix(".conf")
         if not name.endswith(".conf"):
@@ -307,6 +376,7 @@ def list_containers(layout: NodeLayout) -> list[ContainerInfo]:
                 layout=kind,
                 disk_used=_disk_used(private),
                 mounted=private.is_dir() if kind == "plain" else _is_mounted(layout.root(ctid)),
+                processes=in_use.get(os.path.realpath(root_path(layout, ctid, values)), 0),
             )
         )
     return sorted(
@@ -314,7 +384,7 @@ def list_containers(layout: NodeLayout) -> list[ContainerInfo]:
     )
 
 
-def _split_userpasswd(userpasswd: str) -> tuple[str, str]:
+def split_userpasswd(userpasswd: str) -> tuple[str, str]:
     user, colon, password = userpasswd.partition(":")
     if not colon or not user or not password:
         raise EztError("--userpasswd needs user:password")
@@ -347,7 +417,7 @@ def create(
     check_nameservers(nameservers)
     for domain in searchdomains:
         check_hostname(domain)
-    password = _split_userpasswd(userpasswd) if userpasswd is not None else None
+    password = split_userpasswd(userpasswd) if userpasswd is not None else None
 
     with container_lock(layout, ctid):
         conf = layout.conf_file(ctid)

@@ -47,9 +47,20 @@ PROGRAMS = (
     "wc",
     "ldconfig",
     "start-stop-daemon",
+    "chpasswd",
+    "hostname",
+    "uname",
+    "bash",
 )
 """What dpkg needs on PATH (its own tools, sh, rm, tar, diff, ldconfig,
-start-stop-daemon) plus what the test packages' maintainer scripts use."""
+start-stop-daemon), what the test packages' maintainer scripts use, and what
+containers made from a hostbase image need: ``chpasswd`` (ezt runs
+``chpasswd -c SHA512``, which bypasses PAM and needs only /etc/passwd and
+/etc/shadow; /etc/login.defs is optional), ``hostname`` and ``uname`` to show the
+container's name, ``bash`` for ``ezt enter``."""
+
+SHADOW = "root:*:19000:0:99999:7:::\n"
+"""``/etc/shadow`` as Debian ships it: root locked (``*``), mode 0640."""
 
 _LDD_PATH = re.compile(r"(/\S+)")
 
@@ -104,6 +115,8 @@ def build_hostbase(out_dir: Path, name: str = "hostbase", version: str = "1.0") 
     (etc / "dpkg/dpkg.cfg.d").mkdir(parents=True)
     (etc / "passwd").write_text("root:x:0:0:root:/root:/bin/sh\n")
     (etc / "group").write_text("root:x:0:\n")
+    (etc / "shadow").write_text(SHADOW)
+    (etc / "shadow").chmod(0o640)
     control = {
         "Package": name,
         "Version": version,

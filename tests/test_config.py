@@ -18,7 +18,8 @@ def test_values_and_precedence(tmp_path: Path) -> None:
     path = _write(
         tmp_path,
         "recipes: r\ncache_dir: /var/tmp/c\nurlmap:\n  DEBIAN_SERVER: http://a.invalid/debian/\n  MY: http://b.invalid\n"
-        "exclude: [man-db, 'doc-*']\njobs: 3\ndownload_threads: 4\nmetadata_expire: 6h\nproxy: http://p.invalid:3128\n",
+        "exclude: [man-db, 'doc-*']\njobs: 3\ndownload_threads: 4\nmetadata_expire: 6h\nproxy: http://p.invalid:3128\n"
+        "vz_root: node\nconf_dir: /etc/ezt/ct\n",
     )
     config = load_config(path, environ={"EZT_URLMAP_MY": "http://env.invalid"})
     assert config.recipes_dir == tmp_path / "r"
@@ -28,6 +29,7 @@ def test_values_and_precedence(tmp_path: Path) -> None:
     assert config.exclude == ("man-db", "doc-*")
     assert (config.jobs, config.download_threads, config.metadata_expire) == (3, 4, 21600)
     assert config.proxy == "http://p.invalid:3128"
+    assert (config.vz_root, config.conf_dir) == (tmp_path / "node", Path("/etc/ezt/ct"))
 
 
 def test_env_config_path(tmp_path: Path) -> None:
