@@ -12,15 +12,19 @@ from builder import imagename, runner, steps
 from builder.config import Config
 from builder.errors import EztError
 from builder.lock import read_lock
-from builder.recipe import Template, find_recipes, load_template, os_template_names
+from builder.recipe import default_app_caches, find_recipes, load_buildable, load_template, os_template_names
+from builder.tasks import Buildable
 
 
-def _templates(config: Config, names: list[str]) -> list[Template]:
+def _templates(config: Config, names: list[str]) -> list[Buildable]:
+    """The named templates and app caches; by default every OS template and the app
+    caches the recipes' ``appcaches`` files list."""
     if not names:
         names = os_template_names(config.recipes_dir)
+        names += [name for recipe in find_recipes(config.recipes_dir) for name in default_app_caches(recipe)]
         if not names:
             raise EztError(f"no recipes in {config.recipes_dir}")
-    return [load_template(name, config.recipes_dir, config.urlmap) for name in dict.fromkeys(names)]
+    return [load_buildable(name, config.recipes_dir, config.urlmap) for name in dict.fromkeys(names)]
 
 
 def _say(message: str) -> None:

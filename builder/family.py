@@ -6,7 +6,7 @@ branch on the family's name.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -79,6 +79,14 @@ class Family(Protocol):
 
     def install(self, request: InstallRequest) -> None:
         """Unpack and configure the packages into ``request.root``."""
+        ...
+
+    def installed_packages(self, root: Path) -> list[Package]:
+        """What the root's package database has installed (records without files)."""
+        ...
+
+    def remove(self, root: Path, names: Sequence[str], environment: Mapping[str, str], source_date_epoch: int) -> None:
+        """Remove (purge) the named packages from the root with its own package manager."""
         ...
 
     def finish_root(self, root: Path) -> None:

@@ -204,9 +204,41 @@ def expand_vars(line: str, urlmap: Mapping[str, str], arch: str, native_arch: st
     return _VAR_RE.sub(substitute, line)
 
 
-def load_template(
-    name: str, recipes_dir: Path, urlmap: Mapping[str, str]
-) -> Template:
+def read_package_requests(path: Path, family: Family, *, classes: bool = True) -> tuple[PackageRequest, ...]:
+    """A ``*_packages`` file: names, ``name=version`` pins and (for OS templates)
+    ``@priority`` classes, each with its file and line; at least one."""
+    packages = []
+    for number, line in _text_lines(path):
+        where = Where.of(path, number)
+        for word in line.split():
+            if word.startswith("@"):
+                if not classes:
+                    raise EztError(f"priority class {word!r} is for OS templates, not applications", where)
+                if not re.match(r"^@(required|important|standard|optional|extra)$", word):
+                    raise EztError(f"unknown priority class {word!r} (use @required, @important or @standard)", where)
+                packages.append(PackageRequest(word, None, where))
+                continue
+            pkg, version = family.parse_pin(word, where)
+            packages.append(PackageRequest(pkg, version, where))
+    if not packages:
+        raise EztError("no packages listed", Where.of(path))
+    return tuple(packages)
+
+
+def read_environment(path: Path | None) -> tuple[tuple[str, str], ...]:
+    """A ``*_environment`` file's ``KEY=VALUE`` lines (``export`` and quotes allowed)."""
+    environment: list[tuple[str, str]] = []
+    if path is None:
+        return ()
+    for number, line in _text_lines(path):
+        match = _ENV_RE.match(line.removeprefix("export ").strip())
+        if not match:
+            raise EztError(f"expected KEY=VALUE, got {line!r}", Where.of(path, number))
+        environment.append((match.group("key"), match.group("value").strip().strip('"').strip("'")))
+    return tuple(environment)
+
+
+def load_template(name: str, recipes_dir: Path, urlmap: Mapping[str, str]) -> Template:
     """Read and validate the OS template ``name`` (``<recipe>`` or ``<recipe>-<set>``)."""
     recipe_name, set_name, apps = split_template_name(name, recipes_dir)
     if apps:
@@ -245,28 +277,8 @@ def load_template(
     if not repositories:
         raise EztError("no repositories listed", Where.of(repos_path))
 
-    packages_path = required("packages")
-    packages = []
-    for number, line in _text_lines(packages_path):
-        where = Where.of(packages_path, number)
-        for word in line.split():
-            if word.startswith("@"):
-                if not re.match(r"^@(required|important|standard|optional|extra)$", word):
-                    raise EztError(f"unknown priority class {word!r} (use @required, @important or @standard)", where)
-                packages.append(PackageRequest(word, None, where))
-                continue
-            pkg, version = family.parse_pin(word, where)
-            packages.append(PackageRequest(pkg, version, where))
-    if not packages:
-        raise EztError("no packages listed", Where.of(packages_path))
-
-    environment = []
-    if chosen["environment"]:
-        for number, line in _text_lines(chosen["environment"]):
-            match = _ENV_RE.match(line.removeprefix("export ").strip())
-            if not match:
-                raise EztError(f"expected KEY=VALUE, got {line!r}", Where.of(chosen["environment"], number))
-            environment.append((match.group("key"), match.group("value").strip().strip('"').strip("'")))
+    packages = read_package_requests(required("packages"), family)
+    environment = read_environment(chosen["environment"])
 
     keyring = None
     if chosen["keyring"]:
@@ -295,8 +307,8 @@ def load_template(
         distribution=distribution,
         arch=arch,
         repositories=tuple(repositories),
-        packages=tuple(packages),
-        environment=tuple(environment),
+        packages=packages,
+        environment=environment,
         pre_cache=script("pre-cache"),
         post_cache=script("post-cache"),
         post_install=script("post-install"),
@@ -310,3 +322,96 @@ def load_template(
 def os_template_names(recipes_dir: Path) -> list[str]:
     """Every buildable OS template: each recipe and each of its sets."""
     return [name for recipe in find_recipes(recipes_dir) for name in recipe.os_templates()]
+
+
+@dataclass(frozen=True)
+class App:
+    """One application template of a recipe: ``<app>_packages`` and its scripts."""
+
+    name: str
+    packages: tuple[PackageRequest, ...]
+    environment: tuple[tuple[str, str], ...]
+    pre_install: Script | None
+    post_install: Script | None
+    description: str
+    summary: str
+    files: tuple[Path, ...]
+
+    def digest(self) -> str:
+        return files_digest(self.files)
+
+
+@dataclass(frozen=True)
+class AppCache:
+    """An application cache ``<os template>+<app>[+<app>...]``: the OS template's image
+    plus the apps, in the order named."""
+
+    name: str
+    os: Template
+    apps: tuple[App, ...]
+
+    @property
+    def app_names(self) -> tuple[str, ...]:
+        return tuple(app.name for app in self.apps)
+
+    def digest_files(self) -> tuple[Path, ...]:
+        return tuple(path for app in self.apps for path in app.files)
+
+    def digest(self) -> str:
+        """Every app file (the OS template's own inputs reach the cache through its image)."""
+        return files_digest(self.digest_files())
+
+
+def load_app(recipe: RecipeDir, name: str, family: Family) -> App:
+    """Read and validate application ``name`` of ``recipe``; EztError naming the
+    recipe (and the apps it has) if there is no such application."""
+    files = recipe.files.get(name, {})
+    if name == "os" or "packages" not in files or recipe.kind_of(name) != "app":
+        known = ", ".join(recipe.apps()) or "none"
+        what = "an OS set, not an application" if files and recipe.kind_of(name) == "set" else "no such application"
+        raise EztError(f"{name!r}: {what} in {recipe.name} (applications: {known})", Where.of(recipe.path))
+
+    def text(kind: str) -> str:
+        path = files.get(kind)
+        return path.read_text(errors="replace").strip() if path else ""
+
+    return App(
+        name=name,
+        packages=read_package_requests(files["packages"], family, classes=False),
+        environment=read_environment(files.get("environment")),
+        pre_install=Script(files["pre-install"]) if "pre-install" in files else None,
+        post_install=Script(files["post-install"]) if "post-install" in files else None,
+        description=text("description"),
+        summary=text("summary"),
+        files=tuple(files[kind] for kind in sorted(files)),
+    )
+
+
+def load_app_cache(name: str, recipes_dir: Path, urlmap: Mapping[str, str]) -> AppCache:
+    """Read ``<os template>+<app>[+<app>...]``: the OS template and each app."""
+    base, *app_names = name.split("+")
+    if not app_names or not all(app_names):
+        raise EztError(f"{name!r} is not an application cache name (<template>+<app>[+<app>...])")
+    if len(set(app_names)) != len(app_names):
+        raise EztError(f"{name!r} names an application twice")
+    os_template = load_template(base, recipes_dir, urlmap)
+    recipe = read_recipe_dir(recipes_dir / os_template.recipe)
+    apps = tuple(load_app(recipe, app, os_template.family) for app in app_names)
+    return AppCache(name=name, os=os_template, apps=apps)
+
+
+def load_buildable(name: str, recipes_dir: Path, urlmap: Mapping[str, str]) -> Template | AppCache:
+    """An OS template or, for a name with ``+``, an application cache."""
+    return load_app_cache(name, recipes_dir, urlmap) if "+" in name else load_template(name, recipes_dir, urlmap)
+
+
+def default_app_caches(recipe: RecipeDir) -> list[str]:
+    """The recipe's ``appcaches`` file: app caches built by default, one a line
+    (``nginx`` or ``nginx+mariadb``, relative to the recipe's OS template, or a full name)."""
+    path = recipe.path / "appcaches"
+    if not path.is_file():
+        return []
+    names = []
+    for _, line in _text_lines(path):
+        names.append(line if line.startswith(recipe.name) else f"{recipe.name}+{line}")
+    return names

@@ -82,7 +82,12 @@ class _Resolver:
     """One resolution's state; ``resolve`` is its only user."""
 
     def __init__(
-        self, scheme: VersionScheme, packages: Sequence[Package], arch: str, exclude: Sequence[str]
+        self,
+        scheme: VersionScheme,
+        packages: Sequence[Package],
+        arch: str,
+        exclude: Sequence[str],
+        installed: Sequence[Package] = (),
     ) -> None:
         self.scheme = scheme
         self.arch = arch
@@ -100,6 +105,10 @@ class _Resolver:
             name: versions[0] if len(versions) == 1 else self._highest(versions)
             for name, versions in self.available.items()
         }
+        self.installed = {package.name: package for package in installed}
+        for package in installed:  # what a root has stays as it is: the only candidate of its name
+            self.available[package.name] = [package]
+            self.candidates[package.name] = package
         self.pinned: dict[str, Package] = {}
         self._provider_index: dict[str, list[str]] | None = None
         self._excluded: dict[str, bool] = {}
@@ -219,6 +228,8 @@ class _Resolver:
         if package is not None:
             if self._excluded_name(package.name):
                 return f"{relation.name} is excluded"
+            if package.name in self.installed:
+                return f"the installed {relation.name} {package.version} does not satisfy {relation} (update first)"
             return f"{relation.name} {package.version} does not satisfy {relation}"
         providers = self._providers_of(relation.name)
         if not providers:
@@ -423,21 +434,31 @@ def resolve(
     requests: Sequence[PackageRequest],
     arch: str,
     exclude: Sequence[str] = (),
+    installed: Sequence[Package] = (),
 ) -> tuple[LockedPackage, ...]:
     """The complete, conflict-free set of packages the requests need, sorted by name.
+
+    With ``installed`` (what a root already has, e.g. from its dpkg database) those
+    packages count as selected at their installed versions and are never replaced;
+    the result holds only what must be added to them (no Essential packages are
+    pulled in unasked).
 
     ``packages`` are the indexes of all repositories in recipe order; ``exclude`` holds
     fnmatch globs of names treated as unavailable. Raises EztError (with the
     request's ``where``) for unknown packages, bad pins, unsatisfiable
     dependencies (naming the chain from the request) and conflicts.
     """
-    resolver = _Resolver(scheme, packages, arch, exclude)
+    resolver = _Resolver(scheme, packages, arch, exclude, installed)
     for request in requests:
-        if request.version is not None and request.priority_class is None:
+        if request.version is not None and request.priority_class is None and request.name not in resolver.installed:
             resolver.pin(request)
+    for package in installed:
+        resolver.select(package, _Origin(None, package.name, _Root(package.name, None)))
     for index, request in enumerate(requests):
         resolver.request(index, request)
-    resolver.essentials()
+    if not installed:
+        resolver.essentials()
     resolver.run()
     resolver.check_conflicts()
-    return tuple(resolver.locked(resolver.selected[name]) for name in sorted(resolver.selected))
+    added = sorted(name for name in resolver.selected if name not in resolver.installed)
+    return tuple(resolver.locked(resolver.selected[name]) for name in added)

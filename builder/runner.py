@@ -17,7 +17,6 @@ from doit.doit_cmd import DoitMain
 
 from builder import steps, tasks
 from builder.errors import EztError
-from builder.recipe import Template
 
 
 def task_label(task: Any) -> str:
@@ -84,7 +83,7 @@ def cache_lock(cache_dir: Path) -> Iterator[None]:
         yield
 
 
-def _doit(ctx: steps.BuildContext, templates: list[Template], failures: tasks.Failures) -> DoitMain:
+def _doit(ctx: steps.BuildContext, templates: list[tasks.Buildable], failures: tasks.Failures) -> DoitMain:
     namespace = {
         "task_ezt": tasks.task_generator(ctx, templates, failures),
         "DOIT_CONFIG": {
@@ -98,7 +97,7 @@ def _doit(ctx: steps.BuildContext, templates: list[Template], failures: tasks.Fa
 
 
 def run_build(
-    ctx: steps.BuildContext, templates: list[Template], jobs: int, only: tuple[str, ...] = ()
+    ctx: steps.BuildContext, templates: list[tasks.Buildable], jobs: int, only: tuple[str, ...] = ()
 ) -> None:
     """Bring the templates' images (or only the named tasks) up to date; raises the first user error."""
     ctx.config.layout.state.mkdir(parents=True, exist_ok=True)
@@ -121,7 +120,7 @@ def run_build(
         raise EztError(f"build failed (task runner exit {code})")
 
 
-def dry_run(ctx: steps.BuildContext, templates: list[Template]) -> list[tuple[str, str, str]]:
+def dry_run(ctx: steps.BuildContext, templates: list[tasks.Buildable]) -> list[tuple[str, str, str]]:
     """(task, status, reason) for each task, without running anything."""
     from doit.dependency import Dependency, JSONCodec, JsonDB, MD5Checker
 

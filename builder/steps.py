@@ -23,7 +23,7 @@ from builder.errors import EztError, Where
 from builder.family import InstallRequest, MetadataOptions
 from builder.lock import Lock, read_lock
 from builder.model import LockedPackage, Package, Repository
-from builder.recipe import Template
+from builder.recipe import AppCache, Template
 
 
 @dataclass(frozen=True)
@@ -112,7 +112,7 @@ def lock_template(ctx: BuildContext, template: Template) -> Lock:
     return lock
 
 
-def load_lock(ctx: BuildContext, template: Template) -> Lock:
+def load_lock(ctx: BuildContext, template: Template | AppCache) -> Lock:
     path = ctx.config.layout.lock_file(template.name)
     lock = read_lock(path)
     if lock.template != template.name:
@@ -120,7 +120,7 @@ def load_lock(ctx: BuildContext, template: Template) -> Lock:
     return lock
 
 
-def pool_complete(ctx: BuildContext, template: Template) -> bool:
+def pool_complete(ctx: BuildContext, template: Template | AppCache) -> bool:
     """Whether every locked package is already in the pool (doit's up-to-date check)."""
     from builder.fetch import missing_from_pool
 
@@ -128,7 +128,7 @@ def pool_complete(ctx: BuildContext, template: Template) -> bool:
     return path.exists() and not missing_from_pool(read_lock(path).packages, ctx.config.layout)
 
 
-def fetch_template(ctx: BuildContext, template: Template) -> None:
+def fetch_template(ctx: BuildContext, template: Template | AppCache) -> None:
     """Download the locked packages into the content-addressed pool."""
     from builder.fetch import fetch_packages, missing_from_pool
     from builder.transport import shared_transport
@@ -181,21 +181,12 @@ def _environment(template: Template, epoch: int) -> dict[str, str]:
 
 
 def stage_template(ctx: BuildContext, template: Template) -> None:
-    """Install the locked packages into a fresh stage root and run the recipe's scripts.
-
-    The new root is built beside the old one and swapped in only when complete,
-    so a failed build leaves the previous stage as it was.
-    """
+    """Install the locked packages into a fresh stage root and run the recipe's scripts."""
     lock = load_lock(ctx, template)
     epoch = source_date_epoch(ctx.options)
-    layout = ctx.config.layout
-    final = layout.stage_root(template.name)
-    work = final.with_name("root.new")
-    chroot.remove_tree(work)
-    work.mkdir(parents=True)
     env = _environment(template, epoch)
-    started = time.monotonic()
-    try:
+
+    def fill(work: Path) -> None:
         if template.pre_cache:
             chroot.run_host_script(template.pre_cache.path, work, source_date_epoch=epoch, environment=env)
         template.family.install(
@@ -214,6 +205,27 @@ def stage_template(ctx: BuildContext, template: Template) -> None:
         if template.post_cache:
             chroot.run_host_script(template.post_cache.path, work, source_date_epoch=epoch, environment=env)
         template.family.finish_root(work)
+
+    started = time.monotonic()
+    build_stage(ctx.config.layout.stage_root(template.name), fill)
+    write_bytes(ctx.config.layout.stage_stamp(template.name), stage_stamp(lock, template, epoch))
+    ctx.say(f"stage {template.name}: installed {len(lock.packages)} packages in {time.monotonic() - started:.1f}s")
+
+
+def build_stage(final: Path, fill: Callable[[Path], None], start_from: Path | None = None) -> None:
+    """Make the stage root ``final`` with ``fill(work)`` in a fresh ``root.new`` beside
+    it (a copy of ``start_from`` if given) and swap it in only when complete, so a
+    failed build leaves the previous stage as it was. A script's full output goes to
+    ``error.log`` beside the stage; the error names that file."""
+    work = final.with_name("root.new")
+    chroot.remove_tree(work)
+    work.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        if start_from is not None:
+            chroot.copy_tree(start_from, work)
+        else:
+            work.mkdir()
+        fill(work)
     except EztError as exc:
         chroot.remove_tree(work)
         if not exc.details:
@@ -226,8 +238,6 @@ def stage_template(ctx: BuildContext, template: Template) -> None:
         raise
     chroot.remove_tree(final)
     work.rename(final)
-    write_bytes(layout.stage_stamp(template.name), stage_stamp(lock, template, epoch))
-    ctx.say(f"stage {template.name}: installed {len(lock.packages)} packages in {time.monotonic() - started:.1f}s")
 
 
 def run_post_install(script: Path, root: Path, epoch: int, env: dict[str, str]) -> None:
@@ -262,7 +272,7 @@ def image_template(ctx: BuildContext, template: Template) -> Path:
     current = manifest.up_to_date_image(layout.images, template.name, digest)
     if current is not None:
         ctx.say(f"image {template.name}: unchanged, newest is {current.name}")
-        _write_image_state(ctx, template, current)
+        write_image_state(ctx, template.name, current)
         return current
     started = time.monotonic()
     built = manifest.build_image(
@@ -277,11 +287,12 @@ def image_template(ctx: BuildContext, template: Template) -> Path:
         packages=lock.packages,
         distribution=template.distribution or template.recipe.split("-")[0],
         purl_type=template.family.name,
+        extra={"kind": "os", "recipe": template.recipe, "distribution": template.distribution},
     )
     path = layout.images / built.image
     ctx.say(f"image {template.name}: {built.image} ({built.image_size / 1e6:.1f} MB) "
             f"in {time.monotonic() - started:.1f}s")
-    _write_image_state(ctx, template, path)
+    write_image_state(ctx, template.name, path)
     return path
 
 
@@ -294,6 +305,7 @@ def image_present(ctx: BuildContext, template_name: str) -> bool:
     return (ctx.config.layout.images / str(recorded)).is_file()
 
 
-def _write_image_state(ctx: BuildContext, template: Template, path: Path) -> None:
+def write_image_state(ctx: BuildContext, name: str, path: Path) -> None:
+    """Record the image the build of ``name`` ended with (the next steps read it)."""
     data = {"image": path.name}
-    write_bytes(ctx.config.layout.image_state(template.name), (json.dumps(data, sort_keys=True) + "\n").encode())
+    write_bytes(ctx.config.layout.image_state(name), (json.dumps(data, sort_keys=True) + "\n").encode())

@@ -12,9 +12,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from builder import steps
+from builder import appsteps, steps
 from builder.errors import EztError
-from builder.recipe import Template
+from builder.recipe import AppCache, Template
+
+Buildable = Template | AppCache
 
 LOCK_INPUT_KINDS = ("packages", "repositories", "package_manager", "keyring", "mirrorlist")
 
@@ -111,15 +113,76 @@ def template_tasks(ctx: steps.BuildContext, template: Template, failures: Failur
     }
 
 
+def app_cache_tasks(ctx: steps.BuildContext, cache: AppCache, failures: Failures) -> Iterator[dict[str, Any]]:
+    """lock → fetch → stage → image of an app cache, after its OS template's tasks."""
+    layout = ctx.config.layout
+    name, base = cache.name, cache.os.name
+    lock_file = str(layout.lock_file(name))
+    os_stamp = str(layout.stage_stamp(base))
+    app_files = sorted(str(p) for p in cache.digest_files())
+    locked = ctx.options.locked or ctx.options.offline
+    if not locked:
+        yield {
+            "basename": "lock",
+            "name": name,
+            "actions": [failures.guard(appsteps.lock_app_cache, ctx, cache)],
+            "file_dep": [p for p in app_files if p.endswith("_packages")]
+            + [os_stamp]
+            + [release_file(ctx, r.ident) for r in cache.os.repositories],
+            "task_dep": [f"stage:{base}"] + [f"metadata:{r.ident}" for r in cache.os.repositories],
+            "targets": [lock_file],
+            "verbosity": 2,
+        }
+    yield {
+        "basename": "fetch",
+        "name": name,
+        "actions": [failures.guard(steps.fetch_template, ctx, cache)],
+        "file_dep": [lock_file],
+        "task_dep": [f"stage:{base}"] + ([] if locked else [f"lock:{name}"]),
+        "uptodate": [lambda: steps.pool_complete(ctx, cache)],
+        "verbosity": 2,
+    }
+    stamp = str(layout.stage_stamp(name))
+    yield {
+        "basename": "stage",
+        "name": name,
+        "actions": [failures.guard(appsteps.stage_app_cache, ctx, cache)],
+        "file_dep": sorted({lock_file, os_stamp, *app_files}),
+        "task_dep": [f"fetch:{name}", f"stage:{base}"],
+        "targets": [stamp],
+        "uptodate": [lambda: layout.stage_root(name).is_dir()],
+        "verbosity": 2,
+    }
+    yield {
+        "basename": "image",
+        "name": name,
+        "actions": [failures.guard(appsteps.image_app_cache, ctx, cache)],
+        "file_dep": [stamp, lock_file, str(layout.image_state(base))],
+        "task_dep": [f"stage:{name}", f"image:{base}"],
+        "targets": [str(layout.image_state(name))],
+        "uptodate": [lambda: steps.image_present(ctx, name)],
+        "verbosity": 2,
+    }
+
+
+def buildable_tasks(ctx: steps.BuildContext, item: Buildable, failures: Failures) -> Iterator[dict[str, Any]]:
+    """An OS template's tasks; for an app cache, its OS template's and then its own."""
+    if isinstance(item, AppCache):
+        yield from template_tasks(ctx, item.os, failures)
+        yield from app_cache_tasks(ctx, item, failures)
+    else:
+        yield from template_tasks(ctx, item, failures)
+
+
 def task_generator(
-    ctx: steps.BuildContext, templates: list[Template], failures: Failures
+    ctx: steps.BuildContext, templates: list[Buildable], failures: Failures
 ) -> Callable[[], Iterator[dict[str, Any]]]:
     """A doit ``task_*`` creator yielding every template's tasks, shared ones once."""
 
     def task_ezt() -> Iterator[dict[str, Any]]:
         seen: set[str] = set()
         for template in templates:
-            for task in template_tasks(ctx, template, failures):
+            for task in buildable_tasks(ctx, template, failures):
                 full = f"{task['basename']}:{task['name']}"
                 if full not in seen:
                     seen.add(full)

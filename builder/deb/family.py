@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from builder.errors import EztError, Where
@@ -111,6 +112,20 @@ class DebFamily:
         from builder.deb import install
 
         install.install(request)
+
+    def installed_packages(self, root: Path) -> list[Package]:
+        from builder.deb.packages import parse_status
+        from builder.deb.rootpath import in_root
+
+        path = in_root(root, "var/lib/dpkg/status")
+        if path.is_symlink() or not path.is_file():
+            raise EztError("no dpkg database (var/lib/dpkg/status) in the root", Where.of(root))
+        return parse_status(path.read_text(encoding="utf-8", errors="replace"))
+
+    def remove(self, root: Path, names: Sequence[str], environment: Mapping[str, str], source_date_epoch: int) -> None:
+        from builder.deb import install
+
+        install.remove(root, names, environment, source_date_epoch)
 
     def finish_root(self, root: Path) -> None:
         from builder.deb import finish

@@ -23,7 +23,7 @@ import os
 import shutil
 import subprocess
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
@@ -99,7 +99,7 @@ def install(request: InstallRequest) -> None:
     essential = install_order(essential_closure(todo), by_name) if fresh else []
     rest = [p for p in todo if p.name not in set(essential)]
     layers = [install_order(set(layer), by_name) for layer in pre_depends_layers(rest, done | set(essential))]
-    _write_policy_rc_d(root)
+    wrote_policy = _write_policy_rc_d(root)
 
     def dpkg(*args: str) -> None:
         run_in_root(
@@ -109,7 +109,7 @@ def install(request: InstallRequest) -> None:
             environment=request.environment,
         )
 
-    with _Stager(root, request.package_file) as stager:
+    with _Stager(root, request.package_file) as stager, _policy_kept(root, wrote_policy and not fresh):
         if essential:
             with _timed(say, f"deb: unpacked {len(essential)} essential packages"):
                 inside = stager.extract(stager.submit([by_name[n] for n in essential]))
@@ -144,10 +144,42 @@ def write_auto_marks(root: Path, packages: Sequence[LockedPackage]) -> None:
     native = native_arch(packages)
     path = in_root(root, "var/lib/apt/extended_states")
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(
-        f"Package: {p.name}\nArchitecture: {native if p.arch == 'all' else p.arch}\nAuto-Installed: 1\n\n"
-        for p in auto
-    ))
+    try:
+        kept = path.read_text(encoding="utf-8", errors="replace")  # a root that has marks keeps them
+    except FileNotFoundError:
+        kept = ""
+    stanzas = [s for s in kept.split("\n\n") if s.strip()]
+    have = {line.split(": ", 1)[1] for s in stanzas for line in s.splitlines() if line.startswith("Package: ")}
+    stanzas += [f"Package: {p.name}\nArchitecture: {native if p.arch == 'all' else p.arch}\nAuto-Installed: 1"
+                for p in auto if p.name not in have]  # fmt: skip
+    path.write_text("".join(stanza.strip("\n") + "\n\n" for stanza in stanzas))
+
+
+def remove(root: Path, names: Sequence[str], environment: Mapping[str, str], source_date_epoch: int) -> None:
+    """Purge the named packages from the root with its own dpkg; no service is
+    started or stopped by their scripts (a ``policy-rc.d`` for the run)."""
+    wrote = _write_policy_rc_d(root)
+    with _policy_kept(root, wrote):
+        run_in_root(root, [*DPKG, "--purge", *names], source_date_epoch=source_date_epoch, environment=environment)
+    extended = in_root(root, "var/lib/apt/extended_states")
+    if extended.is_file():
+        gone = set(names)
+        stanzas = [s for s in extended.read_text(encoding="utf-8", errors="replace").split("\n\n") if s.strip()]
+        stanzas = [s for s in stanzas if not any(line == f"Package: {n}" for n in gone for line in s.splitlines())]
+        extended.write_text("".join(stanza.strip("\n") + "\n\n" for stanza in stanzas))
+
+
+@contextlib.contextmanager
+def _policy_kept(root: Path, remove_after: bool) -> Iterator[None]:
+    """Remove the ``policy-rc.d`` this run wrote once it is done (a root that is not
+    a build stage, e.g. a container, must not keep refusing service starts)."""
+    try:
+        yield
+    finally:
+        if remove_after:
+            policy = in_root(root, POLICY_RC_D)
+            if policy.is_file() and not policy.is_symlink() and policy.read_text() == POLICY_RC_D_TEXT:
+                policy.unlink()
 
 
 class _Stager:
@@ -264,12 +296,16 @@ def prepare_root(root: Path, arch: str) -> None:
             os.chmod(path, 0o644)
 
 
-def _write_policy_rc_d(root: Path) -> None:
-    """Make invoke-rc.d refuse every service start for the length of the build."""
+def _write_policy_rc_d(root: Path) -> bool:
+    """Make invoke-rc.d refuse every service start for the length of the build; False
+    if the root has a ``policy-rc.d`` of its own already (it is left as it is)."""
     path = in_root(root, POLICY_RC_D)
+    if path.is_symlink() or (path.exists() and path.read_text(errors="replace") != POLICY_RC_D_TEXT):
+        return False
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(POLICY_RC_D_TEXT)
     os.chmod(path, 0o755)
+    return True
 
 
 def installed_packages(root: Path) -> dict[str, str]:

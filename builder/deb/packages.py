@@ -91,3 +91,43 @@ def parse_packages(text: str, base_url: str) -> list[Package]:
             )
         )
     return packages
+
+
+_STATUS_FIELD = re.compile(
+    r"\n(Package|Version|Architecture|Status|Depends|Pre-Depends|Provides|Conflicts|Breaks|Essential"
+    r"|Priority|Multi-Arch|Source):[ \t]*(.*(?:\n[ \t].*)*)",
+)
+
+
+def parse_status(text: str) -> list[Package]:
+    """The installed packages of a dpkg ``status`` database (``Status: ... installed``)
+    as Package records without a file (no Filename, size 0, no sha256): what a root
+    already has, for resolving more packages against it."""
+    packages: list[Package] = []
+    for paragraph in text.split("\n\n"):
+        fields = {key: _folded(value) for key, value in _STATUS_FIELD.findall("\n" + paragraph)}
+        name, version = fields.get("Package"), fields.get("Version")
+        if not name or not version or not fields.get("Status", "").endswith(" installed"):
+            continue
+        source = fields.get("Source", "")
+        packages.append(
+            Package(
+                name=name,
+                version=version,
+                arch=fields.get("Architecture", ""),
+                base_url="",
+                filename="",
+                size=0,
+                sha256="",
+                depends=fields.get("Depends", ""),
+                pre_depends=fields.get("Pre-Depends", ""),
+                provides=fields.get("Provides", ""),
+                conflicts=fields.get("Conflicts", ""),
+                breaks=fields.get("Breaks", ""),
+                essential=fields.get("Essential") == "yes",
+                priority=fields.get("Priority", ""),
+                multi_arch=fields.get("Multi-Arch", ""),
+                source=source.partition(" ")[0],
+            )
+        )
+    return packages

@@ -1,0 +1,195 @@
+"""Build steps of application caches (``<os template>+<app>[+<app>...]``).
+
+An app cache starts from its OS template's finished stage instead of from nothing:
+
+lock
+    the apps' packages resolved against what the OS stage has installed (its own
+    package database), so the app lock holds only what the apps add;
+stage
+    a copy of the OS stage, then each app's ``pre-install``, the app packages
+    installed by the root's own package manager (no service starts: the build's
+    ``policy-rc.d``), each app's ``post-install``, and the usual clean-up;
+image
+    packed with a manifest that names the OS image it was built from and the apps.
+    A new image appears only when the OS image, an app's recipe files or the app
+    lock change.
+
+Fetching is the OS templates' step (:func:`builder.steps.fetch_template`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from datetime import date
+from pathlib import Path
+
+from builder.atomic import write_bytes
+from builder.errors import EztError
+from builder.family import InstallRequest
+from builder.lock import Lock
+from builder.manifest import manifest_path, read_manifest
+from builder.model import Package
+from builder.recipe import AppCache
+from builder.steps import (
+    BuildContext,
+    build_stage,
+    inputs_digest,
+    load_lock,
+    metadata_options,
+    repository_label,
+    run_post_install,
+    source_date_epoch,
+    verified_pool_file,
+    write_image_state,
+)
+
+
+def app_environment(cache: AppCache, epoch: int) -> dict[str, str]:
+    """The OS template's environment, then each app's, plus ``EZT_APPS``."""
+    env = dict(cache.os.environment)
+    for app in cache.apps:
+        env.update(app.environment)
+    env.update(
+        EZT_TEMPLATE=cache.name,
+        EZT_OS_TEMPLATE=cache.os.name,
+        EZT_APPS=" ".join(cache.app_names),
+        EZT_DISTRIBUTION=cache.os.distribution,
+        EZT_ARCH=cache.os.native_arch,
+        SOURCE_DATE_EPOCH=str(epoch),
+    )
+    return env
+
+
+def os_stage(ctx: BuildContext, cache: AppCache) -> Path:
+    root = ctx.config.layout.stage_root(cache.os.name)
+    if not root.is_dir():
+        raise EztError(f"{cache.name}: the stage of {cache.os.name} is missing (build {cache.os.name} first)")
+    return root
+
+
+def lock_app_cache(ctx: BuildContext, cache: AppCache) -> Lock:
+    """Resolve the apps' packages against the OS stage's installed packages; write the app lock."""
+    from builder.resolve import resolve
+
+    template = cache.os
+    installed = template.family.installed_packages(os_stage(ctx, cache))
+    options = metadata_options(ctx, template)
+    available: list[Package] = []
+    for repo in template.repositories:
+        available += template.family.load_packages(repo, template.native_arch, options)
+    requests = tuple(request for app in cache.apps for request in app.packages)
+    added = resolve(template.family, available, requests, template.native_arch, ctx.config.exclude, installed)
+    lock = Lock(
+        template=cache.name,
+        family=template.family.name,
+        arch=template.native_arch,
+        repositories=tuple(repository_label(r) for r in template.repositories),
+        packages=added,
+    )
+    changed = lock.save(ctx.config.layout.lock_file(cache.name))
+    ctx.say(f"lock {cache.name}: {len(added)} packages on top of {cache.os.name}"
+            f"{' (changed)' if changed else ' (unchanged)'}")  # fmt: skip
+    return lock
+
+
+def _stage_stamp(ctx: BuildContext, cache: AppCache, lock: Lock, epoch: int) -> bytes:
+    os_stamp = ctx.config.layout.stage_stamp(cache.os.name).read_bytes()
+    data = {
+        "lock": lock.digest(),
+        "recipe": cache.digest(),
+        "os_stage": hashlib.sha256(os_stamp).hexdigest(),
+        "source_date_epoch": epoch,
+    }
+    return (json.dumps(data, sort_keys=True) + "\n").encode()
+
+
+def stage_app_cache(ctx: BuildContext, cache: AppCache) -> None:
+    """Copy the OS stage, install the app packages and run the apps' scripts."""
+    lock = load_lock(ctx, cache)
+    epoch = source_date_epoch(ctx.options)
+    env = app_environment(cache, epoch)
+    family = cache.os.family
+
+    def fill(work: Path) -> None:
+        for app in cache.apps:
+            if app.pre_install:
+                run_post_install(app.pre_install.path, work, epoch, env)
+        family.install(
+            InstallRequest(
+                root=work,
+                packages=lock.packages,
+                package_file=lambda p: verified_pool_file(ctx, p),
+                environment=env,
+                source_date_epoch=epoch,
+                progress=ctx.say,
+            )
+        )
+        for app in cache.apps:
+            if app.post_install:
+                run_post_install(app.post_install.path, work, epoch, env)
+        family.finish_root(work)
+
+    started = time.monotonic()
+    build_stage(ctx.config.layout.stage_root(cache.name), fill, start_from=os_stage(ctx, cache))
+    write_bytes(ctx.config.layout.stage_stamp(cache.name), _stage_stamp(ctx, cache, lock, epoch))
+    ctx.say(f"stage {cache.name}: added {len(lock.packages)} packages to {cache.os.name} "
+            f"in {time.monotonic() - started:.1f}s")  # fmt: skip
+
+
+def os_image(ctx: BuildContext, cache: AppCache) -> Path:
+    """The OS image the last OS build recorded (the one the app cache is built from)."""
+    layout = ctx.config.layout
+    try:
+        name = str(json.loads(layout.image_state(cache.os.name).read_bytes())["image"])
+    except (OSError, ValueError, KeyError, TypeError):
+        name = ""
+    path = layout.images / name
+    if not name or not path.is_file():
+        raise EztError(f"{cache.name}: no image of {cache.os.name} (build {cache.os.name} first)")
+    return path
+
+
+def image_app_cache(ctx: BuildContext, cache: AppCache) -> Path:
+    """Pack the app stage into a new dated image unless the newest has the same inputs."""
+    from builder import manifest
+
+    layout = ctx.config.layout
+    base = os_image(ctx, cache)
+    base_manifest = read_manifest(manifest_path(base))
+    os_lock, lock = load_lock(ctx, cache.os), load_lock(ctx, cache)
+    stamp = json.loads(layout.stage_stamp(cache.name).read_bytes())
+    recipe_digest = hashlib.sha256(f"{cache.digest()}\n{base_manifest.image_sha256}\n".encode()).hexdigest()
+    digest = inputs_digest(lock.digest(), recipe_digest)
+    current = manifest.up_to_date_image(layout.images, cache.name, digest)
+    if current is not None:
+        ctx.say(f"image {cache.name}: unchanged, newest is {current.name}")
+        write_image_state(ctx, cache.name, current)
+        return current
+    started = time.monotonic()
+    built = manifest.build_image(
+        layout.stage_root(cache.name),
+        layout.images,
+        cache.name,
+        ctx.options.today or date.today(),
+        source_date_epoch=int(stamp["source_date_epoch"]),
+        recipe_digest=recipe_digest,
+        lock_digest=lock.digest(),
+        inputs_digest=digest,
+        packages=tuple(sorted((*os_lock.packages, *lock.packages), key=lambda p: (p.name, p.arch))),
+        distribution=cache.os.distribution or cache.os.recipe.split("-")[0],
+        purl_type=cache.os.family.name,
+        extra={
+            "kind": "appcache",
+            "os_template": cache.os.name,
+            "os_image": base.name,
+            "os_image_sha256": base_manifest.image_sha256,
+            "apps": list(cache.app_names),
+            "distribution": cache.os.distribution,
+        },
+    )
+    path = layout.images / built.image
+    ctx.say(f"image {cache.name}: {built.image} ({built.image_size / 1e6:.1f} MB) in {time.monotonic() - started:.1f}s")
+    write_image_state(ctx, cache.name, path)
+    return path
