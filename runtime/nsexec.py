@@ -24,8 +24,10 @@ failed, 126: not executable, 127: not found), as with ``env`` and ``chroot``.
 
 from __future__ import annotations
 
+import ctypes
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
 from collections.abc import Mapping, Sequence
@@ -37,6 +39,7 @@ from builder.errors import EztError
 
 CONTAINER_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 SETUP_FAILED = 125
+_PR_SET_PDEATHSIG = 1
 
 Target = int | IO[bytes] | IO[str] | None
 """Where a stream goes, as subprocess takes it (None: inherited from ezt)."""
@@ -127,6 +130,7 @@ def run(
             stdin=source,
             stdout=stdout,
             stderr=stderr,
+            preexec_fn=_die_with_parent,
         ) as proc:
             if feed is not None:
                 assert proc.stdin is not None
@@ -139,6 +143,14 @@ def run(
             return proc.wait()
     except OSError as exc:
         raise EztError(f"cannot run unshare: {exc.strerror or exc}", root) from exc
+
+
+def _die_with_parent() -> None:
+    """In the ``unshare`` child before exec: SIGKILL it if ezt dies, however ezt ends
+    (``--kill-child`` then takes the whole PID namespace down): no container command
+    outlives the ``ezt exec`` that runs it."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
 
 def output(
