@@ -9,6 +9,13 @@
   builds a fresh repository under ``tmp_path`` for tests that modify it.
 - ``http_server`` (function): a started ``RepoServer``; ``http_server.serve(root)``
   chooses what it serves, ``.url``, ``.count(suffix)``, ``.fail(path, Fault(...))``.
+- ``node_image`` (session, root only, read-only): ``NodeImage`` of a small Debian-family
+  cache image built by ``ezt build`` from a hermetic signed repository
+  (``tests/nodeimage.py``); skipped when not root.
+- ``debian_minimal_cache`` (session, root and a host Debian mirror only): a builder
+  cache directory holding ``debian-12-x86_64-minimal`` built once from the host's
+  mirror by test_mirror's ``build``; shared by test_mirror.py (which also builds more
+  into it) and test_runtime_mirror.py.
 """
 
 from __future__ import annotations
@@ -20,7 +27,9 @@ from typing import Any
 
 import pytest
 
+from builder.aptsources import debian_servers
 from tests.debs import build_deb
+from tests.nodeimage import NodeImage, build_node_image
 from tests.repo_factory import GpgKey, RepoInfo, RepoServer, build_repo, make_gpg_key, stop_gpg_agent
 
 
@@ -73,3 +82,23 @@ def http_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RepoServer
     server = RepoServer(tmp_path_factory.mktemp("www")).start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def node_image(tmp_path_factory: pytest.TempPathFactory, gpg_key: GpgKey) -> NodeImage:
+    if os.geteuid() != 0:
+        pytest.skip("building a cache image and running containers need root (chroot, overlayfs, namespaces)")
+    return build_node_image(tmp_path_factory.mktemp("node-image"), gpg_key)
+
+
+@pytest.fixture(scope="session")
+def debian_minimal_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    if os.geteuid() != 0:
+        pytest.skip("installing into a chroot needs root")
+    if "DEBIAN_SERVER" not in debian_servers():
+        pytest.skip("the host's apt sources name no Debian mirror")
+    from tests.test_mirror import build  # one build recipe (its SOURCE_DATE_EPOCH) for both users
+
+    cache = tmp_path_factory.mktemp("cache-a")
+    build("debian-12-x86_64-minimal", cache)
+    return cache

@@ -1,13 +1,15 @@
-"""End-to-end tests of runtime.container with the real Debian 12 cache image.
+"""runtime.container through its Python interface, with a small real cache image.
 
-They need root (overlayfs, namespaces, chroot) and an image built by the builder in
-/tmp/c1/images; without either they are skipped with the reason.
+The image is the ``node_image`` fixture's (tests/nodeimage.py): a Debian-family root
+built by ``ezt build`` from a hermetic signed repository. The tests need root
+(overlayfs, namespaces, chroot); without it they are skipped with the reason. The
+command line is tested in test_node_cli.py, the real Debian image in
+test_runtime_mirror.py.
 """
 
 from __future__ import annotations
 
 import fcntl
-import glob
 import os
 import socket
 import subprocess
@@ -19,24 +21,16 @@ import pytest
 
 from builder.chroot import mounts_under
 from builder.errors import EztError
-from runtime import container
+from runtime import container, nsexec
 from runtime.ctconfig import read_config
+from runtime.dists.debian import BEGIN
 from runtime.paths import NodeLayout
+from tests.hostbase import SHADOW
+from tests.nodeimage import INTERFACES, NodeImage
 
-
-def _find_image() -> Path | None:
-    for pattern in ("debian-12-x86_64-minimal-*.tar.zst", "debian-12-x86_64-2*.tar.zst"):
-        found = sorted(p for p in glob.glob(f"/tmp/c1/images/{pattern}") if os.path.exists(p + ".json"))
-        if found:
-            return Path(found[-1])
-    return None
-
-
-IMAGE = _find_image()
 pytestmark = [
     pytest.mark.root,
     pytest.mark.skipif(os.geteuid() != 0, reason="containers need root (overlayfs, namespaces, chroot)"),
-    pytest.mark.skipif(IMAGE is None, reason="no Debian 12 cache image in /tmp/c1/images (build one with ezt build)"),
 ]
 HOSTNAME = "web1"
 SETTINGS = {
@@ -48,23 +42,14 @@ SETTINGS = {
 }
 
 
-def _image() -> Path:
-    assert IMAGE is not None
-    return IMAGE
-
-
-def _dated() -> str:
-    return _image().name.removesuffix(".tar.zst")
-
-
-def _create(layout: NodeLayout, ctid: str, kind: str, **kwargs: object) -> Path:
+def _create(layout: NodeLayout, image: NodeImage, ctid: str, kind: str, **kwargs: object) -> Path:
     options: dict[str, object] = {**SETTINGS, **kwargs}
     return container.create(
         layout,
         ctid,
-        _dated(),
+        image.name,
         layout_kind=kind,
-        extra_image_dirs=[_image().parent],
+        extra_image_dirs=[image.images],
         **options,  # type: ignore[arg-type]
     )
 
@@ -84,10 +69,10 @@ def host_name() -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
-def node(tmp_path_factory: pytest.TempPathFactory, host_name: str) -> Iterator[NodeLayout]:
+def node(tmp_path_factory: pytest.TempPathFactory, node_image: NodeImage, host_name: str) -> Iterator[NodeLayout]:
     layout = NodeLayout(tmp_path_factory.mktemp("vz"))
-    _create(layout, "101", "plain")
-    _create(layout, "102", "shared")
+    _create(layout, node_image, "101", "plain")
+    _create(layout, node_image, "102", "shared")
     yield layout
     for info in container.list_containers(layout):
         container.destroy(layout, info.ctid)
@@ -98,23 +83,39 @@ def node(tmp_path_factory: pytest.TempPathFactory, host_name: str) -> Iterator[N
 @pytest.mark.parametrize("ctid", ["101", "102"])
 def test_container_works(node: NodeLayout, ctid: str, host_name: str) -> None:
     assert _output(node, ctid, ["hostname"]) == (0, HOSTNAME + "\n")
+    assert _output(node, ctid, ["uname", "-n"]) == (0, HOSTNAME + "\n")
+    assert _output(node, ctid, ["cat", "/etc/hostname"]) == (0, HOSTNAME + "\n")
+    status, hosts = _output(node, ctid, ["cat", "/etc/hosts"])
+    assert status == 0 and f"127.0.1.1\t{HOSTNAME}\n" in hosts and hosts.startswith("127.0.0.1\tlocalhost\n")
     status, resolv = _output(node, ctid, ["cat", "/etc/resolv.conf"])
-    assert status == 0 and "nameserver 10.0.0.1" in resolv and "search example.org" in resolv
+    assert status == 0 and resolv == "search example.org\nnameserver 10.0.0.1\n"
     status, shadow = _output(node, ctid, ["grep", "^root:", "/etc/shadow"])
     assert status == 0 and shadow.split(":")[1].startswith("$6$")
+    assert shadow.split(":")[3:] == SHADOW.split(":")[3:]  # only the hash and the date of change are new
     assert "secret" not in shadow
-    assert _output(node, ctid, ["apt-get", "--version"])[0] == 0
+    status, interfaces = _output(node, ctid, ["cat", "/etc/network/interfaces"])
+    assert status == 0 and interfaces.startswith(INTERFACES)  # the image's own lines stay first
+    assert f"{BEGIN}\nauto venet0\niface venet0 inet manual\n" in interfaces
+    assert "\tup ip addr add 10.0.0.5/32 dev venet0\n\tup ip route add default dev venet0\n" in interfaces
+    assert _output(node, ctid, ["cat", "/etc/machine-id"]) == (0, "")
     assert _output(node, ctid, ["sh", "-c", "exit 7"])[0] == 7
+    assert _output(node, ctid, ["false"])[0] == 1
+    assert _output(node, ctid, ["no-such-command"])[0] == 127
     status, env = _output(node, ctid, ["env"])
-    assert sorted(env.split()) == ["HOME=/root", "LANG=C.UTF-8", "PATH=" + container.nsexec.CONTAINER_PATH]
+    assert sorted(env.split()) == ["HOME=/root", "LANG=C.UTF-8", "PATH=" + nsexec.CONTAINER_PATH]
     status, pids = _output(node, ctid, ["sh", "-c", "cd /proc && echo [0-9]*"])
     assert status == 0 and len(pids.split()) <= 4 and "1" in pids.split()  # a new PID namespace and its /proc
     assert socket.gethostname() == host_name
 
 
-def test_config(node: NodeLayout) -> None:
+def test_shadow_mode_kept(node: NodeLayout) -> None:
+    for root in (node.private("101"), node.private("102") / "upper"):
+        assert (root / "etc/shadow").stat().st_mode & 0o777 == 0o640
+
+
+def test_config(node: NodeLayout, node_image: NodeImage) -> None:
     plain = read_config(node.conf_file("101"))
-    assert plain["OSTEMPLATE"] == _dated()
+    assert plain["OSTEMPLATE"] == node_image.name
     assert plain["LAYOUT"] == "plain"
     assert plain["HOSTNAME"] == HOSTNAME
     assert plain["IP_ADDRESS"] == "10.0.0.5"
@@ -122,41 +123,54 @@ def test_config(node: NodeLayout) -> None:
     assert plain["SEARCHDOMAIN"] == "example.org"
     assert plain["DISTRIBUTION"] == "debian"
     assert plain["VE_ROOT"] == plain["VE_PRIVATE"] == str(node.private("101"))
+    assert "secret" not in node.conf_file("101").read_text()
     shared = read_config(node.conf_file("102"))
     assert shared["LAYOUT"] == "shared"
     assert shared["VE_ROOT"] == str(node.root("102"))
 
 
-def test_shared_layout_writes_only_upper(node: NodeLayout) -> None:
-    lower = node.shared_root(_dated())
-    assert (lower / "etc" / "hostname").read_text() != HOSTNAME + "\n"
+def test_shared_layout_writes_only_upper(node: NodeLayout, node_image: NodeImage) -> None:
+    lower = node.shared_root(node_image.name)
+    assert (lower / "etc" / "hostname").read_text() == "localhost\n"
+    assert (lower / "etc" / "network" / "interfaces").read_text() == INTERFACES
+    assert (lower / "etc" / "shadow").read_text() == SHADOW
     assert (node.private("102") / "upper" / "etc" / "hostname").read_text() == HOSTNAME + "\n"
     assert sorted(os.listdir(node.private("102"))) == ["upper", "work"]
 
 
-def test_list(node: NodeLayout) -> None:
+def test_list_mount_umount(node: NodeLayout, node_image: NodeImage) -> None:
     infos = {info.ctid: info for info in container.list_containers(node)}
     assert set(infos) == {"101", "102"}
     assert infos["101"].layout == "plain" and infos["102"].layout == "shared"
     assert infos["101"].ips == ("10.0.0.5",) and infos["101"].hostname == HOSTNAME
-    assert infos["101"].ostemplate == _dated()
+    assert infos["101"].ostemplate == infos["102"].ostemplate == node_image.name
     assert infos["101"].disk_used > 10 * infos["102"].disk_used > 0
+    assert infos["101"].mounted
     container.umount(node, "102")
     assert not container.list_containers(node)[1].mounted
-    container.mount(node, "102")
+    assert not mounts_under(node.root("102"))
+    assert container.mount(node, "102") == node.root("102")
     assert container.list_containers(node)[1].mounted
+    assert container.mount(node, "102") == node.root("102")  # twice: still one mount
+    assert len(mounts_under(node.root("102"))) == 1
+    assert container.mount(node, "101") == node.private("101")  # plain: nothing to mount
+    container.umount(node, "101")
+    assert container.list_containers(node)[0].mounted
+    container.umount(node, "102")
 
 
-def test_existing_ctid_refused(node: NodeLayout) -> None:
-    before = node.conf_file("101").read_bytes()
-    marker = node.private("101") / "root" / "marker"
-    marker.write_text("keep")
-    for kind in ("plain", "shared"):
-        with pytest.raises(EztError, match="already exists"):
-            _create(node, "101", kind, hostname="other")
-    assert node.conf_file("101").read_bytes() == before
-    assert marker.read_text() == "keep"
-    marker.unlink()
+def test_existing_ctid_refused(node: NodeLayout, node_image: NodeImage) -> None:
+    for ctid in ("101", "102"):
+        before = node.conf_file(ctid).read_bytes()
+        marker = container.mount(node, ctid) / "marker"
+        marker.write_text("keep")
+        for kind in ("plain", "shared"):
+            with pytest.raises(EztError, match=f"container {ctid} already exists"):
+                _create(node, node_image, ctid, kind, hostname="other")
+        assert node.conf_file(ctid).read_bytes() == before
+        assert marker.read_text() == "keep"
+        assert _output(node, ctid, ["hostname"]) == (0, HOSTNAME + "\n")
+        marker.unlink()
 
 
 def test_lock_excludes(node: NodeLayout) -> None:
@@ -178,42 +192,64 @@ def _leftovers(layout: NodeLayout, ctid: str) -> list[str]:
 
 
 @pytest.mark.parametrize("kind", ["plain", "shared"])
-def test_failing_create_leaves_nothing(tmp_path: Path, kind: str, host_name: str) -> None:
+def test_failing_create_leaves_nothing(tmp_path: Path, node_image: NodeImage, kind: str, host_name: str) -> None:
     layout = NodeLayout(tmp_path / "vz")
     with pytest.raises(EztError, match="no user 'nosuchuser'"):
-        _create(layout, "201", kind, userpasswd="nosuchuser:pw")
+        _create(layout, node_image, "201", kind, userpasswd="nosuchuser:pw")
     assert _leftovers(layout, "201") == []
-    assert not layout.shared_root(_dated()).exists()  # unpacked by this create only: removed
-    with pytest.raises(EztError, match="invalid host name"):
-        _create(layout, "201", kind, hostname="bad_name!")
-    with pytest.raises(EztError, match="no cache image"):
-        container.create(layout, "201", "no-such-template", layout_kind=kind)
+    assert not layout.shared_root(node_image.name).exists()  # unpacked by this create only: removed
+    bad_settings: list[tuple[dict[str, object], str]] = [
+        ({"hostname": "bad_name!"}, "invalid host name"),
+        ({"ips": ["10.0.0.300"]}, "invalid IP address"),
+        ({"nameservers": ["dns.example"]}, "invalid name server"),
+        ({"searchdomains": ["bad domain"]}, "invalid host name"),
+        ({"userpasswd": "root"}, "--userpasswd needs user:password"),
+        ({"userpasswd": "root:"}, "--userpasswd needs user:password"),
+    ]
+    for bad, message in bad_settings:
+        with pytest.raises(EztError, match=message):
+            _create(layout, node_image, "201", kind, **bad)
+    with pytest.raises(EztError, match="invalid container ID"):
+        _create(layout, node_image, "007", kind)
+    with pytest.raises(EztError, match="unknown layout"):
+        _create(layout, node_image, "201", "vzfs")
+    with pytest.raises(EztError, match="no cache image 'no-such-template'; available: debian-tiny-x86_64"):
+        container.create(layout, "201", "no-such-template", layout_kind=kind, extra_image_dirs=[node_image.images])
+    with pytest.raises(EztError, match=r"template store .* is empty"):
+        container.create(layout, "201", node_image.template, layout_kind=kind)
     assert _leftovers(layout, "201") == []
+    assert not layout.shared_root(node_image.name).exists()
     assert not mounts_under(layout.vz_root)
     assert socket.gethostname() == host_name
 
 
-def test_failing_shared_create_keeps_existing_shared_root(node: NodeLayout) -> None:
-    lower = node.shared_root(_dated())
+def test_failing_shared_create_keeps_existing_shared_root(node: NodeLayout, node_image: NodeImage) -> None:
+    lower = node.shared_root(node_image.name)
     assert lower.is_dir()
     with pytest.raises(EztError):
-        _create(node, "203", "shared", userpasswd="nosuchuser:pw")
+        _create(node, node_image, "203", "shared", userpasswd="nosuchuser:pw")
     assert _leftovers(node, "203") == []
     assert lower.is_dir() and (lower / "etc" / "passwd").is_file()
 
 
-def test_destroy(node: NodeLayout, host_name: str) -> None:
-    _create(node, "301", "shared")
-    _create(node, "302", "plain")
+def test_destroy(node: NodeLayout, node_image: NodeImage, host_name: str) -> None:
+    _create(node, node_image, "301", "shared")
+    _create(node, node_image, "302", "plain")
     assert _output(node, "301", ["true"])[0] == 0  # mounts the overlay
     assert mounts_under(node.root("301"))
     for ctid in ("301", "302"):
         container.destroy(node, ctid)
         assert not node.conf_file(ctid).exists()
         assert not os.path.lexists(node.private(ctid))
+        assert not os.path.lexists(node.root(ctid))
         assert not mounts_under(node.root(ctid))
-    assert node.shared_root(_dated()).is_dir()  # never the shared root
+    assert node.shared_root(node_image.name).is_dir()  # never the shared root
     assert _output(node, "102", ["hostname"]) == (0, HOSTNAME + "\n")  # other containers unharmed
     with pytest.raises(EztError, match="does not exist"):
         container.destroy(node, "301")
+    for command in (container.mount, container.umount):
+        with pytest.raises(EztError, match="container 301 does not exist"):
+            command(node, "301")
+    with pytest.raises(EztError, match="container 301 does not exist"):
+        container.exec_in(node, "301", ["true"])
     assert socket.gethostname() == host_name

@@ -60,12 +60,11 @@ def in_root(root: Path, *argv: str) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.fixture(scope="module")
-def minimal_builds(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    first = tmp_path_factory.mktemp("cache-a")
+def minimal_builds(tmp_path_factory: pytest.TempPathFactory, debian_minimal_cache: Path) -> tuple[Path, Path]:
+    """The session's minimal build (conftest.py, shared with test_runtime_mirror.py) and a second one."""
     second = tmp_path_factory.mktemp("cache-b")
-    build("debian-12-x86_64-minimal", first)
     build("debian-12-x86_64-minimal", second)
-    return first, second
+    return debian_minimal_cache, second
 
 
 def test_minimal_is_debootstrap_minbase(minimal_builds: tuple[Path, Path], tmp_path: Path) -> None:

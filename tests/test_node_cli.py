@@ -1,53 +1,387 @@
-"""The node commands through the real CLI: template add/list, create, exec, list, destroy."""
+"""The node commands through the real CLI, hermetically: template add/list, create, exec,
+enter, mount, umount, list, destroy, and every user error they report.
+
+The image is the ``node_image`` fixture's (tests/nodeimage.py), a small Debian-family
+cache built by ``ezt build``. Every user error must be one ``ezt: error:`` line on
+stderr, no traceback, exit status 1; and the host's own host name never changes. The
+tests need root (overlayfs, namespaces, chroot); without it they are skipped.
+"""
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from tests.test_container import IMAGE
+from builder.chroot import mounts_under
+from runtime.dists.debian import BEGIN
+from runtime.paths import NodeLayout
+from tests.nodeimage import INTERFACES, NodeImage
 
 ROOT = Path(__file__).parent.parent
+ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "PYTHONPATH": str(ROOT)}
 pytestmark = [
+    pytest.mark.root,
     pytest.mark.skipif(os.geteuid() != 0, reason="containers need root (overlayfs, namespaces, chroot)"),
-    pytest.mark.skipif(IMAGE is None, reason="no Debian 12 cache image in /tmp/c1/images (build one with ezt build)"),
 ]
+SETTINGS = ("--hostname", "web1", "--ipadd", "10.0.0.5", "--nameserver", "10.0.0.1", "--userpasswd", "root:secret")
 
 
-def ezt(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "builder.cli", *args], capture_output=True, text=True,
-                          env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "PYTHONPATH": str(ROOT)})
+def ezt(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "builder.cli", *args], input=stdin, capture_output=True, text=True, env=ENV, timeout=120
+    )
 
 
-def test_operator_session(tmp_path: Path) -> None:
-    assert IMAGE is not None
-    host = socket.gethostname()
+def assert_user_error(result: subprocess.CompletedProcess[str], *fragments: str) -> None:
+    """One ``ezt: error:`` line holding every fragment, no traceback, exit status 1."""
+    assert result.returncode == 1, (result.returncode, result.stdout, result.stderr)
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and result.stderr.endswith("\n"), result.stderr
+    assert lines[0].startswith("ezt: error: "), result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], (fragment, lines[0])
+
+
+@dataclass(frozen=True)
+class Node:
+    """A node area for the CLI: ``--vz-root vz``, images from the builder's cache."""
+
+    vz: Path
+    image: NodeImage
+
+    @property
+    def layout(self) -> NodeLayout:
+        return NodeLayout(self.vz)
+
+    def ezt(self, command: str, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+        options = ("--vz-root", str(self.vz), "--cache-dir", str(self.image.cache_dir))
+        return ezt(command, *options, *args, stdin=stdin)
+
+    def ok(self, command: str, *args: str, stdin: str | None = None) -> str:
+        """Run a command that must succeed; its stdout."""
+        result = self.ezt(command, *args, stdin=stdin)
+        assert result.returncode == 0, (result.stdout, result.stderr)
+        return result.stdout
+
+    def run(self, ctid: str, *argv: str) -> tuple[int, str]:
+        result = self.ezt("exec", ctid, "--", *argv)
+        return result.returncode, result.stdout
+
+    def tree(self) -> list[str]:
+        """Every path under the node area but its lock files (which stay, as vzctl's do)."""
+        paths = (str(p.relative_to(self.vz)) for p in self.vz.rglob("*"))
+        return sorted(p for p in paths if not p.startswith("lock/"))
+
+    def leftovers(self, ctid: str) -> list[str]:
+        layout = self.layout
+        paths = (layout.conf_file(ctid), layout.private(ctid), layout.root(ctid))
+        found = [str(p) for p in paths if os.path.lexists(p)]
+        found += [str(p) for p in layout.private(ctid).parent.glob(f"{ctid}.*")]
+        return found + mounts_under(layout.root(ctid))
+
+
+@pytest.fixture(scope="module")
+def host_name() -> Iterator[str]:
+    before = socket.gethostname()
+    yield before
+    assert socket.gethostname() == before, "the host's hostname changed"
+
+
+@pytest.fixture(scope="module")
+def node(tmp_path_factory: pytest.TempPathFactory, node_image: NodeImage, host_name: str) -> Iterator[Node]:
+    """Container 101 (plain) and 102 (shared), made with the same settings."""
+    node = Node(tmp_path_factory.mktemp("node") / "vz", node_image)
+    for ctid, layout in (("101", "plain"), ("102", "shared")):
+        out = node.ok("create", ctid, "--ostemplate", node_image.template, "--layout", layout, *SETTINGS)
+        assert out == f"container {ctid} created ({layout}): {node.layout.conf_file(ctid)}\n"
+    yield node
+    for row in json.loads(node.ok("list", "-a", "--json")):
+        node.ok("destroy", row["ctid"])
+    assert not mounts_under(node.vz)
+    assert socket.gethostname() == host_name
+
+
+# ---------------------------------------------------------------- template add / list
+
+
+def test_template_add_and_list(tmp_path: Path, node_image: NodeImage) -> None:
     vz = str(tmp_path / "vz")
-    added = ezt("template", "add", str(IMAGE), "--vz-root", vz)
-    assert added.returncode == 0, added.stderr
+    nowhere = str(tmp_path / "no-cache")
+    empty = ezt("template", "list", "--json", "--vz-root", vz, "--cache-dir", nowhere)
+    assert (empty.returncode, json.loads(empty.stdout)) == (0, [])
+    built = json.loads(
+        ezt("template", "list", "--json", "--vz-root", vz, "--cache-dir", str(node_image.cache_dir)).stdout
+    )
+    assert built == [
+        {
+            "template": node_image.template,
+            "image": node_image.name,
+            "size": node_image.path.stat().st_size,
+            "path": str(node_image.path),
+        }
+    ]
+
+    store = NodeLayout(Path(vz)).template_cache
+    for _ in range(2):  # a second import of the same image changes nothing
+        added = ezt("template", "add", str(node_image.path), "--vz-root", vz)
+        assert (added.returncode, added.stdout, added.stderr) == (0, f"{store / node_image.path.name}\n", "")
+    assert sorted(p.name for p in store.iterdir()) == sorted(
+        node_image.path.name + suffix for suffix in ("", ".json", ".spdx.json")
+    )
+    assert (store / node_image.path.name).read_bytes() == node_image.path.read_bytes()
+    listed = ezt("template", "list", "--json", "--vz-root", vz, "--cache-dir", nowhere)
+    assert [row["path"] for row in json.loads(listed.stdout)] == [str(store / node_image.path.name)]
+    text = ezt("template", "list", "--vz-root", vz, "--cache-dir", nowhere)
+    assert text.returncode == 0 and text.stdout.split()[:2] == [node_image.template, node_image.name]
+
+    # a container from the store alone (no --cache-dir images)
+    made = ezt("create", "111", "--ostemplate", node_image.template, "--vz-root", vz, "--cache-dir", nowhere)
+    assert made.returncode == 0, made.stderr
+    config = NodeLayout(Path(vz)).conf_file("111").read_text()
+    assert f'OSTEMPLATE="{node_image.name}"' in config
+    assert ezt("destroy", "111", "--vz-root", vz).returncode == 0
+
+
+def _copy(image: NodeImage, into: Path, *suffixes: str) -> Path:
+    into.mkdir()
+    for suffix in suffixes:
+        shutil.copyfile(f"{image.path}{suffix}", into / f"{image.path.name}{suffix}")
+    return into / image.path.name
+
+
+def test_template_add_refused(tmp_path: Path, node_image: NodeImage) -> None:
+    vz = str(tmp_path / "vz")
+
+    corrupt = _copy(node_image, tmp_path / "corrupt", "", ".json")
+    data = bytearray(corrupt.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    corrupt.write_bytes(bytes(data))
+    assert_user_error(ezt("template", "add", str(corrupt), "--vz-root", vz), str(corrupt), "image is corrupt: sha256")
+
+    lying = _copy(node_image, tmp_path / "lying", "", ".json")
+    manifest = json.loads(Path(f"{lying}.json").read_text())
+    manifest["image"]["sha256"] = "0" * 64
+    Path(f"{lying}.json").write_text(json.dumps(manifest))
+    assert_user_error(ezt("template", "add", str(lying), "--vz-root", vz), "image is corrupt", "0" * 64)
+
+    alone = _copy(node_image, tmp_path / "alone", "")
+    assert_user_error(ezt("template", "add", str(alone), "--vz-root", vz), f"{alone}.json", "manifest not found")
+
+    missing = tmp_path / node_image.path.name
+    assert_user_error(ezt("template", "add", str(missing), "--vz-root", vz), str(missing), "image not found")
+    odd = tmp_path / "debian.tar.zst"
+    odd.write_bytes(b"")
+    assert_user_error(ezt("template", "add", str(odd), "--vz-root", vz), "not a cache image name")
+    assert_user_error(ezt("template", "add", "--vz-root", vz), "name at least one image file")
+
+    store = NodeLayout(Path(vz)).template_cache
+    assert not store.exists() or list(store.iterdir()) == []
     listed = ezt("template", "list", "--json", "--vz-root", vz, "--cache-dir", str(tmp_path / "none"))
-    assert IMAGE.name in {row["image"] + ".tar.zst" for row in json.loads(listed.stdout)}
-    template = IMAGE.name.split("-2", 1)[0]
-    created = ezt("create", "101", "--ostemplate", template, "--hostname", "web1", "--ipadd", "10.0.0.5",
-                  "--nameserver", "10.0.0.1", "--userpasswd", "root:secret", "--vz-root", vz)
-    assert created.returncode == 0, created.stderr
-    shown = ezt("exec", "101", "--vz-root", vz, "--", "hostname")
-    assert (shown.returncode, shown.stdout.strip()) == (0, "web1")
-    status = ezt("exec", "--vz-root", vz, "101", "--", "sh", "-c", "exit 7")
-    assert status.returncode == 7
-    again = ezt("create", "101", "--ostemplate", template, "--vz-root", vz)
-    assert again.returncode == 1 and again.stderr.count("\n") == 1 and "already exists" in again.stderr
-    rows = json.loads(ezt("list", "-a", "--json", "--vz-root", vz).stdout)
-    assert [(r["ctid"], r["hostname"], r["ips"]) for r in rows] == [("101", "web1", ["10.0.0.5"])]
-    gone = ezt("destroy", "101", "--vz-root", vz)
-    assert gone.returncode == 0, gone.stderr
-    assert json.loads(ezt("list", "-a", "--json", "--vz-root", vz).stdout) == []
-    missing = ezt("exec", "101", "--vz-root", vz, "--", "true")
-    assert missing.returncode == 1 and "does not exist" in missing.stderr and "Traceback" not in missing.stderr
-    assert socket.gethostname() == host
+    assert json.loads(listed.stdout) == []
+
+
+# ---------------------------------------------------------------- create, exec, enter
+
+
+@pytest.mark.parametrize("ctid", ["101", "102"])
+def test_created_container(node: Node, ctid: str, host_name: str) -> None:
+    root = Path(node.ok("mount", ctid).strip())
+    assert root == (node.layout.private(ctid) if ctid == "101" else node.layout.root(ctid))
+    assert (root / "etc/hostname").read_text() == "web1\n"
+    interfaces = (root / "etc/network/interfaces").read_text()
+    assert interfaces.startswith(INTERFACES)  # the image's own lines stay
+    assert f"{BEGIN}\nauto venet0\niface venet0 inet manual\n" in interfaces
+    assert "\tup ip addr add 10.0.0.5/32 dev venet0\n" in interfaces
+    assert node.run(ctid, "hostname") == (0, "web1\n")
+    assert node.run(ctid, "uname", "-n") == (0, "web1\n")
+    status, resolv = node.run(ctid, "cat", "/etc/resolv.conf")
+    assert status == 0 and "nameserver 10.0.0.1\n" in resolv
+    status, shadow = node.run(ctid, "grep", "^root:", "/etc/shadow")
+    assert status == 0 and shadow.split(":")[1].startswith("$6$") and "secret" not in shadow
+    assert "secret" not in node.layout.conf_file(ctid).read_text()
+    assert socket.gethostname() == host_name
+
+
+def test_exec_status_and_streams(node: Node) -> None:
+    assert node.run("101", "sh", "-c", "exit 7")[0] == 7
+    assert node.run("102", "false")[0] == 1
+    assert node.run("101", "no-such-command")[0] == 127
+    both = node.ezt("exec", "102", "--", "sh", "-c", "echo out; echo err >&2")
+    assert (both.returncode, both.stdout, both.stderr) == (0, "out\n", "err\n")
+    fed = node.ezt("exec", "101", "--", "cat", stdin="through stdin\n")
+    assert (fed.returncode, fed.stdout) == (0, "through stdin\n")
+    after = ezt("exec", "101", "--vz-root", str(node.vz), "--", "hostname")  # options after the CTID
+    assert (after.returncode, after.stdout) == (0, "web1\n")
+
+
+@pytest.mark.parametrize("ctid", ["101", "102"])
+def test_enter(node: Node, ctid: str) -> None:
+    entered = node.ezt("enter", ctid, stdin="hostname\necho $TERM $HOME\nexit 3\n")
+    assert (entered.returncode, entered.stdout) == (3, "web1\nxterm /root\n"), entered.stderr
+
+
+def test_exec_errors(node: Node) -> None:
+    assert_user_error(node.ezt("exec", "101"), "no command given")
+    assert_user_error(node.ezt("exec", "101", "--"), "no command given")
+    assert_user_error(node.ezt("exec", "999", "--", "true"), "container 999 does not exist")
+    assert_user_error(node.ezt("exec", "007", "--", "true"), "invalid container ID '007'")
+    assert_user_error(node.ezt("enter", "999"), "container 999 does not exist")
+
+
+def test_existing_ctid_refused_untouched(node: Node) -> None:
+    for ctid in ("101", "102"):
+        before = node.layout.conf_file(ctid).read_bytes()
+        marker = Path(node.ok("mount", ctid).strip()) / "marker"
+        marker.write_text("keep")
+        for layout in ("plain", "shared"):
+            again = node.ezt("create", ctid, "--ostemplate", node.image.template, "--layout", layout, "--hostname", "x")
+            assert_user_error(again, f"container {ctid} already exists")
+        assert node.layout.conf_file(ctid).read_bytes() == before
+        assert marker.read_text() == "keep"
+        marker.unlink()
+        assert node.run(ctid, "hostname") == (0, "web1\n")
+
+
+@pytest.mark.parametrize(
+    ("args", "fragments"),
+    [
+        (("150", "--ostemplate", "no-such-template"), ("no cache image 'no-such-template'", "debian-tiny-x86_64 (")),
+        (("007", "--ostemplate", "debian-tiny-x86_64"), ("invalid container ID '007'",)),
+        (("Web1", "--ostemplate", "debian-tiny-x86_64"), ("invalid container ID 'Web1'",)),
+        (("a_b", "--ostemplate", "debian-tiny-x86_64"), ("invalid container ID 'a_b'",)),
+        (("150", "--ostemplate", "debian-tiny-x86_64", "--hostname", "bad_name!"), ("invalid host name",)),
+        (("150", "--ostemplate", "debian-tiny-x86_64", "--ipadd", "10.0.0.300"), ("invalid IP address",)),
+        (("150", "--ostemplate", "debian-tiny-x86_64", "--nameserver", "ns.example"), ("invalid name server",)),
+        (("150", "--ostemplate", "debian-tiny-x86_64", "--userpasswd", "root"), ("--userpasswd needs user:password",)),
+        (("150", "--ostemplate", "debian-tiny-x86_64", "--userpasswd", "nosuchuser:pw"), ("no user 'nosuchuser'",)),
+        (("150", "--ostemplate", "debian-tiny-x86_64", "--layout", "shared", "--userpasswd", "nobody:pw"),
+         ("no user 'nobody'",)),
+    ],
+)  # fmt: skip
+def test_create_errors(node: Node, args: tuple[str, ...], fragments: tuple[str, ...]) -> None:
+    before = node.tree()
+    assert_user_error(node.ezt("create", *args), *fragments)
+    assert node.tree() == before  # nothing made, nothing lost (the shared root 102 uses included)
+    if args[0] == "150":
+        assert node.leftovers("150") == []
+
+
+@pytest.mark.parametrize("layout", ["plain", "shared"])
+def test_failing_create_leaves_nothing(tmp_path: Path, node_image: NodeImage, layout: str, host_name: str) -> None:
+    fresh = Node(tmp_path / "vz", node_image)
+    failed = fresh.ezt("create", "201", "--ostemplate", node_image.template, "--layout", layout,
+                       "--hostname", "web2", "--userpasswd", "nosuchuser:pw")  # fmt: skip
+    assert_user_error(failed, "no user 'nosuchuser' in the container's /etc/passwd")
+    assert fresh.leftovers("201") == []
+    assert not fresh.layout.shared_root(node_image.name).exists()  # unpacked by this create only: removed
+    assert json.loads(fresh.ok("list", "-a", "--json")) == []
+    assert not mounts_under(fresh.vz)
+    assert socket.gethostname() == host_name
+
+
+# ---------------------------------------------------------------- mount, umount, list, destroy
+
+
+def _rows(node: Node, *flags: str) -> dict[str, dict[str, object]]:
+    return {row["ctid"]: row for row in json.loads(node.ok("list", "--json", *flags))}
+
+
+def test_mount_umount_list(node: Node) -> None:
+    assert node.ok("mount", "102") == f"{node.layout.root('102')}\n"
+    assert node.ok("mount", "102") == f"{node.layout.root('102')}\n"  # twice: still one mount
+    assert len(mounts_under(node.layout.root("102"))) == 1
+    assert set(_rows(node)) == {"101", "102"}
+    assert node.ok("umount", "102") == ""
+    assert not mounts_under(node.layout.root("102"))
+    assert set(_rows(node)) == {"101"}  # plain is always usable; a shared one only when mounted
+    rows = _rows(node, "-a")
+    assert set(rows) == {"101", "102"}
+    expected = {
+        "ctid": "101",
+        "ostemplate": node.image.name,
+        "hostname": "web1",
+        "ips": ["10.0.0.5"],
+        "layout": "plain",
+        "mounted": True,
+    }
+    assert {key: rows["101"][key] for key in expected} == expected
+    assert rows["102"]["layout"] == "shared" and rows["102"]["mounted"] is False
+    assert isinstance(rows["101"]["disk_used"], int) and isinstance(rows["102"]["disk_used"], int)
+    assert rows["101"]["disk_used"] > 10 * rows["102"]["disk_used"] > 0  # the shared one holds only its changes
+
+    table = node.ok("list", "-a").splitlines()
+    assert table[0].split()[0] == "CTID" and {"HOSTNAME", "LAYOUT", "OSTEMPLATE"} <= set(table[0].split())
+    assert [line.split()[0] for line in table[1:]] == ["101", "102"]
+    for line, layout in zip(table[1:], ("plain", "shared"), strict=True):
+        assert {"web1", "10.0.0.5", layout, node.image.name} <= set(line.split())
+    assert [line.split()[0] for line in node.ok("list").splitlines()] == ["CTID", "101"]
+
+    assert node.ok("mount", "101") == f"{node.layout.private('101')}\n"  # plain: nothing to mount
+    assert node.ok("umount", "101") == ""
+    for command in ("mount", "umount", "destroy"):
+        assert_user_error(node.ezt(command, "999"), "container 999 does not exist")
+        assert_user_error(node.ezt(command, "0"), "invalid container ID '0'")
+
+
+def test_list_empty(tmp_path: Path, node_image: NodeImage) -> None:
+    empty = Node(tmp_path / "vz", node_image)
+    assert json.loads(empty.ok("list", "-a", "--json")) == []
+    assert empty.ok("list", "-a").splitlines()[0].split()[0] == "CTID"
+    assert len(empty.ok("list", "-a").splitlines()) == 1
+
+
+def test_destroy(node: Node, host_name: str) -> None:
+    node.ok("create", "103", "--ostemplate", node.image.template, "--layout", "shared", "--hostname", "web3")
+    assert node.run("103", "hostname") == (0, "web3\n")  # mounts the overlay
+    assert mounts_under(node.layout.root("103"))
+    assert node.ok("destroy", "103") == "container 103 destroyed\n"
+    assert node.leftovers("103") == []
+    assert_user_error(node.ezt("destroy", "103"), "container 103 does not exist")
+    assert node.layout.shared_root(node.image.name).is_dir()  # never the shared root
+    assert node.run("102", "hostname") == (0, "web1\n")  # other containers unharmed
+    assert set(_rows(node, "-a")) == {"101", "102"}
+    assert socket.gethostname() == host_name
+
+
+def test_destroy_refuses_running(node: Node) -> None:
+    node.ok("create", "104", "--ostemplate", node.image.template, "--layout", "shared")
+    argv = [sys.executable, "-m", "builder.cli", "exec", "104", "--vz-root", str(node.vz), "--", "cat"]
+    with subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=ENV) as running:
+        assert running.stdin is not None
+        deadline = time.monotonic() + 20
+        while _rows(node, "-a")["104"].get("processes", 1) == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert_user_error(node.ezt("destroy", "104"), "container 104 is running")
+        assert node.layout.conf_file("104").exists()
+        out, _ = running.communicate("bye\n", timeout=30)  # cat ends with its input
+    assert (running.returncode, out) == (0, "bye\n")
+    assert node.ok("destroy", "104") == "container 104 destroyed\n"
+    assert node.leftovers("104") == []
+
+
+def test_lock_excludes(node: Node) -> None:
+    """A command waits while another holds the container's lock, then runs."""
+    fd = os.open(node.layout.lock_file("101"), os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        options = ("--vz-root", str(node.vz))
+        waiting = subprocess.Popen([sys.executable, "-m", "builder.cli", "exec", "101", *options, "--", "hostname"],
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)  # fmt: skip
+        time.sleep(1.0)
+        assert waiting.poll() is None, waiting.communicate()
+    finally:
+        os.close(fd)
+    out, err = waiting.communicate(timeout=30)
+    assert (waiting.returncode, out, err) == (0, "web1\n", "")
