@@ -7,10 +7,18 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NoReturn, cast
 
 from builder import __version__
 from builder.config import Config, load_config
 from builder.errors import EztError
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with a usage error as one line (``ezt: error: ezt create: ...``), exit 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"ezt: error: {self.prog}: {message} (see {self.prog} --help)\n")
 
 
 def _common() -> argparse.ArgumentParser:
@@ -23,9 +31,12 @@ def _common() -> argparse.ArgumentParser:
 
 def build_parser() -> argparse.ArgumentParser:
     common = _common()
-    parser = argparse.ArgumentParser(prog="ezt", description="Build dated, verified template cache images.")
+    parser = _Parser(prog="ezt", description="Build dated, verified template cache images.")
     parser.add_argument("--version", action="version", version=f"ezt {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = cast(  # the sub-commands are _Parser too (argparse makes them of the parent's class)
+        "argparse._SubParsersAction[argparse.ArgumentParser]",
+        parser.add_subparsers(dest="command", required=True, metavar="COMMAND"),
+    )
 
     build = sub.add_parser("build", parents=[common], help="build cache images (all OS templates by default)")
     build.add_argument("templates", nargs="*", metavar="TEMPLATE")

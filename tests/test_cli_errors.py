@@ -86,3 +86,19 @@ def test_unreachable_mirror(tmp_path: Path) -> None:
     )
     assert_one_line_error(result, "os_repositories:2:", "127.0.0.1:9")
     assert "cannot reach" in result.stderr or "refused" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("argv", "fragment"),
+    [
+        (("create", "101"), "ezt create: the following arguments are required: --ostemplate"),
+        (("create", "101", "--ostemplate", "t", "--layout", "vzfs"), "argument --layout: invalid choice: 'vzfs'"),
+        (("bogus",), "argument COMMAND: invalid choice: 'bogus'"),
+        (("build", "-j", "two"), "argument -j/--jobs: invalid int value: 'two'"),
+    ],
+)
+def test_usage_errors_are_one_line(argv: tuple[str, ...], fragment: str) -> None:
+    result = ezt(*argv)
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.count("\n") == 1 and result.stderr.startswith("ezt: error: "), result.stderr
+    assert fragment in result.stderr
