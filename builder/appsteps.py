@@ -22,7 +22,6 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from datetime import date
 from pathlib import Path
 
 from builder.atomic import write_bytes
@@ -34,15 +33,15 @@ from builder.model import Package
 from builder.recipe import AppCache
 from builder.steps import (
     BuildContext,
+    ImageInputs,
     build_stage,
-    inputs_digest,
     load_lock,
     metadata_options,
+    pack_stage,
     repository_label,
     run_post_install,
     source_date_epoch,
     verified_pool_file,
-    write_image_state,
 )
 
 
@@ -152,44 +151,28 @@ def os_image(ctx: BuildContext, cache: AppCache) -> Path:
 
 
 def image_app_cache(ctx: BuildContext, cache: AppCache) -> Path:
-    """Pack the app stage into a new dated image unless the newest has the same inputs."""
-    from builder import manifest
-
-    layout = ctx.config.layout
+    """Pack the app stage into a new dated image unless the newest has the same
+    inputs: the app lock, the app files and the OS image (by its sha256)."""
     base = os_image(ctx, cache)
     base_manifest = read_manifest(manifest_path(base))
     os_lock, lock = load_lock(ctx, cache.os), load_lock(ctx, cache)
-    stamp = json.loads(layout.stage_stamp(cache.name).read_bytes())
     recipe_digest = hashlib.sha256(f"{cache.digest()}\n{base_manifest.image_sha256}\n".encode()).hexdigest()
-    digest = inputs_digest(lock.digest(), recipe_digest)
-    current = manifest.up_to_date_image(layout.images, cache.name, digest)
-    if current is not None:
-        ctx.say(f"image {cache.name}: unchanged, newest is {current.name}")
-        write_image_state(ctx, cache.name, current)
-        return current
-    started = time.monotonic()
-    built = manifest.build_image(
-        layout.stage_root(cache.name),
-        layout.images,
-        cache.name,
-        ctx.options.today or date.today(),
-        source_date_epoch=int(stamp["source_date_epoch"]),
-        recipe_digest=recipe_digest,
-        lock_digest=lock.digest(),
-        inputs_digest=digest,
-        packages=tuple(sorted((*os_lock.packages, *lock.packages), key=lambda p: (p.name, p.arch))),
-        distribution=cache.os.distribution or cache.os.recipe.split("-")[0],
-        purl_type=cache.os.family.name,
-        extra={
-            "kind": "appcache",
-            "os_template": cache.os.name,
-            "os_image": base.name,
-            "os_image_sha256": base_manifest.image_sha256,
-            "apps": list(cache.app_names),
-            "distribution": cache.os.distribution,
-        },
+    return pack_stage(
+        ctx,
+        ImageInputs(
+            name=cache.name,
+            lock=lock,
+            recipe_digest=recipe_digest,
+            packages=tuple(sorted((*os_lock.packages, *lock.packages), key=lambda p: (p.name, p.arch))),
+            distribution=cache.os.distribution or cache.os.recipe.split("-")[0],
+            purl_type=cache.os.family.name,
+            extra={
+                "kind": "appcache",
+                "os_template": cache.os.name,
+                "os_image": base.name,
+                "os_image_sha256": base_manifest.image_sha256,
+                "apps": list(cache.app_names),
+                "distribution": cache.os.distribution,
+            },
+        ),
     )
-    path = layout.images / built.image
-    ctx.say(f"image {cache.name}: {built.image} ({built.image_size / 1e6:.1f} MB) in {time.monotonic() - started:.1f}s")
-    write_image_state(ctx, cache.name, path)
-    return path

@@ -260,40 +260,70 @@ def inputs_digest(lock_digest: str, recipe_digest: str) -> str:
     return hashlib.sha256(f"{lock_digest}\n{recipe_digest}\n".encode()).hexdigest()
 
 
-def image_template(ctx: BuildContext, template: Template) -> Path:
-    """Pack the stage into a new dated image, unless the newest image has the same inputs."""
+@dataclass(frozen=True)
+class ImageInputs:
+    """What an image is packed from and recorded with (see :func:`pack_stage`)."""
+
+    name: str
+    lock: Lock
+    recipe_digest: str
+    packages: tuple[LockedPackage, ...]
+    distribution: str
+    purl_type: str
+    extra: dict[str, object]
+
+
+def pack_stage(ctx: BuildContext, inputs: ImageInputs) -> Path:
+    """Pack the stage of ``inputs.name`` into a new dated image, unless the newest
+    image was built from the same lock and recipe digests; record the image either way."""
     from builder import manifest
 
     layout = ctx.config.layout
-    lock = load_lock(ctx, template)
-    stamp = json.loads(layout.stage_stamp(template.name).read_bytes())
-    lock_digest, recipe_digest = lock.digest(), template.digest()
-    digest = inputs_digest(lock_digest, recipe_digest)
-    current = manifest.up_to_date_image(layout.images, template.name, digest)
+    lock_digest = inputs.lock.digest()
+    digest = inputs_digest(lock_digest, inputs.recipe_digest)
+    current = manifest.up_to_date_image(layout.images, inputs.name, digest)
     if current is not None:
-        ctx.say(f"image {template.name}: unchanged, newest is {current.name}")
-        write_image_state(ctx, template.name, current)
+        ctx.say(f"image {inputs.name}: unchanged, newest is {current.name}")
+        write_image_state(ctx, inputs.name, current)
         return current
+    stamp = json.loads(layout.stage_stamp(inputs.name).read_bytes())
     started = time.monotonic()
     built = manifest.build_image(
-        layout.stage_root(template.name),
+        layout.stage_root(inputs.name),
         layout.images,
-        template.name,
+        inputs.name,
         ctx.options.today or date.today(),
         source_date_epoch=int(stamp["source_date_epoch"]),
-        recipe_digest=recipe_digest,
+        recipe_digest=inputs.recipe_digest,
         lock_digest=lock_digest,
         inputs_digest=digest,
-        packages=lock.packages,
-        distribution=template.distribution or template.recipe.split("-")[0],
-        purl_type=template.family.name,
-        extra={"kind": "os", "recipe": template.recipe, "distribution": template.distribution},
+        packages=inputs.packages,
+        distribution=inputs.distribution,
+        purl_type=inputs.purl_type,
+        extra=inputs.extra,
     )
     path = layout.images / built.image
-    ctx.say(f"image {template.name}: {built.image} ({built.image_size / 1e6:.1f} MB) "
-            f"in {time.monotonic() - started:.1f}s")
-    write_image_state(ctx, template.name, path)
+    elapsed = time.monotonic() - started
+    ctx.say(f"image {inputs.name}: {built.image} ({built.image_size / 1e6:.1f} MB) in {elapsed:.1f}s")
+    write_image_state(ctx, inputs.name, path)
     return path
+
+
+def image_template(ctx: BuildContext, template: Template) -> Path:
+    """Pack the OS template's stage (see :func:`pack_stage`)."""
+    lock = load_lock(ctx, template)
+    return pack_stage(
+        ctx,
+        ImageInputs(
+            name=template.name,
+            lock=lock,
+            recipe_digest=template.digest(),
+            packages=lock.packages,
+            distribution=template.distribution or template.recipe.split("-")[0],
+            purl_type=template.family.name,
+            extra={"kind": "os", "recipe": template.recipe, "distribution": template.distribution},
+        ),
+    )
 
 
 def image_present(ctx: BuildContext, template_name: str) -> bool:

@@ -184,3 +184,18 @@ def test_hostile_values_refused(field: str, hostile: str) -> None:
     """Names that become file names and pool paths must not carry path tricks."""
     with pytest.raises(ValueError, match="line 15: package paragraph has an unsafe"):
         parse_packages(SMALL.replace(field, hostile), BASE)
+
+
+def test_parse_status_keeps_installed_only() -> None:
+    from builder.deb.packages import parse_status
+
+    text = (
+        "Package: nginx\nStatus: install ok installed\nVersion: 1.22\nArchitecture: amd64\n"
+        "Depends: libc6 (>= 2.34),\n libssl3\nProvides: httpd\nConffiles:\n /etc/nginx/nginx.conf abc\n\n"
+        "Package: gone\nStatus: deinstall ok config-files\nVersion: 1.0\nArchitecture: all\n\n"
+        "Package: half\nStatus: install ok half-configured\nVersion: 2\nArchitecture: all\n"
+    )
+    packages = parse_status(text)
+    assert [(p.name, p.version, p.arch) for p in packages] == [("nginx", "1.22", "amd64")]
+    assert packages[0].depends == "libc6 (>= 2.34), libssl3" and packages[0].provides == "httpd"
+    assert (packages[0].filename, packages[0].sha256, packages[0].size) == ("", "", 0)

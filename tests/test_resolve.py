@@ -455,3 +455,36 @@ def test_auto_marks_only_dependencies() -> None:
         "shell": False,
         "mta": False,
     }
+
+
+# -- resolving on top of what a root has installed -------------------------------------------
+
+
+def test_installed_packages_are_kept_and_not_returned() -> None:
+    installed = [pkg("libc6", "2.36", essential="yes"), pkg("libssl3", "3.0", depends="libc6")]
+    index = [
+        pkg("libc6", "2.37", essential="yes"),  # newer in the repository: the installed one stays
+        pkg("libssl3", "3.1", depends="libc6"),
+        pkg("nginx", depends="libc6, libssl3 (>= 3.0), nginx-common"),
+        pkg("nginx-common", arch="all"),
+        pkg("dash", essential="yes"),  # essential but not installed: not pulled in unasked
+    ]
+    added = resolve(DEB, index, [req("nginx")], "amd64", (), installed)
+    assert {(p.name, p.version, p.auto) for p in added} == {("nginx", "1.0", False), ("nginx-common", "1.0", True)}
+    assert added[0].depends == ("libc6", "libssl3", "nginx-common")
+
+
+def test_installed_version_too_old_says_update_first() -> None:
+    installed = [pkg("libc6", "2.36")]
+    index = [pkg("libc6", "2.37"), pkg("app", depends="libc6 (>= 2.37)")]
+    with pytest.raises(EztError) as raised:
+        resolve(DEB, index, [req("app")], "amd64", (), installed)
+    assert "the installed libc6 2.36 does not satisfy libc6 (>= 2.37) (update first)" in str(raised.value)
+
+
+def test_installed_conflict_is_reported() -> None:
+    installed = [pkg("mawk")]
+    index = [pkg("mawk"), pkg("gawk-clash", conflicts="mawk")]
+    with pytest.raises(EztError) as raised:
+        resolve(DEB, index, [req("gawk-clash")], "amd64", (), installed)
+    assert "gawk-clash 1.0 conflicts with mawk 1.0" in str(raised.value)

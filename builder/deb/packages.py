@@ -39,6 +39,29 @@ def _folded(value: str) -> str:
     return " ".join(part.strip() for part in value.split("\n")).strip()
 
 
+def _package(fields: dict[str, str], *, base_url: str, filename: str, size: int, sha256: str) -> Package:
+    """A Package record from a paragraph's fields (Package and Version present)."""
+    source = fields.get("Source", "")
+    return Package(
+        name=fields["Package"],
+        version=fields["Version"],
+        arch=fields.get("Architecture", ""),
+        base_url=base_url,
+        filename=filename,
+        size=size,
+        sha256=sha256,
+        depends=fields.get("Depends", ""),
+        pre_depends=fields.get("Pre-Depends", ""),
+        provides=fields.get("Provides", ""),
+        conflicts=fields.get("Conflicts", ""),
+        breaks=fields.get("Breaks", ""),
+        essential=fields.get("Essential") == "yes",
+        priority=fields.get("Priority", ""),
+        multi_arch=fields.get("Multi-Arch", ""),
+        source=source.partition(" ")[0],
+    )
+
+
 def parse_packages(text: str, base_url: str) -> list[Package]:
     """Every paragraph of a ``Packages`` index as a Package, in index order.
 
@@ -69,27 +92,7 @@ def parse_packages(text: str, base_url: str) -> list[Package]:
             where = f"line {_line_of(paragraphs, index)}"
             raise ValueError(f"{where}: package paragraph has an unsafe Package, Version, Architecture, "
                              f"Filename or SHA256 ({name!r} {version!r})")
-        source = fields.get("Source", "")
-        packages.append(
-            Package(
-                name=name,
-                version=version,
-                arch=arch,
-                base_url=base_url,
-                filename=filename,
-                size=int(size),
-                sha256=sha256,
-                depends=fields.get("Depends", ""),
-                pre_depends=fields.get("Pre-Depends", ""),
-                provides=fields.get("Provides", ""),
-                conflicts=fields.get("Conflicts", ""),
-                breaks=fields.get("Breaks", ""),
-                essential=fields.get("Essential") == "yes",
-                priority=fields.get("Priority", ""),
-                multi_arch=fields.get("Multi-Arch", ""),
-                source=source.partition(" ")[0] if " " in source else source,
-            )
-        )
+        packages.append(_package(fields, base_url=base_url, filename=filename, size=int(size), sha256=sha256))
     return packages
 
 
@@ -109,25 +112,5 @@ def parse_status(text: str) -> list[Package]:
         name, version = fields.get("Package"), fields.get("Version")
         if not name or not version or not fields.get("Status", "").endswith(" installed"):
             continue
-        source = fields.get("Source", "")
-        packages.append(
-            Package(
-                name=name,
-                version=version,
-                arch=fields.get("Architecture", ""),
-                base_url="",
-                filename="",
-                size=0,
-                sha256="",
-                depends=fields.get("Depends", ""),
-                pre_depends=fields.get("Pre-Depends", ""),
-                provides=fields.get("Provides", ""),
-                conflicts=fields.get("Conflicts", ""),
-                breaks=fields.get("Breaks", ""),
-                essential=fields.get("Essential") == "yes",
-                priority=fields.get("Priority", ""),
-                multi_arch=fields.get("Multi-Arch", ""),
-                source=source.partition(" ")[0],
-            )
-        )
+        packages.append(_package(fields, base_url="", filename="", size=0, sha256=""))
     return packages
