@@ -12,7 +12,7 @@ from builder import imagename, runner, steps
 from builder.config import Config
 from builder.errors import EztError
 from builder.lock import read_lock
-from builder.recipe import default_app_caches, find_recipes, load_buildable, load_template, os_template_names
+from builder.recipe import AppCache, default_app_caches, find_recipes, load_buildable, os_template_names
 from builder.tasks import Buildable
 
 
@@ -80,6 +80,14 @@ def cmd_recipes(args: argparse.Namespace, config: Config) -> int:
                     for t in recipe.os_templates()
                 ],
                 "apps": recipe.apps(),
+                "appcaches": sorted(
+                    {
+                        parsed.template
+                        for t in recipe.os_templates()
+                        for p in config.layout.images.glob(f"{t}+*.tar.zst")
+                        if (parsed := imagename.parse_image_name(p.name)) is not None
+                    }
+                ),
             }
         )
     if args.json:
@@ -93,27 +101,40 @@ def cmd_recipes(args: argparse.Namespace, config: Config) -> int:
             print(f"  {template['template']}{latest}")
         if row["apps"]:
             print(f"  apps: {', '.join(row['apps'])}")
+        for cache in row["appcaches"]:
+            images = imagename.list_images(config.layout.images, cache)
+            print(f"  {cache}  newest {images[-1].name} ({len(images)} image(s))")
     return 0
 
 
 def cmd_info(args: argparse.Namespace, config: Config) -> int:
-    template = load_template(args.template, config.recipes_dir, config.urlmap)
-    lock_path = config.layout.lock_file(template.name)
+    item = load_buildable(args.template, config.recipes_dir, config.urlmap)
+    template = item.os if isinstance(item, AppCache) else item
+    name = item.name
+    lock_path = config.layout.lock_file(name)
     lock_state: dict[str, object] = {"path": str(lock_path), "exists": lock_path.exists()}
     if lock_path.exists():
         lock = read_lock(lock_path)
         lock_state.update(packages=len(lock.packages), digest=lock.digest(),
                           size=sum(p.size for p in lock.packages))
-    latest = imagename.latest_image(config.layout.images, template.name)
+    latest = imagename.latest_image(config.layout.images, name)
     repositories = [steps.repository_label(r) + (" [trusted]" if r.trusted else "") for r in template.repositories]
-    packages = [p.name + (f"={p.version}" if p.version else "") for p in template.packages]
+    requests = tuple(r for app in item.apps for r in app.packages) if isinstance(item, AppCache) else template.packages
+    packages = [p.name + (f"={p.version}" if p.version else "") for p in requests]
+    description = (
+        "; ".join(f"{app.name}: {app.description or '-'}" for app in item.apps)
+        if isinstance(item, AppCache)
+        else template.description
+    )
     data: dict[str, Any] = {
-        "template": template.name,
+        "template": name,
+        "os_template": template.name,
+        "apps": list(item.app_names) if isinstance(item, AppCache) else [],
         "recipe": str(template.recipe_dir),
         "family": template.family.name,
         "distribution": template.distribution,
         "arch": template.native_arch,
-        "description": template.description,
+        "description": description,
         "repositories": repositories,
         "packages": packages,
         "lock": lock_state,
@@ -123,8 +144,8 @@ def cmd_info(args: argparse.Namespace, config: Config) -> int:
         print(json.dumps(data, indent=2, sort_keys=True))
         return 0
     print(f"template     {data['template']} ({data['family']}, {data['arch']})")
-    if template.description:
-        print(f"description  {template.description.splitlines()[0]}")
+    if description:
+        print(f"description  {description.splitlines()[0]}")
     print("repositories")
     for repo in repositories:
         print(f"  {repo}")
@@ -132,6 +153,6 @@ def cmd_info(args: argparse.Namespace, config: Config) -> int:
     if lock_state["exists"]:
         print(f"lock         {lock_path} ({lock_state['packages']} packages, {lock_state['digest']!s:.12})")
     else:
-        print(f"lock         none (run 'ezt lock {template.name}')")
+        print(f"lock         none (run 'ezt lock {name}')")
     print(f"last image   {data['last_image'] or 'none'}")
     return 0

@@ -93,6 +93,12 @@ def test_app_cache_on_top_of_the_os_stage(site: Site, tmp_path: Path) -> None:
     marks = (root / "var/lib/apt/extended_states").read_text()
     assert "Package: greeting\n" in marks and "Package: libweb\n" in marks and "Package: webapp" not in marks
 
+    paths = ("--recipes", str(tmp_path / "recipes"), "--cache-dir", str(tmp_path / "cache"))
+    info = json.loads(ezt(site, "info", APP, "--json", *paths).stdout)
+    assert (info["os_template"], info["apps"], info["packages"]) == (TEMPLATE, ["web"], ["webapp"])
+    assert info["lock"]["packages"] == 2 and info["last_image"] == images(tmp_path, APP)[0]
+    assert f"{APP}  newest {images(tmp_path, APP)[0]}" in ezt(site, "recipes", *paths).stdout
+
     again = build(site, tmp_path, template=APP)
     assert again.returncode == 0 and ran_tasks(again.stdout) == [], again.stdout
     script = tmp_path / "recipes" / TEMPLATE / "web_post-install"
