@@ -1,15 +1,18 @@
 """The node-side ``ezt`` sub-commands: template add/list, create, set, status, exec,
-enter, mount, umount, list, destroy. Each is a thin call into ``runtime.container`` / ``runtime.store``."""
+enter, mount, umount, list, destroy, and the application commands install, remove,
+update, list-apps. Each is a thin call into ``runtime.container`` / ``runtime.store`` /
+``runtime.apps``."""
 
 from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 from builder.config import Config
 from builder.errors import EztError
-from runtime import container, store
+from runtime import apps, container, store
 from runtime.configure import Changes, apply_changes
 from runtime.paths import NodeLayout, validate_ctid
 
@@ -22,8 +25,10 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     """
     node = argparse.ArgumentParser(add_help=False)
     node.add_argument("--vz-root", type=Path, metavar="DIR", help="node area (default /vz)")
-    node.add_argument("--recipes", type=Path, metavar="DIR", help=argparse.SUPPRESS)
-    node.add_argument("--cache-dir", type=Path, metavar="DIR", help="builder output whose images are usable too")
+    node.add_argument("--recipes", type=Path, metavar="DIR",
+                      help="recipe directories, for the application commands (default ./recipes)")
+    node.add_argument("--cache-dir", type=Path, metavar="DIR",
+                      help="builder cache: its images are usable too; apps use its metadata and pool")
 
     template = sub.add_parser("template", parents=[node], help="the node's template caches: add, list")
     template.add_argument("action", choices=("add", "list"))
@@ -40,6 +45,23 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     create.add_argument("--searchdomain", action="append", default=[], metavar="DOMAIN")
     create.add_argument("--userpasswd", metavar="USER:PASSWORD")
     create.add_argument("--config", dest="sample", type=Path, metavar="SAMPLE", help="sample config merged first")
+    create.add_argument("--app", action="append", default=[], metavar="APP",
+                        help="application (repeatable): from the app cache if there is one, else installed")
+
+    install = sub.add_parser("install", parents=[node], help="install applications into a container")
+    install.add_argument("ctid", metavar="CTID")
+    install.add_argument("apps", nargs="+", metavar="APP")
+    install.add_argument("--refresh", action="store_true", help="revalidate repository metadata now")
+    remove = sub.add_parser("remove", parents=[node], help="remove applications from a container")
+    remove.add_argument("ctid", metavar="CTID")
+    remove.add_argument("apps", nargs="+", metavar="APP")
+    update = sub.add_parser("update", parents=[node], help="upgrade a container's packages (all, or the apps')")
+    update.add_argument("ctid", metavar="CTID")
+    update.add_argument("apps", nargs="*", metavar="APP")
+    list_apps = sub.add_parser("list-apps", parents=[node], help="a container's applications: installed, available")
+    list_apps.add_argument("ctid", metavar="CTID")
+    list_apps.add_argument("--json", action="store_true")
+    list_apps.set_defaults(command="list_apps")  # the handler is cmd_list_apps
 
     run = sub.add_parser("exec", parents=[node], help="run a command inside a container")
     run.add_argument("ctid", metavar="CTID")
@@ -92,12 +114,77 @@ def cmd_template(args: argparse.Namespace, config: Config) -> int:
 
 def cmd_create(args: argparse.Namespace, config: Config) -> int:
     ctid = validate_ctid(args.ctid)
-    path = container.create(
-        _node(args, config), ctid, args.ostemplate, layout_kind=args.layout, hostname=args.hostname,
-        ips=tuple(args.ipadd), nameservers=tuple(args.nameserver), searchdomains=tuple(args.searchdomain),
-        userpasswd=args.userpasswd, sample_config=args.sample, extra_image_dirs=(config.layout.images,),
-    )  # fmt: skip
+    layout = _node(args, config)
+    extra = (config.layout.images,)
+
+    def make(image: str, after: Callable[[], None] | None) -> Path:
+        return container.create(
+            layout, ctid, image, layout_kind=args.layout, hostname=args.hostname, ips=tuple(args.ipadd),
+            nameservers=tuple(args.nameserver), searchdomains=tuple(args.searchdomain), userpasswd=args.userpasswd,
+            sample_config=args.sample, extra_image_dirs=extra, after=after,
+        )  # fmt: skip
+
+    if args.app:
+        path = apps.create_with_apps(config, layout, ctid, args.ostemplate, args.app, make, extra_image_dirs=extra)
+    else:
+        path = make(args.ostemplate, None)
     print(f"container {ctid} created ({args.layout}): {path}")
+    return 0
+
+
+def _packages(count: int) -> str:
+    return f"{count} package" if count == 1 else f"{count} packages"
+
+
+def cmd_install(args: argparse.Namespace, config: Config) -> int:
+    ctid = validate_ctid(args.ctid)
+    done = apps.install_apps(config, _node(args, config), ctid, args.apps, refresh=args.refresh)
+    names = ", ".join(p.name for p in done.added)
+    added = f"{_packages(len(done.added))} ({names})" if done.added else "no new packages"
+    print(f"container {ctid}: installed {' '.join(done.apps)}: {added}")
+    return 0
+
+
+def cmd_remove(args: argparse.Namespace, config: Config) -> int:
+    ctid = validate_ctid(args.ctid)
+    for result in apps.remove_apps(config, _node(args, config), ctid, args.apps):
+        purged = ", ".join(result.purged) or "none"
+        print(f"container {ctid}: removed {result.app} (purged {_packages(len(result.purged))}: {purged})")
+        handed = dict(result.handed_over)
+        for package in result.kept:
+            owner = f"application {handed[package]}" if package in handed else "other installed packages"
+            print(f"  kept {package}: still needed by {owner}")
+        if result.orphans:
+            print(f"  orphaned dependencies left installed: {', '.join(result.orphans)}")
+    return 0
+
+
+def cmd_update(args: argparse.Namespace, config: Config) -> int:
+    ctid = validate_ctid(args.ctid)
+    changes = apps.update_apps(config, _node(args, config), ctid, args.apps)
+    what = f"the packages of {' '.join(args.apps)}" if args.apps else "all packages"
+    if not changes:
+        print(f"container {ctid}: {what} up to date")
+        return 0
+    print(f"container {ctid}: updated {what}: {_packages(len(changes))}")
+    for change in changes:
+        print(f"  {change.name} {change.old} -> {change.new}" if change.old else f"  {change.name} {change.new} (new)")
+    return 0
+
+
+def cmd_list_apps(args: argparse.Namespace, config: Config) -> int:
+    ctid = validate_ctid(args.ctid)
+    ct, rows = apps.list_apps(config, _node(args, config), ctid)
+    if args.json:
+        print(json.dumps({"ctid": ctid, "template": ct.os.name, "apps": [
+            {"app": r.name, "installed": r.installed, "available": r.available, "description": r.description}
+            for r in rows]}, indent=2))  # fmt: skip
+        return 0
+    print(f"{'APP':<20} {'STATUS':<10} DESCRIPTION")
+    for row in rows:
+        status = "installed" if row.installed else "available"
+        note = row.description if row.available else "(not in the recipe any more)"
+        print(f"{row.name:<20} {status:<10} {note}")
     return 0
 
 

@@ -36,7 +36,7 @@ import os
 import random
 import subprocess
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -404,10 +404,15 @@ def create(
     userpasswd: str | None = None,
     sample_config: Path | None = None,
     extra_image_dirs: Iterable[Path] = (),
+    after: Callable[[], None] | None = None,
 ) -> Path:
     """Create container ``ctid`` from ``ostemplate`` (see the module doc); returns its
     config path. An existing CTID is refused and left untouched; on any failure what
-    this call made is removed (and unmounted), and nothing that existed before is."""
+    this call made is removed (and unmounted), and nothing that existed before is.
+
+    An app cache image (``<template>+<app>...``) records its apps in ``TEMPLATES``.
+    ``after`` runs once the container is complete, still under its lock (``ezt create
+    --app`` installs the apps there); if it fails, the container is removed again."""
     validate_ctid(ctid)
     if layout_kind not in LAYOUTS:
         raise EztError(f"unknown layout {layout_kind!r}: use plain or shared")
@@ -434,6 +439,7 @@ def create(
             "IP_ADDRESS": join_list(tuple(ips)),
             "NAMESERVER": join_list(tuple(nameservers)),
             "SEARCHDOMAIN": join_list(tuple(searchdomains)),
+            "TEMPLATES": join_list(tuple(image.template.split("+")[1:])),
             "DISTRIBUTION": dist.name,
             "CREATED": datetime.now(UTC).replace(microsecond=0).isoformat(),
             "VE_PRIVATE": str(private),
@@ -470,6 +476,8 @@ def create(
                 write_config(conf, values, keep_comments_from=sample_config)
             if layout_kind == "shared":
                 _umount_shared(layout, ctid)
+            if after is not None:
+                after()
         except BaseException:
             _undo_create(layout, ctid, image, made_root_dir=made_root_dir, made_shared=made_shared)
             raise
