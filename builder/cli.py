@@ -80,10 +80,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if tail is not None:
         args.argv = tail
     try:
-        from builder import commands
         from runtime import commands as node_commands
 
-        handler = getattr(commands, f"cmd_{args.command}", None) or getattr(node_commands, f"cmd_{args.command}")
+        handler = getattr(node_commands, f"cmd_{args.command}", None)
+        if handler is None:  # builder commands: doit and the build steps only when needed
+            from builder import commands
+
+            handler = getattr(commands, f"cmd_{args.command}")
         return int(handler(args, _config(args)))
     except EztError as exc:
         print(f"ezt: error: {exc}", file=sys.stderr)

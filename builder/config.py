@@ -14,8 +14,6 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from builder.aptsources import debian_servers
 from builder.errors import EztError, Where
 from builder.layout import CacheLayout
@@ -86,6 +84,8 @@ def _string(value: object, key: str, where: Where) -> str:
 
 def _load_yaml(path: Path) -> tuple[dict[str, Any], dict[str, int]]:
     """The document as a mapping, plus each top-level key's line number."""
+    import yaml  # only when there is a file: node commands usually have none
+
     try:
         text = path.read_text()
     except OSError as exc:

@@ -13,22 +13,23 @@ missing image and no image is left without its manifest.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from builder import __version__
 from builder.atomic import write_bytes
 from builder.errors import EztError
-from builder.image import ImageFile, pack_root
 from builder.imagename import latest_image, next_image_name, parse_image_name
 from builder.model import LockedPackage
+
+if TYPE_CHECKING:
+    from builder.image import ImageFile
 
 FORMAT = "ezt-image-manifest/1"
 SBOM_NAMESPACE = "https://ezt.invalid/spdx"  # a documentNamespace prefix: unique, never fetched
@@ -147,6 +148,8 @@ def build_image(
     is removed, so no image lacks a manifest and a retry starts clean.
     """
     image_path = images_dir / next_image_name(images_dir, template, today)
+    from builder.image import pack_root
+
     image = pack_root(root, image_path, source_date_epoch, level)
     try:
         return write_manifest(
@@ -207,6 +210,8 @@ def verify_image(image_path: Path) -> Manifest:
         raise EztError(f"manifest describes {manifest.image}, not this image", image_path)
     try:
         with open(image_path, "rb") as handle:
+            import hashlib
+
             digest = hashlib.file_digest(handle, "sha256").hexdigest()
             size = handle.tell()
     except OSError as exc:

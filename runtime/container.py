@@ -224,6 +224,30 @@ def root_path(layout: NodeLayout, ctid: str, config: dict[str, str] | None = Non
     return layout.private(ctid) if values.get("LAYOUT", "plain") == "plain" else layout.root(ctid)
 
 
+def _libc_call(name: str, *args: object) -> None:
+    """Call mount(2) / umount2(2) directly (no ``mount`` process: 10-20 ms less a
+    command); EztError with the errno's text if it fails."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    if getattr(libc, name)(*args) != 0:
+        raise OSError(ctypes.get_errno(), os.strerror(ctypes.get_errno()))
+
+
+def _sys_mount(options: str, source: str, root: Path) -> None:
+    try:
+        _libc_call("mount", source.encode(), os.fsencode(root), b"overlay", 0, options.encode())
+    except OSError as exc:
+        raise EztError(f"mount failed: {exc.strerror}", root) from exc
+
+
+def _sys_umount(root: Path) -> None:
+    try:
+        _libc_call("umount2", os.fsencode(root), 0)
+    except OSError as exc:
+        raise EztError(f"umount failed: {exc.strerror}", root) from exc
+
+
 def _mount_shared(layout: NodeLayout, ctid: str, image_name: str) -> None:
     root = layout.root(ctid)
     if _is_mounted(root):
@@ -233,13 +257,13 @@ def _mount_shared(layout: NodeLayout, ctid: str, image_name: str) -> None:
         raise EztError(f"the shared root of image {image_name} is missing", lower)
     root.mkdir(parents=True, exist_ok=True)
     options = _overlay_options(lower, layout.private(ctid))
-    _run_tool(["mount", "-t", "overlay", "-o", options, f"ezt-{ctid}", str(root)], root)
+    _sys_mount(options, f"ezt-{ctid}", root)
 
 
 def _umount_shared(layout: NodeLayout, ctid: str) -> None:
     root = layout.root(ctid)
     while _is_mounted(root):
-        _run_tool(["umount", str(root)], root)
+        _sys_umount(root)
 
 
 # ---------------------------------------------------------------- public API

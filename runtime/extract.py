@@ -34,18 +34,17 @@ from __future__ import annotations
 import os
 import stat
 import time
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
-
-import zstandard
 
 from builder.chroot import remove_tree
 from builder.errors import EztError
 
 BLOCK = 512
-READ_SIZE = 1 << 20  # compressed bytes read at a time
+READ_SIZE = 1 << 18
+QUEUE_DEPTH = 8
 MAX_LINK_HOPS = 40  # as the kernel's MAXSYMLINKS
 STANDARD_DEVICES = frozenset({(1, 3), (1, 5), (1, 7), (1, 8), (1, 9), (5, 0), (5, 1), (5, 2)})
 _CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -67,6 +66,8 @@ class ExtractStats:
 
 def extract_image(image: Path, target: Path) -> ExtractStats:
     """Unpack ``image`` into ``target``, which must not exist yet (see the module doc)."""
+    import zstandard  # here: a shared create that finds its root unpacked never needs it
+
     start = time.perf_counter()
     if os.path.lexists(target):
         raise EztError(f"target {target} already exists", image)
@@ -83,8 +84,12 @@ def extract_image(image: Path, target: Path) -> ExtractStats:
         except OSError as exc:
             raise EztError(f"cannot create {tmp}: {exc.strerror or exc}", image) from exc
         extractor = _Extractor(os.fsencode(tmp))
+        chunks = _decompressed(handle)
         try:
-            extractor.run(_decompressed(handle))
+            try:
+                extractor.run(chunks)
+            finally:
+                chunks.close()  # stops and joins the decompressing thread, before the file is closed
             os.rename(tmp, target)
         except _Refused as exc:
             remove_tree(tmp)
@@ -113,8 +118,9 @@ class _Truncated(Exception):
     pass
 
 
-def _decompressed(handle: BinaryIO) -> Iterator[bytes]:
-    """The decompressed bytes of every zstd frame in ``handle``; a cut frame is an error."""
+def _decompressed_serial(handle: BinaryIO) -> Iterator[bytes]:
+    import zstandard
+
     dctx = zstandard.ZstdDecompressor()
     dobj = dctx.decompressobj()
     in_frame = False
@@ -136,6 +142,46 @@ def _decompressed(handle: BinaryIO) -> Iterator[bytes]:
         raise zstandard.ZstdError("the stream ends in the middle of a frame (truncated image?)")
     if not frames:
         raise zstandard.ZstdError("the file is empty")
+
+
+def _decompressed(handle: BinaryIO) -> Generator[bytes, None, None]:
+    """As :func:`_decompressed_serial`, but decompressing in a thread of its own (zstd
+    releases the GIL), so decompression overlaps the file system work as in
+    ``zstd -dc | tar -x``. Closing the generator stops and joins the thread."""
+    import queue
+    import threading
+
+    chunks: queue.Queue[bytes | BaseException | None] = queue.Queue(maxsize=QUEUE_DEPTH)
+    stop = threading.Event()
+
+    def put(item: bytes | BaseException | None) -> bool:
+        while not stop.is_set():
+            try:
+                chunks.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for chunk in _decompressed_serial(handle):
+                if not put(chunk):
+                    return
+            put(None)
+        except BaseException as exc:  # handed to the reading thread, raised there
+            put(exc)
+
+    thread = threading.Thread(target=produce, name="ezt-zstd", daemon=True)
+    thread.start()
+    try:
+        while (item := chunks.get()) is not None:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        thread.join()
 
 
 class _Reader:

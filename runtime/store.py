@@ -13,7 +13,6 @@ A *dated name* is an image's file name without ``.tar.zst``
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -78,6 +77,8 @@ def add_image(layout: NodeLayout, image_file: Path) -> Path:
         if _digest(target) == manifest.image_sha256:
             return target  # already imported; a missing or damaged copy is replaced below
 
+    import hashlib
+
     with atomic_writer(target) as out:
         digest = hashlib.sha256()
         try:
@@ -99,6 +100,8 @@ def add_image(layout: NodeLayout, image_file: Path) -> Path:
 
 
 def _digest(path: Path) -> str:
+    import hashlib
+
     try:
         with open(path, "rb") as handle:
             return hashlib.file_digest(handle, "sha256").hexdigest()
