@@ -112,22 +112,23 @@ def stage_app_cache(ctx: BuildContext, cache: AppCache) -> None:
     family = cache.os.family
 
     def fill(work: Path) -> None:
-        for app in cache.apps:
-            if app.pre_install:
-                run_post_install(app.pre_install.path, work, epoch, env)
-        family.install(
-            InstallRequest(
-                root=work,
-                packages=lock.packages,
-                package_file=lambda p: verified_pool_file(ctx, p),
-                environment=env,
-                source_date_epoch=epoch,
-                progress=ctx.say,
+        with family.services_held(work):
+            for app in cache.apps:
+                if app.pre_install:
+                    run_post_install(app.pre_install.path, work, epoch, env)
+            family.install(
+                InstallRequest(
+                    root=work,
+                    packages=lock.packages,
+                    package_file=lambda p: verified_pool_file(ctx, p),
+                    environment=env,
+                    source_date_epoch=epoch,
+                    progress=ctx.say,
+                )
             )
-        )
-        for app in cache.apps:
-            if app.post_install:
-                run_post_install(app.post_install.path, work, epoch, env)
+            for app in cache.apps:
+                if app.post_install:
+                    run_post_install(app.post_install.path, work, epoch, env)
         family.finish_root(work)
 
     started = time.monotonic()

@@ -7,6 +7,7 @@ branch on the family's name.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -87,6 +88,10 @@ class Family(Protocol):
 
     def remove(self, root: Path, names: Sequence[str], environment: Mapping[str, str], source_date_epoch: int) -> None:
         """Remove (purge) the named packages from the root with its own package manager."""
+        ...
+
+    def services_held(self, root: Path) -> AbstractContextManager[None]:
+        """No service may start in ``root`` while the block runs."""
         ...
 
     def finish_root(self, root: Path) -> None:

@@ -51,7 +51,8 @@ def app_recipe(site: Site, tmp: Path, **files: str) -> Path:
         "web_packages": "webapp\n",
         "web_description": "a small web application\n",
         "web_pre-install": "#!/bin/sh\nset -e\necho pre > /etc/web-pre\n",
-        "web_post-install": "#!/bin/sh\nset -e\necho \"post $EZT_APPS\" > /etc/web-post\n",
+        "web_post-install": "#!/bin/sh\nset -e\necho \"post $EZT_APPS\" > /etc/web-post\n"
+        "/usr/sbin/policy-rc.d webapp start || echo \"refused $?\" > /etc/web-post-start\n",
     }
     contents.update({k.replace("__", "-"): v for k, v in files.items()})
     for name, text in contents.items():
@@ -89,6 +90,7 @@ def test_app_cache_on_top_of_the_os_stage(site: Site, tmp_path: Path) -> None:
     assert (root / "etc/web-post").read_text() == "post web\n"
     assert (root / "etc/from-post-install").read_text() == "hello\n"  # the OS stage's, not run again
     assert (root / "etc/webapp.start").read_text() == "refused\n"
+    assert (root / "etc/web-post-start").read_text() == "refused 101\n"  # app scripts run with services held
     assert not (root / "usr/sbin/policy-rc.d").exists()
     marks = (root / "var/lib/apt/extended_states").read_text()
     assert "Package: greeting\n" in marks and "Package: libweb\n" in marks and "Package: webapp" not in marks

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 from builder.errors import EztError, Where
@@ -126,6 +127,11 @@ class DebFamily:
         from builder.deb import install
 
         install.remove(root, names, environment, source_date_epoch)
+
+    def services_held(self, root: Path) -> AbstractContextManager[None]:
+        from builder.deb import install
+
+        return install.services_held(root)
 
     def finish_root(self, root: Path) -> None:
         from builder.deb import finish

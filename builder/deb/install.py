@@ -170,6 +170,14 @@ def remove(root: Path, names: Sequence[str], environment: Mapping[str, str], sou
 
 
 @contextlib.contextmanager
+def services_held(root: Path) -> Iterator[None]:
+    """No service may start in ``root`` for the block (a ``policy-rc.d`` refusing
+    all, removed afterwards if this wrote it): app scripts run inside it too."""
+    with _policy_kept(root, _write_policy_rc_d(root)):
+        yield
+
+
+@contextlib.contextmanager
 def _policy_kept(root: Path, remove_after: bool) -> Iterator[None]:
     """Remove the ``policy-rc.d`` this run wrote once it is done (a root that is not
     a build stage, e.g. a container, must not keep refusing service starts)."""
@@ -298,9 +306,9 @@ def prepare_root(root: Path, arch: str) -> None:
 
 def _write_policy_rc_d(root: Path) -> bool:
     """Make invoke-rc.d refuse every service start for the length of the build; False
-    if the root has a ``policy-rc.d`` of its own already (it is left as it is)."""
+    if the root has a ``policy-rc.d`` already (its own, or ours from an outer step)."""
     path = in_root(root, POLICY_RC_D)
-    if path.is_symlink() or (path.exists() and path.read_text(errors="replace") != POLICY_RC_D_TEXT):
+    if os.path.lexists(path):  # the root's own, or ours held by an outer step: left to its owner
         return False
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(POLICY_RC_D_TEXT)
