@@ -348,7 +348,9 @@ def test_interrupt_from_progress_cleans_up(repo: Repo, tmp_path: Path) -> None:
 
 
 _CHILD = """
-import json, sys
+import json, signal, sys
+# a background job of a non-interactive shell inherits SIGINT ignored: take Ctrl-C as a user does
+signal.signal(signal.SIGINT, signal.default_int_handler)
 from pathlib import Path
 from builder.deb import install
 from builder.family import InstallRequest
