@@ -90,6 +90,10 @@ class Family(Protocol):
         """Remove (purge) the named packages from the root with its own package manager."""
         ...
 
+    def auto_installed(self, root: Path) -> set[str]:
+        """Installed packages marked as pulled in only as dependencies."""
+        ...
+
     def services_held(self, root: Path) -> AbstractContextManager[None]:
         """No service may start in ``root`` while the block runs."""
         ...

@@ -52,7 +52,7 @@ from pathlib import Path
 from builder.appsteps import app_environment
 from builder.atomic import write_bytes
 from builder.config import Config
-from builder.deb.rootpath import POLICY_RC_D, POLICY_RC_D_TEXT, in_root
+from builder.deb.rootpath import in_root
 from builder.errors import EztError
 from builder.family import Family, InstallRequest
 from builder.imagename import SUFFIX, parse_image_name
@@ -278,18 +278,7 @@ class InstalledGraph:
 
 def auto_installed(family: Family, root: Path) -> set[str]:
     """Packages marked as installed only as a dependency (apt's ``extended_states``)."""
-    method = getattr(family, "auto_installed", None)
-    if callable(method):
-        return set(method(root))
-    path = in_root(root, "var/lib/apt/extended_states")
-    if path.is_symlink() or not path.is_file():
-        return set()
-    found: set[str] = set()
-    for stanza in path.read_text(encoding="utf-8", errors="replace").split("\n\n"):
-        fields = dict(line.split(": ", 1) for line in stanza.splitlines() if ": " in line)
-        if fields.get("Auto-Installed", "").strip() == "1" and fields.get("Package"):
-            found.add(fields["Package"].strip())
-    return found
+    return family.auto_installed(root)
 
 
 # ---------------------------------------------------------------- the app state
@@ -467,29 +456,6 @@ def _logged(root: Path, ctid: str) -> Iterator[None]:
         raise EztError(f"{exc.message} (output in /{LOG_FILE} in container {ctid})", exc.where) from exc
 
 
-@contextmanager
-def _services_held(root: Path) -> Iterator[Callable[[], None]]:
-    """Keep services from starting while the app's scripts run, as the builder's
-    ``policy-rc.d`` does for a whole build: written now, and again by the ``hold()``
-    this yields (the installer removes its own when it is done); removed at the end
-    unless the container had one of its own."""
-    path = in_root(root, POLICY_RC_D)
-    own = path.is_symlink() or (path.exists() and path.read_text(errors="replace") != POLICY_RC_D_TEXT)
-
-    def hold() -> None:
-        if not own:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(POLICY_RC_D_TEXT)
-            path.chmod(0o755)
-
-    hold()
-    try:
-        yield hold
-    finally:
-        if not own and path.is_file() and not path.is_symlink() and path.read_text() == POLICY_RC_D_TEXT:
-            path.unlink()
-
-
 def _epoch() -> int:
     return int(time.time())
 
@@ -551,7 +517,7 @@ def install_locked(
         epoch = _epoch()
         cache = AppCache(name=f"{template.name}+{'+'.join(a.name for a in apps)}", os=template, apps=tuple(apps))
         env = {**app_environment(cache, epoch), "EZT_CTID": ctid}
-        with _logged(root, ctid), _services_held(root) as hold:
+        with _logged(root, ctid), template.family.services_held(root):
             for app in apps:
                 if app.pre_install:
                     _run_script(app.pre_install.path, root, epoch, env)
@@ -566,7 +532,6 @@ def install_locked(
                         progress=say,
                     )
                 )
-                hold()
             for app in apps:
                 if app.post_install:
                     _run_script(app.post_install.path, root, epoch, env)

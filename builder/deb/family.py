@@ -128,6 +128,11 @@ class DebFamily:
 
         install.remove(root, names, environment, source_date_epoch)
 
+    def auto_installed(self, root: Path) -> set[str]:
+        from builder.deb import install
+
+        return install.read_auto_marks(root)
+
     def services_held(self, root: Path) -> AbstractContextManager[None]:
         from builder.deb import install
 

@@ -155,6 +155,19 @@ def write_auto_marks(root: Path, packages: Sequence[LockedPackage]) -> None:
     path.write_text("".join(stanza.strip("\n") + "\n\n" for stanza in stanzas))
 
 
+def read_auto_marks(root: Path) -> set[str]:
+    """The packages apt's ``extended_states`` marks as automatically installed."""
+    path = in_root(root, "var/lib/apt/extended_states")
+    if path.is_symlink() or not path.is_file():
+        return set()
+    found: set[str] = set()
+    for stanza in path.read_text(encoding="utf-8", errors="replace").split("\n\n"):
+        fields = dict(line.split(": ", 1) for line in stanza.splitlines() if ": " in line)
+        if fields.get("Auto-Installed", "").strip() == "1" and fields.get("Package"):
+            found.add(fields["Package"].strip())
+    return found
+
+
 def remove(root: Path, names: Sequence[str], environment: Mapping[str, str], source_date_epoch: int) -> None:
     """Purge the named packages from the root with its own dpkg; no service is
     started or stopped by their scripts (a ``policy-rc.d`` for the run)."""
