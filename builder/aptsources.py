@@ -8,8 +8,8 @@ read from ``sources.list`` (one-line format) and ``*.sources`` (deb822).
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 APT_ETC = Path("/etc/apt")
 DEBIAN_SUITES = frozenset(
@@ -17,8 +17,7 @@ DEBIAN_SUITES = frozenset(
 )
 
 
-@dataclass(frozen=True)
-class AptSource:
+class AptSource(NamedTuple):
     """One ``deb`` entry of the host's apt configuration."""
 
     uri: str

@@ -12,12 +12,13 @@ first process, which kills any daemon a maintainer script forgot to stop.
 from __future__ import annotations
 
 import os
-import shutil
-import subprocess
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from builder.errors import EztError
+
+# Node commands import this module for mounts_under and remove_tree: subprocess and shutil
+# (which pulls in the compression modules) are imported where used, for their start-up.
 
 CHROOT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 """PATH inside the root: the host's PATH names host directories."""
@@ -102,6 +103,8 @@ def run_in_root(
 
     Raises EztError with the command and the tail of its output if it fails.
     """
+    import shutil
+
     if shutil.which("unshare") is None:
         raise EztError("'unshare' (util-linux) is needed to run commands in a root")
     if not root.is_dir():
@@ -150,6 +153,8 @@ def run_host_script(
 
 def _run(argv: Sequence[str], env: Mapping[str, str], *, shown: Sequence[str], where: Path) -> str:
     """Run to completion with merged output; EztError naming ``shown`` on failure."""
+    import subprocess
+
     try:
         done = subprocess.run(
             list(argv),
@@ -209,6 +214,8 @@ def copy_tree(source: Path, target: Path) -> None:
     ``target`` with ``cp -a``: the quickest faithful copy, and it shares blocks where
     the filesystem can (``--reflink=auto``)."""
     argv = ["cp", "-a", "--reflink=auto", "--no-target-directory", str(source), str(target)]
+    import subprocess
+
     done = subprocess.run(argv, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         lines = done.stderr.strip().splitlines()
@@ -230,6 +237,8 @@ def remove_tree(path: Path) -> None:
                 full = os.path.join(dirpath, name)
                 if not os.path.islink(full):
                     os.chmod(full, 0o700)
+        import shutil
+
         shutil.rmtree(path)
     else:
         os.unlink(path)

@@ -7,7 +7,7 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import NoReturn, cast
+from typing import Any, NoReturn, cast
 
 from builder import __version__
 from builder.config import Config, load_config
@@ -29,14 +29,44 @@ def _common() -> argparse.ArgumentParser:
     return common
 
 
-def build_parser() -> argparse.ArgumentParser:
+class _Unused(argparse.ArgumentParser):
+    """Stands in for the parser of a sub-command that is not the one being run."""
+
+    def add_argument(self, *args: Any, **kwargs: Any) -> argparse.Action:
+        return _NO_ACTION
+
+    def set_defaults(self, **kwargs: Any) -> None:
+        pass
+
+
+_NO_ACTION = argparse.Action([], "unused")
+
+
+class Commands:
+    """The sub-command table. Building every sub-command's parser costs a few ms of each
+    command's start-up (a node's ``ezt create`` is timed against ``tar``), so with
+    ``only`` set just that command's parser is built and the rest go to an unused one."""
+
+    def __init__(self, sub: argparse._SubParsersAction[argparse.ArgumentParser], only: str | None) -> None:
+        self._sub, self._only, self._unused = sub, only, _Unused(add_help=False)
+
+    def add_parser(self, name: str, **kwargs: Any) -> argparse.ArgumentParser:
+        if self._only is not None and name != self._only:
+            return self._unused
+        return self._sub.add_parser(name, **kwargs)
+
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The ``ezt`` parser; ``only`` names the one sub-command to build (all when None or
+    when it names none: argparse then lists them all in its error)."""
     common = _common()
     parser = _Parser(prog="ezt", description="Build dated, verified template cache images.")
     parser.add_argument("--version", action="version", version=f"ezt {__version__}")
-    sub = cast(  # the sub-commands are _Parser too (argparse makes them of the parent's class)
+    choices = cast(  # the sub-commands are _Parser too (argparse makes them of the parent's class)
         "argparse._SubParsersAction[argparse.ArgumentParser]",
         parser.add_subparsers(dest="command", required=True, metavar="COMMAND"),
     )
+    sub = Commands(choices, only)
 
     build = sub.add_parser("build", parents=[common], help="build cache images (all OS templates by default)")
     build.add_argument("templates", nargs="*", metavar="TEMPLATE")
@@ -61,6 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
     from runtime.commands import add_parsers
 
     add_parsers(sub)
+    if only is not None and only not in choices.choices:
+        return build_parser()
     return parser
 
 
@@ -69,13 +101,13 @@ def _config(args: argparse.Namespace) -> Config:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
     words = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(words[0] if words and not words[0].startswith("-") else None)
     tail: list[str] | None = None
     if words[:1] == ["exec"] and "--" in words:
         # ``ezt exec CTID [options] -- CMD...``: the command is everything after ``--``
         split = words.index("--")
-        words, tail = words[:split], words[split + 1:]
+        words, tail = words[:split], words[split + 1 :]
     args = parser.parse_args(words)
     if tail is not None:
         args.argv = tail

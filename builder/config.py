@@ -10,9 +10,9 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from types import MappingProxyType
+from typing import Any, NamedTuple
 
 from builder.aptsources import debian_servers
 from builder.errors import EztError, Where
@@ -33,13 +33,12 @@ _PATH_KEYS = {
 """Keys naming a path (relative to the config file's directory) -> the Config field."""
 
 
-@dataclass(frozen=True)
-class Config:
+class Config(NamedTuple):
     """Everything a command needs besides its arguments."""
 
     recipes_dir: Path = Path("recipes")
     cache_dir: Path = Path("cache")
-    urlmap: Mapping[str, str] = field(default_factory=dict)
+    urlmap: Mapping[str, str] = MappingProxyType({})
     exclude: tuple[str, ...] = ()
     jobs: int = 1
     download_threads: int = 8
@@ -55,8 +54,7 @@ class Config:
         return CacheLayout(self.cache_dir)
 
     def with_paths(self, recipes: Path | None, cache: Path | None) -> Config:
-        return replace(
-            self,
+        return self._replace(
             recipes_dir=recipes if recipes is not None else self.recipes_dir,
             cache_dir=cache if cache is not None else self.cache_dir,
         )
@@ -120,7 +118,7 @@ def load_config(path: Path | None = None, environ: Mapping[str, str] | None = No
     for name, value in env.items():
         if name.startswith("EZT_URLMAP_") and value:
             urlmap[name.removeprefix("EZT_URLMAP_")] = value.rstrip("/")
-    return replace(config, urlmap=urlmap)
+    return config._replace(urlmap=urlmap)
 
 
 def _apply_file(config: Config, urlmap: dict[str, str], path: Path) -> Config:
@@ -152,4 +150,4 @@ def _apply_file(config: Config, urlmap: dict[str, str], path: Path) -> Config:
             known = "recipes, cache_dir, urlmap, exclude, jobs, download_threads, metadata_expire, proxy, keyring, "
             known += "vz_root, conf_dir"
             raise EztError(f"unknown key {key!r} (known: {known})", where)
-    return replace(config, **changes)
+    return config._replace(**changes)

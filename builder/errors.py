@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 
-@dataclass(frozen=True)
-class Where:
+class Where(NamedTuple):
     """A place in a user's file, so every error can point at it."""
 
     path: str

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from builder.errors import EztError
 
@@ -12,8 +12,7 @@ SHA256 = re.compile(r"[0-9a-f]{64}")
 """A sha256 digest as the pool names files: the only thing a pool path is made of."""
 
 
-@dataclass(frozen=True)
-class CacheLayout:
+class CacheLayout(NamedTuple):
     """Paths under ``cache/``: one place decides them all."""
 
     root: Path

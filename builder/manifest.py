@@ -16,27 +16,26 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, NamedTuple
 from urllib.parse import quote
 
 from builder import __version__
 from builder.atomic import write_bytes
 from builder.errors import EztError
 from builder.imagename import latest_image, next_image_name, parse_image_name
-from builder.model import LockedPackage
 
 if TYPE_CHECKING:
     from builder.image import ImageFile
+    from builder.model import LockedPackage
 
 FORMAT = "ezt-image-manifest/1"
 SBOM_NAMESPACE = "https://ezt.invalid/spdx"  # a documentNamespace prefix: unique, never fetched
 
 
-@dataclass(frozen=True)
-class ManifestPackage:
+class ManifestPackage(NamedTuple):
     """One installed package as the manifest records it."""
 
     name: str
@@ -45,8 +44,7 @@ class ManifestPackage:
     sha256: str
 
 
-@dataclass(frozen=True)
-class Manifest:
+class Manifest(NamedTuple):
     """What an image is built from and what it holds."""
 
     template: str
@@ -61,7 +59,7 @@ class Manifest:
     source_date_epoch: int
     ezt_version: str
     packages: tuple[ManifestPackage, ...]
-    extra: Mapping[str, Any] = field(default_factory=dict, hash=False)
+    extra: Mapping[str, Any] = MappingProxyType({})
 
 
 def manifest_path(image_path: Path) -> Path:

@@ -9,15 +9,18 @@ import argparse
 import json
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from builder.config import Config
 from builder.errors import EztError
-from runtime import apps, container, store
-from runtime.configure import Changes, apply_changes
+from runtime import container, store
 from runtime.paths import NodeLayout, validate_ctid
 
+if TYPE_CHECKING:
+    from builder.cli import Commands
 
-def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+
+def add_parsers(sub: Commands) -> None:
     """Register the runtime commands; every one takes ``--vz-root DIR``.
 
     ``--config`` is vzctl's sample config on ``create``, so the YAML configuration
@@ -125,6 +128,8 @@ def cmd_create(args: argparse.Namespace, config: Config) -> int:
         )  # fmt: skip
 
     if args.app:
+        from runtime import apps  # the package machinery: only when apps are asked for
+
         path = apps.create_with_apps(config, layout, ctid, args.ostemplate, args.app, make, extra_image_dirs=extra)
     else:
         path = make(args.ostemplate, None)
@@ -137,6 +142,8 @@ def _packages(count: int) -> str:
 
 
 def cmd_install(args: argparse.Namespace, config: Config) -> int:
+    from runtime import apps
+
     ctid = validate_ctid(args.ctid)
     done = apps.install_apps(config, _node(args, config), ctid, args.apps, refresh=args.refresh)
     names = ", ".join(p.name for p in done.added)
@@ -146,6 +153,8 @@ def cmd_install(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_remove(args: argparse.Namespace, config: Config) -> int:
+    from runtime import apps
+
     ctid = validate_ctid(args.ctid)
     for result in apps.remove_apps(config, _node(args, config), ctid, args.apps):
         purged = ", ".join(result.purged) or "none"
@@ -160,6 +169,8 @@ def cmd_remove(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_update(args: argparse.Namespace, config: Config) -> int:
+    from runtime import apps
+
     ctid = validate_ctid(args.ctid)
     changes = apps.update_apps(config, _node(args, config), ctid, args.apps)
     what = f"the packages of {' '.join(args.apps)}" if args.apps else "all packages"
@@ -173,6 +184,8 @@ def cmd_update(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_list_apps(args: argparse.Namespace, config: Config) -> int:
+    from runtime import apps
+
     ctid = validate_ctid(args.ctid)
     ct, rows = apps.list_apps(config, _node(args, config), ctid)
     if args.json:
@@ -217,6 +230,8 @@ def cmd_destroy(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_set(args: argparse.Namespace, config: Config) -> int:
+    from runtime.configure import Changes, apply_changes
+
     ctid = validate_ctid(args.ctid)
     changes = Changes(
         hostname=args.hostname, ipadd=tuple(args.ipadd), ipdel=tuple(args.ipdel),

@@ -34,24 +34,27 @@ import contextlib
 import fcntl
 import os
 import random
-import subprocess
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal, NamedTuple
 
 from builder.chroot import mounts_under, remove_tree
 from builder.errors import EztError
 from builder.manifest import read_manifest
-from runtime import nsexec
 from runtime.ctconfig import join_list, merge_sample, read_config, render_config, split_list, write_config
 from runtime.dists import choose_dist
 from runtime.dists.base import check_hostname, check_nameservers, parse_ips
-from runtime.extract import extract_image
 from runtime.paths import NodeLayout, validate_ctid
 from runtime.store import StoredImage, choose_image
+
+if TYPE_CHECKING:
+    from runtime import nsexec
+
+# Every node command imports this module, so what only some paths need (subprocess,
+# the namespace runner, the extractor) is imported where used: start-up time is most
+# of a shared-layout create.
 
 LayoutKind = Literal["plain", "shared"]
 LAYOUTS: tuple[str, ...] = ("plain", "shared")
@@ -59,8 +62,7 @@ LOCK_TIMEOUT = 60.0
 _OVERLAY_UNSAFE = ",:\\\n"
 
 
-@dataclass(frozen=True)
-class ContainerInfo:
+class ContainerInfo(NamedTuple):
     """One container as ``ezt list`` shows it. ``mounted``: its root is usable now
     (always for ``plain``; the overlay is mounted for ``shared``)."""
 
@@ -74,8 +76,7 @@ class ContainerInfo:
     processes: int = 0
 
 
-@dataclass(frozen=True)
-class ContainerStatus:
+class ContainerStatus(NamedTuple):
     """``ezt status``: whether the container exists, its root is usable (``mounted``)
     and how many processes run in it (``running``: at least one)."""
 
@@ -132,6 +133,8 @@ def _is_mounted(path: Path) -> bool:
 
 
 def _run_tool(argv: Sequence[str], where: Path) -> None:
+    import subprocess
+
     try:
         done = subprocess.run(list(argv), stdin=subprocess.DEVNULL, capture_output=True, check=False)
     except OSError as exc:
@@ -321,6 +324,8 @@ def exec_in(
     with container_lock(layout, ctid):
         config = read_ct_config(layout, ctid)
         root = _mount_locked(layout, ctid)
+    from runtime import nsexec
+
     return nsexec.run(
         root,
         argv,
@@ -481,7 +486,7 @@ def create(
         try:
             with contextlib.ExitStack() as image_hold:
                 if layout_kind == "plain":
-                    extract_image(image.path, private)
+                    _unpack(image, private)
                 else:
                     made_shared = _hold_shared_root(layout, image, image_hold)
                     os.mkdir(private, 0o700)
@@ -496,7 +501,9 @@ def create(
                 dist.set_dns(root, nameservers, searchdomains)
                 dist.post_create(root, random.Random())
                 if password is not None:
-                    dist.set_password(root, password[0], password[1], nsexec.checked)
+                    from runtime.nsexec import checked
+
+                    dist.set_password(root, password[0], password[1], checked)
                 write_config(conf, values, keep_comments_from=sample_config)
             if layout_kind == "shared":
                 _umount_shared(layout, ctid)
@@ -506,6 +513,12 @@ def create(
             _undo_create(layout, ctid, image, made_root_dir=made_root_dir, made_shared=made_shared)
             raise
         return conf
+
+
+def _unpack(image: StoredImage, target: Path) -> None:
+    from runtime.extract import extract_image  # zstandard and threads: not for the next shared create
+
+    extract_image(image.path, target)
 
 
 def _hold_shared_root(layout: NodeLayout, image: StoredImage, stack: contextlib.ExitStack) -> bool:
@@ -519,7 +532,7 @@ def _hold_shared_root(layout: NodeLayout, image: StoredImage, stack: contextlib.
             with _flock(lock, fcntl.LOCK_EX, f"image {image.name}", LOCK_TIMEOUT):
                 if not target.is_dir():
                     target.parent.mkdir(parents=True, exist_ok=True)
-                    extract_image(image.path, target)
+                    _unpack(image, target)
                     made = True
         stack.enter_context(_flock(lock, fcntl.LOCK_SH, f"image {image.name}", LOCK_TIMEOUT))
         if target.is_dir():

@@ -35,9 +35,8 @@ import os
 import stat
 import time
 from collections.abc import Generator, Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, NamedTuple
 
 from builder.chroot import remove_tree
 from builder.errors import EztError
@@ -55,8 +54,7 @@ _XATTR = b"SCHILY.xattr."
 _Meta = tuple[int, int, int, int, list[tuple[bytes, bytes]]]  # mode, uid, gid, mtime (ns), xattrs
 
 
-@dataclass(frozen=True)
-class ExtractStats:
+class ExtractStats(NamedTuple):
     """What one extraction did: members created, bytes of file contents, wall seconds."""
 
     files: int

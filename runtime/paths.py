@@ -14,8 +14,8 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from builder.errors import EztError
 
@@ -39,8 +39,7 @@ def validate_ctid(text: str) -> str:
     )
 
 
-@dataclass(frozen=True)
-class NodeLayout:
+class NodeLayout(NamedTuple):
     """The node's directories; every path derives from ``vz_root`` except the config
     directory, which ``conf_root`` moves elsewhere when set."""
 

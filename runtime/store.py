@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
+from typing import NamedTuple
 
 from builder.atomic import atomic_writer, disk_error, write_bytes
 from builder.errors import EztError
@@ -28,8 +28,7 @@ from runtime.paths import NodeLayout
 _CHUNK = 1 << 20
 
 
-@dataclass(frozen=True)
-class StoredImage:
+class StoredImage(NamedTuple):
     """One cache image the node can deploy."""
 
     template: str

@@ -1,0 +1,88 @@
+"""Node commands load only what they use.
+
+A shared-layout ``ezt create`` is little more than the interpreter's start-up, so it
+must not pull in the package machinery (apps, build steps, records of the builder),
+the extractor, subprocess or dataclasses (which imports ``inspect`` and runs ``exec``
+for every class). Speed itself is measured in bench/runtime; this guards the cause.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.nodeimage import NodeImage
+
+HEAVY = (
+    "dataclasses",
+    "subprocess",
+    "yaml",
+    "zstandard",
+    "doit",
+    "builder.model",
+    "builder.steps",
+    "builder.commands",
+    "runtime.apps",
+    "runtime.extract",
+    "runtime.nsexec",
+    "runtime.configure",
+)
+
+RUN_AND_LIST_MODULES = """
+import json, sys
+from builder.cli import main
+status = main(sys.argv[1:])
+print(json.dumps({"status": status, "modules": sorted(sys.modules)}))
+"""
+
+
+def _modules_after(*argv: str) -> tuple[int, set[str]]:
+    done = subprocess.run(
+        [sys.executable, "-c", RUN_AND_LIST_MODULES, *argv], capture_output=True, text=True, check=True
+    )
+    result = json.loads(done.stdout.splitlines()[-1])
+    return result["status"], set(result["modules"])
+
+
+def test_shared_create_and_list_load_nothing_heavy(tmp_path: Path, node_image: NodeImage) -> None:
+    vz = str(tmp_path / "vz")
+    common = ("--vz-root", vz, "--cache-dir", str(node_image.cache_dir))
+    first, _ = _modules_after("create", "1", "--ostemplate", node_image.template, "--layout", "shared", *common)
+    assert first == 0  # unpacks the shared root: the extractor is expected here
+    try:
+        status, loaded = _modules_after(
+            "create", "2", "--ostemplate", node_image.template, "--layout", "shared", "--hostname", "h2", *common
+        )
+        assert status == 0
+        assert "runtime.container" in loaded  # the probe itself works
+        assert sorted(set(HEAVY) & loaded) == []
+        status, loaded = _modules_after("list", "-a", *common)
+        assert status == 0
+        assert sorted(set(HEAVY) & loaded) == []
+    finally:
+        for ctid in ("2", "1"):
+            subprocess.run([sys.executable, "-m", "builder.cli", "destroy", ctid, "--vz-root", vz], check=False)
+
+
+def test_parser_built_for_one_command_parses_it_alone() -> None:
+    from builder import cli
+
+    args = cli.build_parser("create").parse_args(["create", "7", "--ostemplate", "t", "--layout", "shared"])
+    assert (args.command, args.ctid, args.layout) == ("create", "7", "shared")
+    with pytest.raises(SystemExit):
+        cli.build_parser("create").parse_args(["list"])  # only create was built
+
+
+def test_parser_for_an_unknown_word_lists_every_command(capsys: pytest.CaptureFixture[str]) -> None:
+    from builder import cli
+
+    with pytest.raises(SystemExit) as exit_info:
+        cli.build_parser("bogus").parse_args(["bogus"])
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err
+    assert "invalid choice: 'bogus'" in error
+    assert all(f"'{name}'" in error for name in ("build", "create", "list-apps", "destroy"))
