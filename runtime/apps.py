@@ -49,10 +49,9 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from builder import rootfs
 from builder.appsteps import app_environment
-from builder.atomic import write_bytes
 from builder.config import Config
-from builder.deb.rootpath import in_root
 from builder.errors import EztError
 from builder.family import Family, InstallRequest
 from builder.imagename import SUFFIX, parse_image_name
@@ -292,18 +291,14 @@ class AppRecord:
     packages: list[str] = field(default_factory=list)
 
 
-def _state_path(root: Path) -> Path:
-    return in_root(root, STATE_FILE)
-
-
 def read_state(root: Path) -> dict[str, AppRecord]:
     """The container's app records; a missing or unreadable file is no records (they
     are derived again when needed)."""
-    path = _state_path(root)
-    if path.is_symlink() or not path.is_file():
+    text = rootfs.read_text(root, STATE_FILE)  # a link or anything but a file: none
+    if text is None:
         return {}
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(text)
         apps = data["apps"] if data.get("format") == STATE_FORMAT else {}
         return {
             str(name): AppRecord([str(n) for n in record["requested"]], [str(n) for n in record["packages"]])
@@ -321,9 +316,7 @@ def write_state(root: Path, records: dict[str, AppRecord]) -> None:
             for name, record in records.items()
         },
     }
-    path = _state_path(root)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_bytes(path, (json.dumps(data, indent=1, sort_keys=True) + "\n").encode())
+    rootfs.write_text(root, STATE_FILE, json.dumps(data, indent=1, sort_keys=True) + "\n")
 
 
 def _requested_names(app: App) -> list[str]:
@@ -448,9 +441,7 @@ def _logged(root: Path, ctid: str) -> Iterator[None]:
         if not exc.details:
             raise
         try:
-            log = in_root(root, LOG_FILE)
-            log.parent.mkdir(parents=True, exist_ok=True)
-            write_bytes(log, (exc.details + "\n").encode())
+            rootfs.write_text(root, LOG_FILE, exc.details + "\n")
         except (EztError, OSError):
             raise exc from None
         raise EztError(f"{exc.message} (output in /{LOG_FILE} in container {ctid})", exc.where) from exc

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
+from builder import rootfs
 from builder.errors import EztError
-from runtime import rootfs
 
 
 @pytest.fixture

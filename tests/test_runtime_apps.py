@@ -534,6 +534,29 @@ def test_orphans_are_named(node: Node) -> None:
     assert node.audit("101") == ""
 
 
+def test_state_and_log_never_follow_links_out_of_the_container(node: Node, tmp_path: Path) -> None:
+    """apps.json and ezt.log linked to host files (absolute links resolve on the host):
+    the host files are neither read nor written; the links are replaced."""
+    node.create("101")
+    root = node.root("101")
+    host_state, host_log = tmp_path / "host-state", tmp_path / "host-log"
+    host_state.write_text('{"format": "ezt-apps/1", "apps": {"web": {"requested": ["x"], "packages": ["x"]}}}')
+    host_log.write_text("host log\n")
+    (root / "var/lib/ezt").mkdir(parents=True, exist_ok=True)
+    (root / "var/lib/ezt/apps.json").symlink_to(host_state)
+    (root / "var/log/ezt.log").unlink(missing_ok=True)
+    (root / "var/log/ezt.log").symlink_to(host_log)
+    before = (host_state.read_bytes(), host_log.read_bytes())
+    node.ok("install", "101", "db")
+    assert sorted(state(root)) == ["db"]  # the host file's "web" record was not read in
+    assert not (root / "var/lib/ezt/apps.json").is_symlink()
+    bad = node.ezt("install", "101", "bad")  # fails in its post-install: output logged
+    assert bad.returncode == 1 and "/var/log/ezt.log" in bad.stderr
+    assert "the bad app failed here" in (root / "var/log/ezt.log").read_text()
+    assert not (root / "var/log/ezt.log").is_symlink()
+    assert (host_state.read_bytes(), host_log.read_bytes()) == before
+
+
 # ---------------------------------------------------------------- the bookkeeping, without root
 
 

@@ -7,7 +7,7 @@ import shutil
 from pathlib import Path
 
 from builder.chroot import run_in_root
-from builder.deb.rootpath import POLICY_RC_D, POLICY_RC_D_TEXT, STAGING, in_root
+from builder.deb.rootpath import POLICY_RC_D, STAGING, in_root, is_ezt_policy
 from builder.errors import EztError
 
 _RESIDUE_GLOBS = (
@@ -53,7 +53,7 @@ def finish_root(root: Path) -> None:
             else:
                 _remove(path)
     policy = in_root(root, POLICY_RC_D)
-    if policy.is_file() and not policy.is_symlink() and policy.read_bytes() == POLICY_RC_D_TEXT.encode():
+    if is_ezt_policy(policy):
         policy.unlink()  # only ours: a package may ship a real one
     for name, text in _PER_CONTAINER.items():
         _reset_file(in_root(root, name), text)

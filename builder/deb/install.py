@@ -22,16 +22,20 @@ import contextlib
 import os
 import shutil
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from pathlib import Path
 
+from builder import rootfs
 from builder.chroot import run_in_root
 from builder.deb.image_sources import write_apt_sources
 from builder.deb.order import essential_closure, install_order, pre_depends_layers
 from builder.deb.rawdeb import write_uncompressed
-from builder.deb.rootpath import POLICY_RC_D, POLICY_RC_D_TEXT, STAGING, in_root
+from builder.deb.rootpath import POLICY_RC_D, POLICY_RC_D_TEXT, STAGING, in_root, is_ezt_policy
 from builder.errors import EztError
 from builder.family import InstallRequest
 from builder.model import LockedPackage
@@ -49,6 +53,9 @@ layer's libraries.
 DPKG = ("dpkg", "--force-unsafe-io", "--force-confdef", "--force-confold")
 """Every dpkg call: no fsync (the image is packed afterwards, a crash rebuilds),
 never a conffile prompt."""
+
+EXTENDED_STATES = "var/lib/apt/extended_states"
+"""apt's record of which packages were installed only as dependencies."""
 
 _MERGED_USR_EXTRA = {
     "amd64": ("lib64",),
@@ -99,7 +106,6 @@ def install(request: InstallRequest) -> None:
     essential = install_order(essential_closure(todo), by_name) if fresh else []
     rest = [p for p in todo if p.name not in set(essential)]
     layers = [install_order(set(layer), by_name) for layer in pre_depends_layers(rest, done | set(essential))]
-    wrote_policy = _write_policy_rc_d(root)
 
     def dpkg(*args: str) -> None:
         run_in_root(
@@ -109,7 +115,8 @@ def install(request: InstallRequest) -> None:
             environment=request.environment,
         )
 
-    with _Stager(root, request.package_file) as stager, _policy_kept(root, wrote_policy and not fresh):
+    # a fresh root is a build stage: its policy-rc.d stays for the recipe's scripts, finish_root removes it
+    with _Stager(root, request.package_file) as stager, _hold_services(root, keep=fresh):
         if essential:
             with _timed(say, f"deb: unpacked {len(essential)} essential packages"):
                 inside = stager.extract(stager.submit([by_name[n] for n in essential]))
@@ -142,65 +149,105 @@ def write_auto_marks(root: Path, packages: Sequence[LockedPackage]) -> None:
     if not auto:
         return
     native = native_arch(packages)
-    path = in_root(root, "var/lib/apt/extended_states")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        kept = path.read_text(encoding="utf-8", errors="replace")  # a root that has marks keeps them
-    except FileNotFoundError:
-        kept = ""
-    stanzas = [s for s in kept.split("\n\n") if s.strip()]
-    have = {line.split(": ", 1)[1] for s in stanzas for line in s.splitlines() if line.startswith("Package: ")}
+    stanzas = _read_stanzas(root)  # a root that has marks keeps them
+    have = {name for stanza in stanzas for name in _values(stanza, "Package")}
     stanzas += [f"Package: {p.name}\nArchitecture: {native if p.arch == 'all' else p.arch}\nAuto-Installed: 1"
                 for p in auto if p.name not in have]  # fmt: skip
-    path.write_text("".join(stanza.strip("\n") + "\n\n" for stanza in stanzas))
+    _write_stanzas(root, stanzas)
 
 
 def read_auto_marks(root: Path) -> set[str]:
     """The packages apt's ``extended_states`` marks as automatically installed."""
-    path = in_root(root, "var/lib/apt/extended_states")
-    if path.is_symlink() or not path.is_file():
-        return set()
     found: set[str] = set()
-    for stanza in path.read_text(encoding="utf-8", errors="replace").split("\n\n"):
-        fields = dict(line.split(": ", 1) for line in stanza.splitlines() if ": " in line)
-        if fields.get("Auto-Installed", "").strip() == "1" and fields.get("Package"):
-            found.add(fields["Package"].strip())
+    for stanza in _read_stanzas(root):
+        auto, package = _values(stanza, "Auto-Installed"), _values(stanza, "Package")
+        if auto and auto[-1].strip() == "1" and package and package[-1]:  # a repeated field: the last counts
+            found.add(package[-1].strip())
     return found
+
+
+def _read_stanzas(root: Path) -> list[str]:
+    """The non-blank stanzas of the root's ``extended_states``, as text; none if it is
+    missing (apt creates it only once it marks something) or not a regular file: a
+    container's root is not trusted, and a symbolic link there must not bring a host
+    file's content in."""
+    text = rootfs.read_text(root, EXTENDED_STATES)
+    return [stanza for stanza in (text or "").split("\n\n") if stanza.strip()]
+
+
+def _write_stanzas(root: Path, stanzas: Iterable[str]) -> None:
+    """Write ``stanzas`` back as apt does (each ends with one blank line), replacing the
+    file by a rename: never writing through a link to a host file."""
+    rootfs.write_text(root, EXTENDED_STATES, "".join(stanza.strip("\n") + "\n\n" for stanza in stanzas))
+
+
+def _values(stanza: str, field: str) -> list[str]:
+    """Every value of ``field`` in ``stanza``, unstripped and in order (a hand-edited one may repeat it)."""
+    prefix = f"{field}: "
+    return [line[len(prefix) :] for line in stanza.splitlines() if line.startswith(prefix)]
 
 
 def remove(root: Path, names: Sequence[str], environment: Mapping[str, str], source_date_epoch: int) -> None:
     """Purge the named packages from the root with its own dpkg; no service is
     started or stopped by their scripts (a ``policy-rc.d`` for the run)."""
-    wrote = _write_policy_rc_d(root)
-    with _policy_kept(root, wrote):
+    with _hold_services(root):
         run_in_root(root, [*DPKG, "--purge", *names], source_date_epoch=source_date_epoch, environment=environment)
-    extended = in_root(root, "var/lib/apt/extended_states")
-    if extended.is_file():
+    stanzas = _read_stanzas(root)
+    if stanzas:
         gone = set(names)
-        stanzas = [s for s in extended.read_text(encoding="utf-8", errors="replace").split("\n\n") if s.strip()]
-        stanzas = [s for s in stanzas if not any(line == f"Package: {n}" for n in gone for line in s.splitlines())]
-        extended.write_text("".join(stanza.strip("\n") + "\n\n" for stanza in stanzas))
+        _write_stanzas(root, [s for s in stanzas if not gone.intersection(_values(s, "Package"))])
 
 
-@contextlib.contextmanager
-def services_held(root: Path) -> Iterator[None]:
+def services_held(root: Path) -> AbstractContextManager[None]:
     """No service may start in ``root`` for the block (a ``policy-rc.d`` refusing
-    all, removed afterwards if this wrote it): app scripts run inside it too."""
-    with _policy_kept(root, _write_policy_rc_d(root)):
-        yield
+    all, removed afterwards if it is ours): app scripts run inside it too."""
+    return _hold_services(root)
+
+
+@dataclass
+class _Hold:
+    """This process's hold on one root's services."""
+
+    remove: bool
+    """Whether the ``policy-rc.d`` goes when the hold ends (the first holder's decision)."""
+    depth: int = 0
+    """How many holders are in their block: install inside an app step's ``services_held``."""
+
+
+_HOLDS: dict[str, _Hold] = {}
+"""Roots (real paths) whose services this process holds.
+
+Holds nest (an install inside an app step's hold) and stage steps run on threads.
+Only the first holder of a root writes or takes over its ``policy-rc.d``, and only
+the last to leave removes it: an inner holder sees our own text there and must not
+take it for a leftover and remove what the outer one still relies on. Another
+process never holds the same root at the same time: builds take the cache
+directory's lock, container commands the container's.
+"""
+_HOLDS_LOCK = threading.Lock()
 
 
 @contextlib.contextmanager
-def _policy_kept(root: Path, remove_after: bool) -> Iterator[None]:
-    """Remove the ``policy-rc.d`` this run wrote once it is done (a root that is not
-    a build stage, e.g. a container, must not keep refusing service starts)."""
+def _hold_services(root: Path, *, keep: bool = False) -> Iterator[None]:
+    """Refuse every service start in ``root`` for the block, then remove our ``policy-rc.d``
+    (a root that is not a build stage, e.g. a container, must not keep refusing them);
+    ``keep`` leaves it for ``finish_root``."""
+    key = os.path.realpath(root)
+    with _HOLDS_LOCK:
+        hold = _HOLDS.get(key)
+        if hold is None:
+            hold = _HOLDS[key] = _Hold(remove=_claim_policy_rc_d(root) and not keep)
+        hold.depth += 1
     try:
         yield
     finally:
-        if remove_after:
-            policy = in_root(root, POLICY_RC_D)
-            if policy.is_file() and not policy.is_symlink() and policy.read_text() == POLICY_RC_D_TEXT:
-                policy.unlink()
+        with _HOLDS_LOCK:
+            hold.depth -= 1
+            if hold.depth == 0:
+                del _HOLDS[key]
+                policy = in_root(root, POLICY_RC_D)
+                if hold.remove and is_ezt_policy(policy):  # a package may have replaced it with a real one
+                    policy.unlink()
 
 
 class _Stager:
@@ -317,15 +364,29 @@ def prepare_root(root: Path, arch: str) -> None:
             os.chmod(path, 0o644)
 
 
-def _write_policy_rc_d(root: Path) -> bool:
-    """Make invoke-rc.d refuse every service start for the length of the build; False
-    if the root has a ``policy-rc.d`` already (its own, or ours from an outer step)."""
+def _claim_policy_rc_d(root: Path) -> bool:
+    """Make invoke-rc.d refuse every service start; True if the ``policy-rc.d`` is ours.
+
+    One with exactly our text was left by a run killed before it could remove it:
+    it is taken over, else the root would refuse service starts for good. Any other
+    is the root's own (or a package's) and is left alone.
+    """
     path = in_root(root, POLICY_RC_D)
-    if os.path.lexists(path):  # the root's own, or ours held by an outer step: left to its owner
+    if is_ezt_policy(path):
+        os.chmod(path, 0o755)  # invoke-rc.d ignores it unless executable
+        return True
+    if os.path.lexists(path):
         return False
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(POLICY_RC_D_TEXT)
-    os.chmod(path, 0o755)
+    # written aside and renamed: a run killed while writing must not leave a part,
+    # which would count as the root's own and never be replaced or removed
+    new = path.with_name(f"{path.name}.ezt-new")
+    new.unlink(missing_ok=True)
+    fd = os.open(new, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o755)  # O_EXCL: never through a symlink
+    with os.fdopen(fd, "w") as handle:
+        handle.write(POLICY_RC_D_TEXT)
+        os.fchmod(handle.fileno(), 0o755)
+    os.replace(new, path)
     return True
 
 
@@ -334,9 +395,7 @@ def installed_packages(root: Path) -> dict[str, str]:
     found: dict[str, str] = {}
     text = (root / "var/lib/dpkg/status").read_text(encoding="utf-8", errors="replace")
     for stanza in text.split("\n\n"):
-        fields = dict(
-            line.split(": ", 1) for line in stanza.splitlines() if ": " in line and not line[0].isspace()
-        )
+        fields = dict(line.split(": ", 1) for line in stanza.splitlines() if ": " in line and not line[0].isspace())
         if fields.get("Status", "").endswith(" installed") and "Package" in fields:
             found[fields["Package"]] = fields.get("Version", "")
     return found

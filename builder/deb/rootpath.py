@@ -14,6 +14,12 @@ POLICY_RC_D = "usr/sbin/policy-rc.d"
 POLICY_RC_D_TEXT = "#!/bin/sh\n# ezt: no service may start while an image is built\nexit 101\n"
 
 
+def is_ezt_policy(path: Path) -> bool:
+    """Whether ``path`` is a regular file holding exactly the ``policy-rc.d`` ezt writes
+    (anything else there is the root owner's and is left alone)."""
+    return path.is_file() and not path.is_symlink() and path.read_bytes() == POLICY_RC_D_TEXT.encode()
+
+
 def in_root(root: Path, relative: str) -> Path:
     """``root/relative``, or EztError if its directory resolves outside the root.
 

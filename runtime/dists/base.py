@@ -19,8 +19,8 @@ import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from builder import rootfs
 from builder.errors import EztError
-from runtime import rootfs
 
 RunInRoot = Callable[[Path, Sequence[str], bytes], None]
 """``run_in_root(root, argv, stdin)`` runs ``argv`` chrooted into ``root`` with ``stdin``

@@ -24,7 +24,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from runtime import rootfs
+from builder import rootfs
 from runtime.dists.base import Distribution, parse_ips
 
 INTERFACES = "/etc/network/interfaces"

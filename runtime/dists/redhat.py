@@ -13,7 +13,7 @@ import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from runtime import rootfs
+from builder import rootfs
 from runtime.dists.base import Distribution, parse_ips
 
 NETWORK = "/etc/sysconfig/network"

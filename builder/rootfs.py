@@ -1,10 +1,11 @@
-"""Read and write files inside a container root without ever leaving it.
+"""Read and write files inside a root that is not trusted without ever leaving it.
 
-A container root comes from an image, and an image may be hostile: ``/etc/hostname``
-may be a symbolic link to a host file, ``/etc`` itself may be a link to ``/``, a file
-may be a hard link to a host file. Every access here walks the path one component at a
-time from a directory descriptor of the root, opening each parent directory with
-``O_NOFOLLOW``; a parent that is a symbolic link is refused with one clear line.
+Used for container roots (and the files an install keeps in them, such as apt's
+``extended_states``). A container root comes from an image, and an image may be
+hostile: ``/etc/hostname`` may be a symbolic link to a host file, ``/etc`` itself may
+be a link to ``/``, a file may be a hard link to a host file. Every access here walks
+the path one component at a time from a directory descriptor of the root, opening each
+parent directory with ``O_NOFOLLOW``; a parent that is a symbolic link is refused with one clear line.
 
 The last component is never followed either:
 
