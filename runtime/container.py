@@ -251,7 +251,11 @@ def _sys_umount(root: Path) -> None:
         raise EztError(f"umount failed: {exc.strerror}", root) from exc
 
 
-def _mount_shared(layout: NodeLayout, ctid: str, image_name: str) -> None:
+def _mount_shared(layout: NodeLayout, ctid: str, image_name: str, *, volatile: bool = False) -> None:
+    """Mount the container's overlay. ``volatile`` (for create's own short mount): the
+    kernel then skips syncing the upper file system, which an overlay's unmount would
+    otherwise do for the whole host file system (every dirty page on it, e.g. another
+    container just unpacked); see :func:`_forget_volatile`."""
     root = layout.root(ctid)
     if _is_mounted(root):
         return
@@ -260,7 +264,25 @@ def _mount_shared(layout: NodeLayout, ctid: str, image_name: str) -> None:
         raise EztError(f"the shared root of image {image_name} is missing", lower)
     root.mkdir(parents=True, exist_ok=True)
     options = _overlay_options(lower, layout.private(ctid))
+    if volatile:
+        try:
+            _sys_mount(options + ",volatile", f"ezt-{ctid}", root)
+            return
+        except EztError:  # a kernel before 5.10: no volatile overlays
+            _forget_volatile(layout.private(ctid))
     _sys_mount(options, f"ezt-{ctid}", root)
+
+
+def _forget_volatile(private: Path) -> None:
+    """After a clean unmount of a volatile overlay, remove the marker the kernel left in
+    its work directory (``work/work/incompat/volatile/dirty``), else no later mount of it
+    succeeds. The marker guards against reusing an upper directory after a crash; a
+    create that crashed is undone or left without a config, never mounted again."""
+    marker = private / "work" / "work" / "incompat" / "volatile"
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(marker / "dirty")
+    with contextlib.suppress(FileNotFoundError):
+        os.rmdir(marker)
 
 
 def _umount_shared(layout: NodeLayout, ctid: str) -> None:
@@ -493,7 +515,7 @@ def create(
                     os.mkdir(private / "upper", 0o755)
                     os.mkdir(private / "work", 0o700)
                     made_root_dir = not os.path.lexists(root)
-                    _mount_shared(layout, ctid, image.name)
+                    _mount_shared(layout, ctid, image.name, volatile=True)
                 if hostname:
                     dist.set_hostname(root, hostname)
                 if ips:
@@ -504,9 +526,10 @@ def create(
                     from runtime.nsexec import checked
 
                     dist.set_password(root, password[0], password[1], checked)
-                write_config(conf, values, keep_comments_from=sample_config)
-            if layout_kind == "shared":
-                _umount_shared(layout, ctid)
+                if layout_kind == "shared":
+                    _umount_shared(layout, ctid)
+                    _forget_volatile(private)
+                write_config(conf, values, keep_comments_from=sample_config)  # the commit: last
             if after is not None:
                 after()
         except BaseException:
@@ -515,10 +538,10 @@ def create(
         return conf
 
 
-def _unpack(image: StoredImage, target: Path) -> None:
+def _unpack(image: StoredImage, target: Path, *, durable: bool = False) -> None:
     from runtime.extract import extract_image  # zstandard and threads: not for the next shared create
 
-    extract_image(image.path, target)
+    extract_image(image.path, target, durable=durable)
 
 
 def _hold_shared_root(layout: NodeLayout, image: StoredImage, stack: contextlib.ExitStack) -> bool:
@@ -532,7 +555,7 @@ def _hold_shared_root(layout: NodeLayout, image: StoredImage, stack: contextlib.
             with _flock(lock, fcntl.LOCK_EX, f"image {image.name}", LOCK_TIMEOUT):
                 if not target.is_dir():
                     target.parent.mkdir(parents=True, exist_ok=True)
-                    _unpack(image, target)
+                    _unpack(image, target, durable=True)  # every shared container stands on it
                     made = True
         stack.enter_context(_flock(lock, fcntl.LOCK_SH, f"image {image.name}", LOCK_TIMEOUT))
         if target.is_dir():

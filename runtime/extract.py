@@ -38,6 +38,7 @@ from collections.abc import Generator, Iterator
 from pathlib import Path
 from typing import BinaryIO, NamedTuple
 
+from builder.atomic import fsync_dir
 from builder.chroot import remove_tree
 from builder.errors import EztError
 
@@ -62,8 +63,12 @@ class ExtractStats(NamedTuple):
     seconds: float
 
 
-def extract_image(image: Path, target: Path) -> ExtractStats:
-    """Unpack ``image`` into ``target``, which must not exist yet (see the module doc)."""
+def extract_image(image: Path, target: Path, *, durable: bool = False) -> ExtractStats:
+    """Unpack ``image`` into ``target``, which must not exist yet (see the module doc).
+
+    ``durable``: written back to disk before it takes its name (syncfs), for a tree many
+    containers will share: after a crash it is complete or absent. A plain container's
+    root is not synced, as ``tar -x`` does not."""
     import zstandard  # here: a shared create that finds its root unpacked never needs it
 
     start = time.perf_counter()
@@ -88,7 +93,11 @@ def extract_image(image: Path, target: Path) -> ExtractStats:
                 extractor.run(chunks)
             finally:
                 chunks.close()  # stops and joins the decompressing thread, before the file is closed
+            if durable:
+                _syncfs(tmp)
             os.rename(tmp, target)
+            if durable:
+                fsync_dir(target.parent)
         except _Refused as exc:
             remove_tree(tmp)
             raise EztError(f"member '{exc.member}' {exc.reason}", image) from None
@@ -103,6 +112,19 @@ def extract_image(image: Path, target: Path) -> ExtractStats:
             remove_tree(tmp)
             raise
     return ExtractStats(extractor.files, extractor.bytes, time.perf_counter() - start)
+
+
+def _syncfs(directory: Path) -> None:
+    """Write back the file system holding ``directory`` (syncfs(2): that one only)."""
+    import ctypes
+
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        if ctypes.CDLL(None, use_errno=True).syncfs(fd) != 0:
+            error = ctypes.get_errno()
+            raise OSError(error, os.strerror(error))
+    finally:
+        os.close(fd)
 
 
 class _Refused(Exception):
