@@ -1,9 +1,10 @@
 """Issue 3, acceptance 1, end to end with the real Debian image, through the CLI.
 
-``debian-12-x86_64-minimal`` is built from the host's Debian mirror (the session's
-``debian_minimal_cache``, shared with test_mirror.py), then, for both layouts::
+``debian-12-x86_64`` is built from the host's Debian mirror into the session's
+``debian_minimal_cache`` (shared with test_mirror.py and test_runtime_apps_mirror.py,
+which build the same template: whichever runs first builds it), then, for both layouts::
 
-    ezt create 101 --ostemplate debian-12-x86_64-minimal --hostname web1 --ipadd 10.0.0.5 \\
+    ezt create 101 --ostemplate debian-12-x86_64 --hostname web1 --ipadd 10.0.0.5 \\
         --nameserver 10.0.0.1 --userpasswd root:secret --vz-root DIR --cache-dir CACHE
     ezt exec 101 -- hostname                  # web1
     ezt exec 101 -- cat /etc/resolv.conf      # nameserver 10.0.0.1
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -29,7 +31,7 @@ from builder.aptsources import debian_servers
 from builder.chroot import mounts_under
 
 ROOT = Path(__file__).parent.parent
-TEMPLATE = "debian-12-x86_64-minimal"
+TEMPLATE = "debian-12-x86_64"
 
 pytestmark = [
     pytest.mark.mirror,
@@ -48,6 +50,9 @@ def ezt(*args: str) -> subprocess.CompletedProcess[str]:
 
 @pytest.fixture(scope="module")
 def vz(tmp_path_factory: pytest.TempPathFactory, debian_minimal_cache: Path) -> Iterator[Path]:
+    from tests.test_mirror import build  # the same build (and SOURCE_DATE_EPOCH) as the other users
+
+    build(TEMPLATE, debian_minimal_cache)
     host = socket.gethostname()
     vz = tmp_path_factory.mktemp("node") / "vz"
     yield vz
@@ -94,4 +99,4 @@ def test_acceptance(vz: Path, debian_minimal_cache: Path, ctid: str, layout: str
 
     rows = {row["ctid"]: row for row in json.loads(ezt("list", "-a", "--json", *node).stdout)}
     assert rows[ctid]["hostname"] == "web1" and rows[ctid]["ips"] == ["10.0.0.5"]
-    assert rows[ctid]["layout"] == layout and rows[ctid]["ostemplate"].startswith(TEMPLATE + "-")
+    assert rows[ctid]["layout"] == layout and re.fullmatch(rf"{TEMPLATE}-\d{{8}}(\.\d+)?", rows[ctid]["ostemplate"])
