@@ -10,12 +10,14 @@ tests need root (overlayfs, namespaces, chroot); without it they are skipped.
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import os
 import shutil
 import socket
 import subprocess
 import sys
+import tarfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -27,6 +29,7 @@ from builder.chroot import mounts_under
 from runtime.dists.debian import BEGIN
 from runtime.paths import NodeLayout
 from tests.nodeimage import INTERFACES, NodeImage
+from tests.test_extract import _device, _hardlink, _image, _regular, _symlink
 
 ROOT = Path(__file__).parent.parent
 ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "PYTHONPATH": str(ROOT)}
@@ -190,6 +193,54 @@ def test_template_add_refused(tmp_path: Path, node_image: NodeImage) -> None:
     assert not store.exists() or list(store.iterdir()) == []
     listed = ezt("template", "list", "--json", "--vz-root", vz, "--cache-dir", str(tmp_path / "none"))
     assert json.loads(listed.stdout) == []
+
+
+def _hostile(store: Path, node_image: NodeImage, name: str, members: list[tuple[tarfile.TarInfo, bytes]]) -> str:
+    """A hostile image with a manifest that vouches for it (sha256 and size right), as
+    someone who can publish images could make; returns its template name."""
+    template = f"hostile-{name}-x86_64"
+    image = _image(store / f"{template}-20261127.tar.zst", members)
+    manifest = json.loads(Path(f"{node_image.path}.json").read_text())
+    manifest["template"] = template
+    manifest["image"] = {"name": image.name, "sha256": hashlib.sha256(image.read_bytes()).hexdigest(),
+                         "size": image.stat().st_size}  # fmt: skip
+    Path(f"{image}.json").write_text(json.dumps(manifest))
+    return template
+
+
+@pytest.mark.parametrize("layout", ["plain", "shared"])
+def test_hostile_images_refused_through_the_cli(tmp_path: Path, node_image: NodeImage, layout: str) -> None:
+    """Issue 3, point 4 end to end: ``template add`` takes the image (its manifest vouches
+    for it), ``create`` refuses it naming the member, and nothing is written outside the
+    target or left behind."""
+    aim = tmp_path / "aim"
+    aim.mkdir()
+    (aim / "passwd").write_text("root:x:0:0\n")
+    cases = {
+        "absolute": ([_regular("ok"), _regular(str(aim / "evil"))], str(aim / "evil")),
+        "dotdot": ([_regular("../../../aim/evil")], "../../../aim/evil"),  # plain: lands in aim
+        "symlink": ([_symlink("etc", str(aim)), _regular("etc/passwd", b"owned\n")], "etc/passwd"),
+        "hardlink": ([_hardlink("p", str(aim / "passwd"))], "p"),
+        "device": ([_device("dev/mem", tarfile.CHRTYPE, 1, 1)], "dev/mem"),
+    }
+    source = tmp_path / "images"
+    source.mkdir()
+    vz = tmp_path / "vz"
+    for number, (name, (members, member)) in enumerate(cases.items(), start=150):
+        template = _hostile(source, node_image, name, members)
+        added = ezt("template", "add", str(source / f"{template}-20261127.tar.zst"), "--vz-root", str(vz))
+        assert added.returncode == 0, added.stderr
+        made = ezt("create", str(number), "--ostemplate", template, "--layout", layout, "--vz-root", str(vz))
+        assert_user_error(made, f"member '{member}'")
+        assert sorted(p.name for p in aim.iterdir()) == ["passwd"], name
+        assert (aim / "passwd").read_text() == "root:x:0:0\n" and (aim / "passwd").stat().st_nlink == 1
+        layout_dirs = NodeLayout(vz)
+        assert not layout_dirs.private(str(number)).exists() and not layout_dirs.conf_file(str(number)).exists()
+        roots = layout_dirs.shared_roots
+        assert not roots.exists() or list(roots.iterdir()) == [], name
+        privates = vz / "private"
+        assert not privates.exists() or list(privates.iterdir()) == [], name
+    assert not mounts_under(vz)
 
 
 # ---------------------------------------------------------------- create, exec, enter
