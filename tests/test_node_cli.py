@@ -30,6 +30,7 @@ from runtime.dists.debian import BEGIN
 from runtime.paths import NodeLayout
 from tests.nodeimage import INTERFACES, NodeImage
 from tests.test_extract import _device, _hardlink, _image, _regular, _symlink
+from tests.test_image import tmpfs
 
 ROOT = Path(__file__).parent.parent
 ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "PYTHONPATH": str(ROOT)}
@@ -158,7 +159,7 @@ def test_template_add_and_list(tmp_path: Path, node_image: NodeImage) -> None:
 
 
 def _copy(image: NodeImage, into: Path, *suffixes: str) -> Path:
-    into.mkdir()
+    into.mkdir(parents=True)
     for suffix in suffixes:
         shutil.copyfile(f"{image.path}{suffix}", into / f"{image.path.name}{suffix}")
     return into / image.path.name
@@ -241,6 +242,35 @@ def test_hostile_images_refused_through_the_cli(tmp_path: Path, node_image: Node
         privates = vz / "private"
         assert not privates.exists() or list(privates.iterdir()) == [], name
     assert not mounts_under(vz)
+
+
+@pytest.mark.parametrize("layout", ["plain", "shared"])
+def test_disk_full_is_one_line_and_the_other_lives(tmp_path: Path, node_image: NodeImage, layout: str) -> None:
+    """A node area on a 16 MiB tmpfs: one container (11 MB unpacked) fits, a second
+    plain one or a second image's shared root does not. The failure is one line, leaves
+    nothing of its own behind, and the first container still works."""
+    with tmpfs(tmp_path / "vz", "16m") as vz:
+        node = Node(vz, node_image)
+        node.ok("create", "170", "--ostemplate", node_image.template, "--hostname", "first")
+        before = node.tree()
+        if layout == "shared":  # another dated image: its shared root must be unpacked
+            other = _copy(node_image, tmp_path / "other" / "images", "", ".json")
+            dated = other.with_name(other.name.replace("-20261127.", "-20261128."))
+            other.rename(dated)
+            manifest = json.loads(Path(f"{other}.json").read_text())
+            manifest["date"], manifest["image"]["name"] = "2026-11-28", dated.name
+            Path(f"{dated}.json").write_text(json.dumps(manifest))
+            Path(f"{other}.json").unlink()
+            full = ezt("create", "171", "--ostemplate", dated.name.removesuffix(".tar.zst"), "--layout", "shared",
+                       "--vz-root", str(vz), "--cache-dir", str(tmp_path / "other"))  # fmt: skip
+        else:
+            full = node.ezt("create", "171", "--ostemplate", node_image.template)
+        assert_user_error(full, "No space left on device")
+        structure = {"template", "template/roots", "lock"}  # the node's own directories, empty
+        assert [p for p in node.tree() if p not in structure] == [p for p in before if p not in structure]
+        assert not (vz / "template/roots").exists() or list((vz / "template/roots").iterdir()) == []
+        assert node.run("170", "hostname") == (0, "first\n")
+        node.ok("destroy", "170")
 
 
 # ---------------------------------------------------------------- create, exec, enter
