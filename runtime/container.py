@@ -478,8 +478,11 @@ def create(
     with container_lock(layout, ctid):
         conf = layout.conf_file(ctid)
         private = layout.private(ctid)
-        if os.path.lexists(conf) or os.path.lexists(private):
+        if os.path.lexists(conf):
             raise EztError(f"container {ctid} already exists")
+        if os.path.lexists(private):  # the config is written last: a create that was killed
+            raise EztError(f"container {ctid} already exists: its private area {private} is there without a config "
+                           f"(an interrupted create?); 'ezt destroy {ctid}' removes it")  # fmt: skip
         image = choose_image(layout, ostemplate, tuple(extra_image_dirs))
         dist = choose_dist(_distribution_name(image))
         root = private if layout_kind == "plain" else layout.root(ctid)

@@ -273,6 +273,33 @@ def test_disk_full_is_one_line_and_the_other_lives(tmp_path: Path, node_image: N
         node.ok("destroy", "170")
 
 
+def test_leftover_of_a_killed_create(tmp_path: Path, node_image: NodeImage) -> None:
+    """What a create killed between its overlay mount and its config leaves (a private
+    area, the overlay mounted): create refuses it naming it, destroy clears it."""
+    node = Node(tmp_path / "vz", node_image)
+    node.ok("create", "200", "--ostemplate", node_image.template, "--layout", "shared")
+    lower = next(node.layout.shared_roots.iterdir())
+    private, root = node.layout.private("201"), node.layout.root("201")
+    for path in (private / "upper", private / "work", root):
+        path.mkdir(parents=True)
+    (private / "upper/kept").write_text("in the upper layer\n")
+    options = f"lowerdir={lower},upperdir={private}/upper,workdir={private}/work,volatile"
+    subprocess.run(["mount", "-t", "overlay", "ezt-201", "-o", options, str(root)], check=True)
+    try:
+        again = node.ezt("create", "201", "--ostemplate", node_image.template, "--layout", "shared")
+        assert_user_error(again, "container 201 already exists", str(private), "without a config", "ezt destroy 201")
+        assert (root / "kept").read_text() == "in the upper layer\n"  # untouched, still mounted
+        assert node.ok("destroy", "201") == "container 201 destroyed\n"
+        assert not mounts_under(root) and not private.exists()
+        node.ok("create", "201", "--ostemplate", node_image.template, "--layout", "shared")
+        assert node.run("201", "cat", "/kept")[0] != 0  # a fresh upper layer
+    finally:
+        if mounts_under(root):
+            subprocess.run(["umount", str(root)], check=False)
+    for ctid in ("201", "200"):
+        node.ok("destroy", ctid)
+
+
 # ---------------------------------------------------------------- create, exec, enter
 
 
