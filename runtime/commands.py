@@ -33,8 +33,8 @@ def add_parsers(sub: Commands) -> None:
     node.add_argument("--cache-dir", type=Path, metavar="DIR",
                       help="builder cache: its images are usable too; apps use its metadata and pool")
 
-    template = sub.add_parser("template", parents=[node], help="the node's template caches: add, list")
-    template.add_argument("action", choices=("add", "list"))
+    template = sub.add_parser("template", parents=[node], help="the node's template caches: add, list, remove")
+    template.add_argument("action", choices=("add", "list", "remove"))
     template.add_argument("files", nargs="*", type=Path, metavar="IMAGE")
     template.add_argument("--json", action="store_true")
 
@@ -104,6 +104,13 @@ def cmd_template(args: argparse.Namespace, config: Config) -> int:
             raise EztError("ezt template add: name at least one image file")
         for image in args.files:
             print(store.add_image(layout, image))
+        return 0
+    if args.action == "remove":
+        if not args.files:
+            raise EztError("ezt template remove: name at least one dated image (see ezt template list)")
+        for image in args.files:
+            for path in container.remove_image(layout, str(image)):
+                print(f"removed {path}")
         return 0
     images = store.list_templates(layout, [config.layout.images])
     if args.json:

@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING, Literal, NamedTuple
 
 from builder.chroot import mounts_under, remove_tree
 from builder.errors import EztError
+from builder.imagename import SUFFIX, parse_image_name
 from builder.manifest import read_manifest
 from runtime.ctconfig import join_list, merge_sample, read_config, render_config, split_list, write_config
 from runtime.dists import choose_dist
@@ -395,6 +396,32 @@ def status(layout: NodeLayout, ctid: str) -> ContainerStatus:
 def image_in_use(layout: NodeLayout, dated_name: str) -> bool:
     """Whether a container's config names the dated image (for ``template remove``)."""
     return any(info.ostemplate == dated_name for info in list_containers(layout))
+
+
+def remove_image(layout: NodeLayout, name: str) -> list[Path]:
+    """``ezt template remove``: a dated image leaves the node (from the store: image,
+    manifest, SBOM; and its unpacked shared root), refused while a container's config
+    names it. The image's lock, taken exclusively, waits for shared creates using it.
+    Returns what was removed."""
+    from runtime import store
+
+    dated = name.removesuffix(SUFFIX)
+    if parse_image_name(dated + SUFFIX) is None or "/" in dated:
+        raise EztError(f"{name!r} is not a dated image name (like debian-12-x86_64-20261127.2)")
+    shared = layout.shared_root(dated)
+    stored = layout.template_cache / (dated + SUFFIX)
+    with _flock(_image_lock_path(layout, dated), fcntl.LOCK_EX, f"image {dated}", LOCK_TIMEOUT):
+        if not shared.is_dir():  # the store's own checks and errors (not there, in use)
+            store.remove_image(layout, dated, lambda image: image_in_use(layout, image))
+            return [stored]
+        if image_in_use(layout, dated):
+            raise EztError(f"cache image {dated} is in use by a container; destroy its containers first")
+        removed = []
+        if stored.is_file():
+            store.remove_image(layout, dated, lambda image: False)
+            removed.append(stored)
+        remove_tree(shared)
+        return [*removed, shared]
 
 
 def list_containers(layout: NodeLayout) -> list[ContainerInfo]:

@@ -196,6 +196,34 @@ def test_template_add_refused(tmp_path: Path, node_image: NodeImage) -> None:
     assert json.loads(listed.stdout) == []
 
 
+def test_template_remove(tmp_path: Path, node_image: NodeImage) -> None:
+    """``template remove``: refused while a container names the image; then the store's
+    copy (image, manifest, SBOM) and the unpacked shared root go, the builder's copy stays."""
+    node = Node(tmp_path / "vz", node_image)
+    stored = Path(node.ok("template", "add", str(node_image.path)).strip())
+    node.ok("create", "210", "--ostemplate", node_image.template, "--layout", "shared")
+    dated = node_image.name
+    shared = node.layout.shared_root(dated)
+    assert shared.is_dir()
+    in_use = node.ezt("template", "remove", dated)
+    assert_user_error(in_use, f"cache image {dated} is in use by a container", "destroy its containers first")
+    assert stored.is_file() and Path(f"{stored}.json").is_file() and shared.is_dir()
+    assert node.run("210", "true")[0] == 0
+    node.ok("destroy", "210")
+    assert node.ok("template", "remove", dated) == f"removed {stored}\nremoved {shared}\n"
+    assert not stored.exists() and not Path(f"{stored}.json").exists() and not Path(f"{stored}.spdx.json").exists()
+    assert not shared.exists() and node_image.path.is_file()
+    # an image only in the builder's cache: its shared root goes, the builder's file stays
+    node.ok("create", "211", "--ostemplate", node_image.template, "--layout", "shared")
+    node.ok("destroy", "211")
+    assert node.ok("template", "remove", dated + ".tar.zst") == f"removed {shared}\n"
+    assert node_image.path.is_file() and not shared.exists()
+    assert_user_error(node.ezt("template", "remove", dated), f"no cache image {dated!r}", "template store is empty")
+    assert_user_error(node.ezt("template", "remove", node_image.template), "is not a dated image name")
+    assert_user_error(node.ezt("template", "remove", "../x-20261127"), "is not a dated image name")
+    assert_user_error(node.ezt("template", "remove"), "name at least one dated image")
+
+
 def _hostile(store: Path, node_image: NodeImage, name: str, members: list[tuple[tarfile.TarInfo, bytes]]) -> str:
     """A hostile image with a manifest that vouches for it (sha256 and size right), as
     someone who can publish images could make; returns its template name."""
