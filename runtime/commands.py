@@ -71,6 +71,9 @@ def add_parsers(sub: Commands) -> None:
     run.add_argument("argv", nargs="*", metavar="-- CMD", help="the command, after --")
     enter = sub.add_parser("enter", parents=[node], help="an interactive shell inside a container")
     enter.add_argument("ctid", metavar="CTID")
+    for runner in (run, enter):
+        runner.add_argument("--private-network", action="store_true",
+                            help="a network namespace of its own (only loopback) instead of the host's")
     change = sub.add_parser("set", parents=[node], help="change a container's host name, addresses, DNS, password")
     change.add_argument("ctid", metavar="CTID")
     change.add_argument("--hostname")
@@ -212,11 +215,13 @@ def cmd_exec(args: argparse.Namespace, config: Config) -> int:
     argv = list(args.argv)
     if not argv:
         raise EztError("ezt exec: no command given (ezt exec CTID -- CMD ...)")
-    return container.exec_in(_node(args, config), validate_ctid(args.ctid), argv)
+    return container.exec_in(_node(args, config), validate_ctid(args.ctid), argv, private_network=args.private_network)
 
 
 def cmd_enter(args: argparse.Namespace, config: Config) -> int:
-    return container.exec_in(_node(args, config), validate_ctid(args.ctid), ["/bin/bash", "-l"], interactive=True)
+    shell = ["/bin/bash", "-l"]
+    layout, ctid = _node(args, config), validate_ctid(args.ctid)
+    return container.exec_in(layout, ctid, shell, interactive=True, private_network=args.private_network)
 
 
 def cmd_mount(args: argparse.Namespace, config: Config) -> int:

@@ -1,7 +1,8 @@
 """Run a command inside a container root in new PID, mount, UTS and IPC namespaces.
 
 The command runs under ``unshare --pid --fork --mount --uts --ipc --kill-child
---propagation private``; a short shell prologue then, *inside* those namespaces:
+--propagation private`` (and ``--net`` on request); a short shell prologue then, *inside*
+those namespaces:
 
 - refuses a root whose ``/proc`` or ``/dev`` is a symbolic link or not a directory;
 - mounts a proc of the new PID namespace on ``<root>/proc`` and a small tmpfs on
@@ -44,11 +45,11 @@ _PR_SET_PDEATHSIG = 1
 Target = int | IO[bytes] | IO[str] | None
 """Where a stream goes, as subprocess takes it (None: inherited from ezt)."""
 
-# $1 the root, $2 the host name ("" for none), $3 the UTS namespace ezt runs in;
-# the rest is the command.
+# $1 the root, $2 the host name ("" for none), $3 the UTS namespace ezt runs in,
+# $4 "private" for a network namespace of its own; the rest is the command.
 _PROLOGUE = (
     r"""
-r=$1; h=$2; host_uts=$3; shift 3
+r=$1; h=$2; host_uts=$3; net=$4; shift 4
 fail() { echo "ezt: $*" >&2; exit 125; }
 umask 022
 for d in proc dev; do
@@ -61,6 +62,9 @@ mount -t proc -o nosuid,nodev,noexec proc "$r/proc" || fail "cannot mount /proc"
 """
     + DEV_SETUP
     + r"""
+if [ "$net" = private ] && command -v ip >/dev/null; then
+    ip link set lo up || fail "cannot bring up the loopback interface"
+fi
 if [ -n "$h" ]; then
     uts=$(readlink /proc/self/ns/uts) || fail "cannot read the UTS namespace"
     [ -n "$uts" ] && [ "$uts" != "$host_uts" ] || fail "not in a new UTS namespace: host name not set"
@@ -90,8 +94,12 @@ def run(
     stdin: bytes | Target = None,
     stdout: Target = None,
     stderr: Target = None,
+    private_network: bool = False,
 ) -> int:
     """Run ``argv`` in ``root`` (see the module doc) and return its exit status.
+
+    ``private_network``: in a new network namespace too, holding only the loopback
+    interface (brought up with the host's ``ip`` when there is one).
 
     ``stdin`` is bytes to feed, or a stream target; ``stdout``/``stderr`` are stream
     targets (``subprocess.PIPE`` is not supported here: use a file, or :func:`output`).
@@ -110,6 +118,7 @@ def run(
         "--mount",
         "--uts",
         "--ipc",
+        *(["--net"] if private_network else []),
         "--propagation",
         "private",
         "/bin/sh",
@@ -119,6 +128,7 @@ def run(
         os.path.realpath(root),
         hostname or "",
         os.readlink("/proc/self/ns/uts"),
+        "private" if private_network else "",
         *argv,
     ]
     feed = stdin if isinstance(stdin, bytes) else None

@@ -363,6 +363,23 @@ def test_exec_status_and_streams(node: Node) -> None:
 
 
 @pytest.mark.parametrize("ctid", ["101", "102"])
+def test_exec_private_network(node: Node, ctid: str) -> None:
+    """Without the option the command shares the host's network namespace; with it, it
+    has one of its own holding only a loopback interface, up (the host's ``ip`` does it)."""
+    host_net = os.readlink("/proc/self/ns/net")
+    assert node.ezt("exec", ctid, "--", "readlink", "/proc/self/ns/net").stdout == host_net + "\n"
+    private = node.ezt("exec", ctid, "--private-network", "--", "readlink", "/proc/self/ns/net")
+    assert private.returncode == 0 and private.stdout.startswith("net:[") and private.stdout != host_net + "\n"
+    devices = node.ezt("exec", ctid, "--private-network", "--", "cat", "/proc/net/dev").stdout.splitlines()[2:]
+    assert [line.split(":")[0].strip() for line in devices] == ["lo"]
+    if shutil.which("ip") is not None:
+        addresses = node.ezt("exec", ctid, "--private-network", "--", "cat", "/proc/net/if_inet6").stdout
+        assert addresses.split()[-1:] == ["lo"]  # ::1 is there only once lo is up
+    entered = node.ezt("enter", ctid, "--private-network", stdin="readlink /proc/self/ns/net\nexit 0\n")
+    assert entered.returncode == 0 and host_net not in entered.stdout and "net:[" in entered.stdout
+
+
+@pytest.mark.parametrize("ctid", ["101", "102"])
 def test_enter(node: Node, ctid: str) -> None:
     entered = node.ezt("enter", ctid, stdin="hostname\necho $TERM $HOME\nexit 3\n")
     assert (entered.returncode, entered.stdout) == (3, "web1\nxterm /root\n"), entered.stderr
