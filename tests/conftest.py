@@ -16,11 +16,13 @@
   cache directory holding ``debian-12-x86_64-minimal`` built once from the host's
   mirror by test_mirror's ``build``; shared by test_mirror.py (which also builds more
   into it) and test_runtime_mirror.py.
+- ``host_name`` (module): the host's host name, asserted unchanged after the module.
 """
 
 from __future__ import annotations
 
 import os
+import socket
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -31,6 +33,15 @@ from builder.aptsources import debian_servers
 from tests.debs import build_deb
 from tests.nodeimage import NodeImage, build_node_image
 from tests.repo_factory import GpgKey, RepoInfo, RepoServer, build_repo, make_gpg_key, stop_gpg_agent
+
+
+@pytest.fixture(scope="module")
+def host_name() -> Iterator[str]:
+    """The host's host name, checked unchanged when the module's tests are done: no
+    container set-up may ever touch it."""
+    before = socket.gethostname()
+    yield before
+    assert socket.gethostname() == before, "the host's hostname changed"
 
 
 @pytest.fixture(scope="session")

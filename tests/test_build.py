@@ -13,20 +13,19 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from builder.imagename import parse_image_name
+from tests.cli import run_ezt
 from tests.debs import build_deb
 from tests.hostbase import build_hostbase
 from tests.repo_factory import GpgKey, RepoServer, build_repo
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="installing into a chroot needs root")
 TEMPLATE = "testos-1-x86_64"
-ROOT = Path(__file__).parent.parent
 
 
 def package_set(out: Path, greeting_version: str = "1.0") -> list[Path]:
@@ -93,15 +92,8 @@ def site(tmp_path_factory: pytest.TempPathFactory, gpg_key: GpgKey) -> Iterator[
 
 
 def ezt(site: Site, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    environment = {
-        "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
-        "PYTHONPATH": str(ROOT),
-        "EZT_URLMAP_TEST_SERVER": site.server.url,
-        "SOURCE_DATE_EPOCH": "1700000000",
-    }
-    environment.update(env or {})
-    return subprocess.run([sys.executable, "-m", "builder.cli", *args], capture_output=True, text=True,
-                          env=environment)
+    return run_ezt(*args, env={"EZT_URLMAP_TEST_SERVER": site.server.url, "SOURCE_DATE_EPOCH": "1700000000",
+                               **(env or {})})  # fmt: skip
 
 
 def build(site: Site, tmp: Path, *extra: str, template: str = TEMPLATE,

@@ -1,37 +1,17 @@
 """User errors through the real CLI: one line naming file and line, exit 1, no traceback."""
 
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from tests.cli import assert_user_error, run_ezt
 from tests.test_recipe import make_recipe
 
 
 def ezt(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "builder.cli", *args],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        env={
-            "PATH": "/usr/bin:/bin:/usr/sbin:/sbin",
-            "EZT_URLMAP_DEBIAN_SERVER": "http://127.0.0.1:9/debian",
-            "EZT_URLMAP_SEC": "http://127.0.0.1:9/sec",
-            "PYTHONPATH": str(Path(__file__).parent.parent),
-        },
-    )
-
-
-def assert_one_line_error(result: subprocess.CompletedProcess[str], *fragments: str) -> None:
-    assert result.returncode == 1, result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("ezt: error: ")
-    assert "Traceback" not in result.stderr
-    for fragment in fragments:
-        assert fragment in lines[0]
+    closed_port = {"EZT_URLMAP_DEBIAN_SERVER": "http://127.0.0.1:9/debian", "EZT_URLMAP_SEC": "http://127.0.0.1:9/sec"}
+    return run_ezt(*args, env=closed_port, cwd=cwd)
 
 
 @pytest.mark.parametrize(
@@ -48,21 +28,21 @@ def test_recipe_errors_via_cli(tmp_path: Path, files: dict[str, str | None], fra
     make_recipe(tmp_path / "recipes", **files)
     for command in (["build", "debian-12-x86_64"], ["info", "debian-12-x86_64"], ["lock", "debian-12-x86_64"]):
         result = ezt(*command, "--recipes", str(tmp_path / "recipes"), "--cache-dir", str(tmp_path / "cache"))
-        assert_one_line_error(result, *fragments)
+        assert_user_error(result, *fragments)
     assert not (tmp_path / "cache" / "images").exists()
 
 
 def test_unknown_template(tmp_path: Path) -> None:
     make_recipe(tmp_path / "recipes")
     result = ezt("build", "nope-1-x86_64", "--recipes", str(tmp_path / "recipes"), "--cache-dir", str(tmp_path / "c"))
-    assert_one_line_error(result, "unknown template 'nope-1-x86_64'")
+    assert_user_error(result, "unknown template 'nope-1-x86_64'")
 
 
 def test_bad_config(tmp_path: Path) -> None:
     config = tmp_path / "ezt.yaml"
     config.write_text("jobs: 1\nspeed: fast\n")
     result = ezt("recipes", "--config", str(config), "--recipes", str(tmp_path))
-    assert_one_line_error(result, f"{config}:2:", "unknown key 'speed'")
+    assert_user_error(result, f"{config}:2:", "unknown key 'speed'")
 
 
 def test_locked_without_lock(tmp_path: Path) -> None:
@@ -76,7 +56,7 @@ def test_locked_without_lock(tmp_path: Path) -> None:
         "--cache-dir",
         str(tmp_path / "cache"),
     )
-    assert_one_line_error(result, "debian-12-x86_64.lock.json", "no lock file")
+    assert_user_error(result, "debian-12-x86_64.lock.json", "no lock file")
 
 
 def test_unreachable_mirror(tmp_path: Path) -> None:
@@ -84,7 +64,7 @@ def test_unreachable_mirror(tmp_path: Path) -> None:
     result = ezt(
         "build", "debian-12-x86_64", "--recipes", str(tmp_path / "recipes"), "--cache-dir", str(tmp_path / "cache")
     )
-    assert_one_line_error(result, "os_repositories:2:", "127.0.0.1:9")
+    assert_user_error(result, "os_repositories:2:", "127.0.0.1:9")
     assert "cannot reach" in result.stderr or "refused" in result.stderr
 
 

@@ -62,13 +62,6 @@ def _output(layout: NodeLayout, ctid: str, argv: list[str]) -> tuple[int, str]:
 
 
 @pytest.fixture(scope="module")
-def host_name() -> Iterator[str]:
-    before = socket.gethostname()
-    yield before
-    assert socket.gethostname() == before, "the host's hostname changed"
-
-
-@pytest.fixture(scope="module")
 def node(tmp_path_factory: pytest.TempPathFactory, node_image: NodeImage, host_name: str) -> Iterator[NodeLayout]:
     layout = NodeLayout(tmp_path_factory.mktemp("vz"))
     _create(layout, node_image, "101", "plain")

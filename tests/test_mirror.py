@@ -13,12 +13,12 @@ import hashlib
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from builder.aptsources import debian_servers
+from tests.cli import run_ezt
 
 ROOT = Path(__file__).parent.parent
 EPOCH = "1767225600"
@@ -31,9 +31,7 @@ pytestmark = [
 
 
 def ezt(*args: str) -> subprocess.CompletedProcess[str]:
-    env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "PYTHONPATH": str(ROOT), "SOURCE_DATE_EPOCH": EPOCH}
-    return subprocess.run([sys.executable, "-m", "builder.cli", *args], capture_output=True, text=True, env=env,
-                          cwd=ROOT)
+    return run_ezt(*args, env={"SOURCE_DATE_EPOCH": EPOCH}, cwd=ROOT)
 
 
 def build(template: str, cache: Path) -> subprocess.CompletedProcess[str]:

@@ -28,12 +28,11 @@ import pytest
 from builder.chroot import mounts_under
 from runtime.dists.debian import BEGIN
 from runtime.paths import NodeLayout
+from tests.cli import CLEAN_ENV, assert_user_error, run_ezt
 from tests.nodeimage import INTERFACES, NodeImage
 from tests.test_extract import _device, _hardlink, _image, _regular, _symlink
 from tests.test_image import tmpfs
 
-ROOT = Path(__file__).parent.parent
-ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "PYTHONPATH": str(ROOT)}
 pytestmark = [
     pytest.mark.root,
     pytest.mark.skipif(os.geteuid() != 0, reason="containers need root (overlayfs, namespaces, chroot)"),
@@ -42,20 +41,7 @@ SETTINGS = ("--hostname", "web1", "--ipadd", "10.0.0.5", "--nameserver", "10.0.0
 
 
 def ezt(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "builder.cli", *args], input=stdin, capture_output=True, text=True, env=ENV, timeout=120
-    )
-
-
-def assert_user_error(result: subprocess.CompletedProcess[str], *fragments: str) -> None:
-    """One ``ezt: error:`` line holding every fragment, no traceback, exit status 1."""
-    assert result.returncode == 1, (result.returncode, result.stdout, result.stderr)
-    assert "Traceback" not in result.stderr
-    lines = result.stderr.splitlines()
-    assert len(lines) == 1 and result.stderr.endswith("\n"), result.stderr
-    assert lines[0].startswith("ezt: error: "), result.stderr
-    for fragment in fragments:
-        assert fragment in lines[0], (fragment, lines[0])
+    return run_ezt(*args, stdin=stdin, timeout=120)
 
 
 @dataclass(frozen=True)
@@ -94,13 +80,6 @@ class Node:
         found = [str(p) for p in paths if os.path.lexists(p)]
         found += [str(p) for p in layout.private(ctid).parent.glob(f"{ctid}.*")]
         return found + mounts_under(layout.root(ctid))
-
-
-@pytest.fixture(scope="module")
-def host_name() -> Iterator[str]:
-    before = socket.gethostname()
-    yield before
-    assert socket.gethostname() == before, "the host's hostname changed"
 
 
 @pytest.fixture(scope="module")
@@ -511,7 +490,7 @@ def test_destroy(node: Node, host_name: str) -> None:
 def test_destroy_refuses_running(node: Node) -> None:
     node.ok("create", "104", "--ostemplate", node.image.template, "--layout", "shared")
     argv = [sys.executable, "-m", "builder.cli", "exec", "104", "--vz-root", str(node.vz), "--", "cat"]
-    with subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=ENV) as running:
+    with subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=CLEAN_ENV) as running:
         assert running.stdin is not None
         deadline = time.monotonic() + 20
         while _rows(node, "-a")["104"].get("processes", 1) == 0 and time.monotonic() < deadline:
@@ -530,8 +509,8 @@ def test_lock_excludes(node: Node) -> None:
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         options = ("--vz-root", str(node.vz))
-        waiting = subprocess.Popen([sys.executable, "-m", "builder.cli", "exec", "101", *options, "--", "hostname"],
-                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)  # fmt: skip
+        argv = [sys.executable, "-m", "builder.cli", "exec", "101", *options, "--", "hostname"]
+        waiting = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=CLEAN_ENV)
         time.sleep(1.0)
         assert waiting.poll() is None, waiting.communicate()
     finally:

@@ -13,21 +13,14 @@ from pathlib import Path
 import pytest
 
 from runtime.ctconfig import read_config
+from tests.cli import CLEAN_ENV, assert_user_error, run_ezt
 from tests.nodeimage import NodeImage
 
-ROOT = Path(__file__).parent.parent
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="containers need root (overlayfs, namespaces, chroot)")
 
 
 def ezt(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "builder.cli", *args], capture_output=True, text=True,
-                          env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "PYTHONPATH": str(ROOT)})  # fmt: skip
-
-
-def one_line_error(result: subprocess.CompletedProcess[str], fragment: str) -> None:
-    assert result.returncode == 1, result.stdout
-    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr, result.stderr
-    assert fragment in result.stderr, result.stderr
+    return run_ezt(*args)
 
 
 def root_file(vz: Path, ctid: str, name: str, layout: str) -> str:
@@ -102,11 +95,11 @@ def test_set_errors_change_nothing(node_image: NodeImage, tmp_path: Path) -> Non
         ((), "nothing to change"),
     ]
     for options, fragment in cases:
-        one_line_error(ezt("set", "101", *options, *node), fragment)
+        assert_user_error(ezt("set", "101", *options, *node), fragment)
         assert conf.read_text() == before
         assert (hostname_file.read_bytes() if hostname_file.exists() else None) == hostname_before
-    one_line_error(ezt("set", "202", "--hostname", "x", *node), "container 202 does not exist")
-    one_line_error(ezt("set", "Bad", "--hostname", "x", *node), "invalid container ID 'Bad'")
+    assert_user_error(ezt("set", "202", "--hostname", "x", *node), "container 202 does not exist")
+    assert_user_error(ezt("set", "Bad", "--hostname", "x", *node), "invalid container ID 'Bad'")
 
 
 def test_status(node_image: NodeImage, tmp_path: Path) -> None:
@@ -122,7 +115,7 @@ def test_status(node_image: NodeImage, tmp_path: Path) -> None:
     assert state["ostemplate"] == node_image.name
 
     sleeper = subprocess.Popen([sys.executable, "-m", "builder.cli", "exec", "101", "--vz-root", str(vz), "--",
-                                "sleep", "30"], env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "PYTHONPATH": str(ROOT)},
+                                "sleep", "30"], env=CLEAN_ENV,
                                stdin=subprocess.DEVNULL)  # fmt: skip
     try:
         deadline = time.monotonic() + 20
@@ -132,7 +125,7 @@ def test_status(node_image: NodeImage, tmp_path: Path) -> None:
         assert running.stdout.startswith("CTID 101 exist mounted running"), running.stdout
         rows = json.loads(ezt("list", "--json", *node).stdout)
         assert [(r["ctid"], r["processes"]) for r in rows] == [("101", 1)]
-        one_line_error(ezt("destroy", "101", *node), "container 101 is running (1 processes): stop them first")
+        assert_user_error(ezt("destroy", "101", *node), "container 101 is running (1 processes): stop them first")
         assert (vz / "conf" / "101.conf").exists()
     finally:
         sleeper.kill()

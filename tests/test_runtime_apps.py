@@ -25,7 +25,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,11 +40,11 @@ from builder.recipe import App, Template
 from runtime.apps import AppRecord, InstalledGraph, derive_records, split_added
 from runtime.ctconfig import read_config
 from runtime.paths import NodeLayout
+from tests.cli import assert_user_error, run_ezt
 from tests.debs import build_deb
 from tests.nodeimage import node_packages
 from tests.repo_factory import GpgKey, RepoServer, build_repo
 
-ROOT = Path(__file__).parent.parent
 TEMPLATE = "appos-1-x86_64"
 OTHER = "otheros-1-x86_64"
 VARIABLE = "APPS_TEST_SERVER"
@@ -133,14 +132,8 @@ class Site:
     url: str
 
     def ezt(self, *args: str, url: str | None = None) -> subprocess.CompletedProcess[str]:
-        env = {
-            "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
-            "PYTHONPATH": str(ROOT),
-            f"EZT_URLMAP_{VARIABLE}": url or self.url,
-            "SOURCE_DATE_EPOCH": EPOCH,
-        }
-        argv = [sys.executable, "-m", "builder.cli", *args]
-        return subprocess.run(argv, capture_output=True, text=True, env=env, timeout=300, check=False)
+        env = {f"EZT_URLMAP_{VARIABLE}": url or self.url, "SOURCE_DATE_EPOCH": EPOCH}
+        return run_ezt(*args, env=env, timeout=300)
 
 
 @pytest.fixture(scope="module")
@@ -234,17 +227,6 @@ def web_node(tmp_path_factory: pytest.TempPathFactory, site: Site) -> Iterator[N
         node.create("101")
         node.ok("install", "101", "web")
         yield node
-
-
-def assert_user_error(result: subprocess.CompletedProcess[str], *fragments: str) -> None:
-    """One ``ezt: error:`` line holding every fragment, no traceback, exit status 1."""
-    assert result.returncode == 1, (result.returncode, result.stdout, result.stderr)
-    assert "Traceback" not in result.stderr
-    lines = result.stderr.splitlines()
-    assert len(lines) == 1 and result.stderr.endswith("\n"), result.stderr
-    assert lines[0].startswith("ezt: error: "), result.stderr
-    for fragment in fragments:
-        assert fragment in lines[0], (fragment, lines[0])
 
 
 def state(root: Path) -> dict[str, dict[str, list[str]]]:

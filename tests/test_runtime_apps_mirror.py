@@ -16,35 +16,24 @@ date), then::
 from __future__ import annotations
 
 import json
-import os
 import socket
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from builder.aptsources import debian_servers
 from builder.chroot import mounts_under
 from runtime.ctconfig import read_config
 from runtime.paths import NodeLayout
+from tests.cli import MIRROR_AS_ROOT, ROOT, run_ezt
 
-ROOT = Path(__file__).parent.parent
 TEMPLATE = "debian-12-x86_64"
-
-pytestmark = [
-    pytest.mark.mirror,
-    pytest.mark.root,
-    pytest.mark.skipif(os.geteuid() != 0, reason="building and running containers need root"),
-    pytest.mark.skipif("DEBIAN_SERVER" not in debian_servers(), reason="the host's apt sources name no Debian mirror"),
-]
+pytestmark = MIRROR_AS_ROOT
 
 
 def ezt(*args: str) -> subprocess.CompletedProcess[str]:
-    env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "PYTHONPATH": str(ROOT)}
-    return subprocess.run([sys.executable, "-m", "builder.cli", *args], capture_output=True, text=True, env=env,
-                          timeout=600, cwd=ROOT, check=False)  # fmt: skip
+    return run_ezt(*args, timeout=600, cwd=ROOT)  # the repository's recipes: its apps
 
 
 class Node:

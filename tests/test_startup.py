@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.cli import run_ezt
 from tests.nodeimage import NodeImage
 
 HEAVY = (
@@ -65,7 +66,7 @@ def test_shared_create_and_list_load_nothing_heavy(tmp_path: Path, node_image: N
         assert sorted(set(HEAVY) & loaded) == []
     finally:
         for ctid in ("2", "1"):
-            subprocess.run([sys.executable, "-m", "builder.cli", "destroy", ctid, "--vz-root", vz], check=False)
+            run_ezt("destroy", ctid, "--vz-root", vz)
 
 
 def test_parser_built_for_one_command_parses_it_alone() -> None:
