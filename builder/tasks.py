@@ -56,6 +56,24 @@ def release_file(ctx: steps.BuildContext, repo_ident: str) -> str:
     return str(ctx.config.layout.metadata / repo_ident / "Release")
 
 
+def fetch_task(
+    ctx: steps.BuildContext, item: Buildable, failures: Failures, after: tuple[str, ...] = ()
+) -> dict[str, Any]:
+    """Download what ``item``'s lock names into the pool (after ``after``, and after its
+    lock task unless the build uses the existing lock); up to date when the pool holds
+    every file."""
+    locked = ctx.options.locked or ctx.options.offline
+    return {
+        "basename": "fetch",
+        "name": item.name,
+        "actions": [failures.guard(steps.fetch_template, ctx, item)],
+        "file_dep": [str(ctx.config.layout.lock_file(item.name))],
+        "task_dep": [*after, *([] if locked else [f"lock:{item.name}"])],
+        "uptodate": [lambda: steps.pool_complete(ctx, item)],
+        "verbosity": 2,
+    }
+
+
 def template_tasks(ctx: steps.BuildContext, template: Template, failures: Failures) -> Iterator[dict[str, Any]]:
     layout = ctx.config.layout
     name = template.name
@@ -81,15 +99,7 @@ def template_tasks(ctx: steps.BuildContext, template: Template, failures: Failur
             "targets": [lock_file],
             "verbosity": 2,
         }
-    yield {
-        "basename": "fetch",
-        "name": name,
-        "actions": [failures.guard(steps.fetch_template, ctx, template)],
-        "file_dep": [lock_file],
-        "task_dep": [] if locked else [f"lock:{name}"],
-        "uptodate": [lambda t=template: steps.pool_complete(ctx, t)],
-        "verbosity": 2,
-    }
+    yield fetch_task(ctx, template, failures)
     stamp = str(layout.stage_stamp(name))
     yield {
         "basename": "stage",
@@ -133,15 +143,7 @@ def app_cache_tasks(ctx: steps.BuildContext, cache: AppCache, failures: Failures
             "targets": [lock_file],
             "verbosity": 2,
         }
-    yield {
-        "basename": "fetch",
-        "name": name,
-        "actions": [failures.guard(steps.fetch_template, ctx, cache)],
-        "file_dep": [lock_file],
-        "task_dep": [f"stage:{base}"] + ([] if locked else [f"lock:{name}"]),
-        "uptodate": [lambda: steps.pool_complete(ctx, cache)],
-        "verbosity": 2,
-    }
+    yield fetch_task(ctx, cache, failures, after=(f"stage:{base}",))
     stamp = str(layout.stage_stamp(name))
     yield {
         "basename": "stage",
