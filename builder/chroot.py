@@ -213,9 +213,9 @@ def copy_tree(source: Path, target: Path) -> None:
     """Copy a root exactly (owners, modes, links, hard links, xattrs) to a new
     ``target`` with ``cp -a``: the quickest faithful copy, and it shares blocks where
     the filesystem can (``--reflink=auto``)."""
-    argv = ["cp", "-a", "--reflink=auto", "--no-target-directory", str(source), str(target)]
     import subprocess
 
+    argv = ["cp", "-a", "--reflink=auto", "--no-target-directory", str(source), str(target)]
     done = subprocess.run(argv, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         lines = done.stderr.strip().splitlines()

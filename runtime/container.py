@@ -44,6 +44,7 @@ from builder.chroot import mounts_under, remove_tree
 from builder.errors import EztError
 from builder.imagename import SUFFIX, parse_image_name
 from builder.manifest import read_manifest
+from runtime import libc
 from runtime.ctconfig import join_list, merge_sample, read_config, render_config, split_list, write_config
 from runtime.dists import choose_dist
 from runtime.dists.base import check_hostname, check_nameservers, parse_ips
@@ -53,8 +54,8 @@ from runtime.store import StoredImage, choose_image
 if TYPE_CHECKING:
     from runtime import nsexec
 
-# Every node command imports this module, so what only some paths need (subprocess,
-# the namespace runner, the extractor) is imported where used: start-up time is most
+# Every node command imports this module, so what only some paths need (the namespace
+# runner, the extractor) is imported where used: start-up time is most
 # of a shared-layout create.
 
 LayoutKind = Literal["plain", "shared"]
@@ -131,18 +132,6 @@ def _image_lock_path(layout: NodeLayout, name: str) -> Path:
 
 def _is_mounted(path: Path) -> bool:
     return os.path.realpath(path) in mounts_under(path)
-
-
-def _run_tool(argv: Sequence[str], where: Path) -> None:
-    import subprocess
-
-    try:
-        done = subprocess.run(list(argv), stdin=subprocess.DEVNULL, capture_output=True, check=False)
-    except OSError as exc:
-        raise EztError(f"cannot run {argv[0]}: {exc.strerror or exc}", where) from exc
-    if done.returncode != 0:
-        text = done.stderr.decode("utf-8", errors="replace").strip().splitlines()
-        raise EztError(f"{argv[0]} failed: {text[-1] if text else f'exit status {done.returncode}'}", where)
 
 
 def _disk_used(path: Path) -> int:
@@ -228,26 +217,17 @@ def root_path(layout: NodeLayout, ctid: str, config: dict[str, str] | None = Non
     return layout.private(ctid) if values.get("LAYOUT", "plain") == "plain" else layout.root(ctid)
 
 
-def _libc_call(name: str, *args: object) -> None:
-    """Call mount(2) / umount2(2) directly (no ``mount`` process: 10-20 ms less a
-    command); EztError with the errno's text if it fails."""
-    import ctypes
-
-    libc = ctypes.CDLL(None, use_errno=True)
-    if getattr(libc, name)(*args) != 0:
-        raise OSError(ctypes.get_errno(), os.strerror(ctypes.get_errno()))
-
-
 def _sys_mount(options: str, source: str, root: Path) -> None:
+    """mount(2) directly (no ``mount`` process: 10-20 ms less a command)."""
     try:
-        _libc_call("mount", source.encode(), os.fsencode(root), b"overlay", 0, options.encode())
+        libc.call("mount", source.encode(), os.fsencode(root), b"overlay", 0, options.encode())
     except OSError as exc:
         raise EztError(f"mount failed: {exc.strerror}", root) from exc
 
 
 def _sys_umount(root: Path) -> None:
     try:
-        _libc_call("umount2", os.fsencode(root), 0)
+        libc.call("umount2", os.fsencode(root), 0)
     except OSError as exc:
         raise EztError(f"umount failed: {exc.strerror}", root) from exc
 

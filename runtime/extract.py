@@ -41,6 +41,7 @@ from typing import BinaryIO, NamedTuple
 from builder.atomic import fsync_dir
 from builder.chroot import remove_tree
 from builder.errors import EztError
+from runtime import libc
 
 BLOCK = 512
 READ_SIZE = 1 << 18
@@ -116,13 +117,9 @@ def extract_image(image: Path, target: Path, *, durable: bool = False) -> Extrac
 
 def _syncfs(directory: Path) -> None:
     """Write back the file system holding ``directory`` (syncfs(2): that one only)."""
-    import ctypes
-
     fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
-        if ctypes.CDLL(None, use_errno=True).syncfs(fd) != 0:
-            error = ctypes.get_errno()
-            raise OSError(error, os.strerror(error))
+        libc.call("syncfs", fd)
     finally:
         os.close(fd)
 
