@@ -115,13 +115,9 @@ class DebFamily:
         install.install(request)
 
     def installed_packages(self, root: Path) -> list[Package]:
-        from builder.deb.packages import parse_status
-        from builder.deb.rootpath import in_root
+        from builder.deb import install
 
-        path = in_root(root, "var/lib/dpkg/status")
-        if path.is_symlink() or not path.is_file():
-            raise EztError("no dpkg database (var/lib/dpkg/status) in the root", Where.of(root))
-        return parse_status(path.read_text(encoding="utf-8", errors="replace"))
+        return install.read_installed(root)
 
     def remove(self, root: Path, names: Sequence[str], environment: Mapping[str, str], source_date_epoch: int) -> None:
         from builder.deb import install

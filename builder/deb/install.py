@@ -34,11 +34,12 @@ from builder import rootfs
 from builder.chroot import run_in_root
 from builder.deb.image_sources import write_apt_sources
 from builder.deb.order import essential_closure, install_order, pre_depends_layers
+from builder.deb.packages import parse_status
 from builder.deb.rawdeb import write_uncompressed
 from builder.deb.rootpath import POLICY_RC_D, POLICY_RC_D_TEXT, STAGING, in_root, is_ezt_policy
-from builder.errors import EztError
+from builder.errors import EztError, Where
 from builder.family import InstallRequest
-from builder.model import LockedPackage
+from builder.model import LockedPackage, Package
 
 DEFER_TRIGGERS = False
 """Whether layer runs use ``--no-triggers``, leaving all triggers to one final run.
@@ -99,7 +100,7 @@ def install(request: InstallRequest) -> None:
         prepare_root(root, native_arch(request.packages))
         installed: dict[str, str] = {}
     else:
-        installed = installed_packages(root)
+        installed = {p.name: p.version for p in read_installed(root)}
     todo = [p for p in request.packages if installed.get(p.name) != p.version]
     by_name = {p.name: p for p in todo}
     done = set(installed) - set(by_name)
@@ -390,15 +391,14 @@ def _claim_policy_rc_d(root: Path) -> bool:
     return True
 
 
-def installed_packages(root: Path) -> dict[str, str]:
-    """Name -> version of the packages the root's dpkg database has installed."""
-    found: dict[str, str] = {}
-    text = (root / "var/lib/dpkg/status").read_text(encoding="utf-8", errors="replace")
-    for stanza in text.split("\n\n"):
-        fields = dict(line.split(": ", 1) for line in stanza.splitlines() if ": " in line and not line[0].isspace())
-        if fields.get("Status", "").endswith(" installed") and "Package" in fields:
-            found[fields["Package"]] = fields.get("Version", "")
-    return found
+def read_installed(root: Path) -> list[Package]:
+    """What the root's dpkg database has installed (records without files); EztError if
+    it has none. A database that is a symbolic link is refused: a container's root is
+    not trusted."""
+    path = in_root(root, "var/lib/dpkg/status")
+    if path.is_symlink() or not path.is_file():
+        raise EztError("no dpkg database (var/lib/dpkg/status) in the root", Where.of(root))
+    return parse_status(path.read_text(encoding="utf-8", errors="replace"))
 
 
 _TOOLS = f"{STAGING}/tools"
