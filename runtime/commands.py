@@ -257,9 +257,7 @@ def cmd_set(args: argparse.Namespace, config: Config) -> int:
 def cmd_status(args: argparse.Namespace, config: Config) -> int:
     state = container.status(_node(args, config), validate_ctid(args.ctid))
     if args.json:
-        print(json.dumps({"ctid": state.ctid, "exists": state.exists, "mounted": state.mounted,
-                          "running": state.running, "processes": state.processes, "layout": state.layout,
-                          "ostemplate": state.ostemplate}, indent=2))  # fmt: skip
+        print(json.dumps({**state._asdict(), "running": state.running}, indent=2))
         return 0
     words = ["exist" if state.exists else "deleted", "mounted" if state.mounted else "unmounted",
              "running" if state.running else "down"]  # fmt: skip
@@ -271,9 +269,7 @@ def cmd_status(args: argparse.Namespace, config: Config) -> int:
 def cmd_list(args: argparse.Namespace, config: Config) -> int:
     rows = [c for c in container.list_containers(_node(args, config)) if args.all or c.mounted]
     if args.json:
-        print(json.dumps([{"ctid": c.ctid, "ostemplate": c.ostemplate, "hostname": c.hostname,
-                           "ips": list(c.ips), "layout": c.layout, "disk_used": c.disk_used,
-                           "mounted": c.mounted, "processes": c.processes} for c in rows], indent=2))
+        print(json.dumps([c._asdict() for c in rows], indent=2))  # every field of the record
         return 0
     print(f"{'CTID':<10} {'NPROC':>5} {'STATUS':<9} {'HOSTNAME':<20} {'IP_ADDR':<18} {'LAYOUT':<7} {'DISK':>9} "
           "OSTEMPLATE")
