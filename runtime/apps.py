@@ -275,11 +275,6 @@ class InstalledGraph:
         return keep
 
 
-def auto_installed(family: Family, root: Path) -> set[str]:
-    """Packages marked as installed only as a dependency (apt's ``extended_states``)."""
-    return family.auto_installed(root)
-
-
 # ---------------------------------------------------------------- the app state
 
 
@@ -375,7 +370,7 @@ def ensure_records(
             wanted = [name]  # the recipe no longer has it: its package of the same name, if any
         missing.append((name, wanted))
     if missing:
-        auto = auto_installed(ct.os.family, root)
+        auto = ct.os.family.auto_installed(root)
         records.update(derive_records(ct.os, installed, auto, missing, records))
     return {name: records[name] for name in apps}
 
@@ -628,7 +623,7 @@ def _remove_one(ct: ContainerTemplate, root: Path, name: str, present: list[str]
     write_state(root, records)
     after_graph = InstalledGraph(family, after)
     theirs = {package for rec in records.values() for package in rec.packages}
-    garbage = auto_installed(family, root) - _os_roots(ct.os, after) - theirs
+    garbage = family.auto_installed(root) - _os_roots(ct.os, after) - theirs
     orphans = sorted(reach & after_graph.names & (garbage - after_graph.needed(garbage)) - kept)
     return RemoveResult(name, tuple(purge), tuple(sorted(kept)), tuple(handed), tuple(orphans))
 
