@@ -9,14 +9,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
-from builder import chroot
+from builder import chroot, rootfs
 from builder.atomic import write_bytes
 from builder.config import Config
 from builder.errors import EztError, Where
@@ -241,18 +240,21 @@ def build_stage(final: Path, fill: Callable[[Path], None], start_from: Path | No
 
 
 def run_post_install(script: Path, root: Path, epoch: int, env: dict[str, str]) -> None:
-    """Copy a recipe's post-install script into the root and run it there, then remove it."""
-    inside = root / "tmp" / f"ezt-{script.name}"
-    inside.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(script, inside)
-    inside.chmod(0o755)
+    """Copy a recipe's script into the root and run it there, then remove it.
+
+    The copy goes through :mod:`builder.rootfs`: the root may be a container's, whose
+    ``/tmp`` (or a file already there) could be a link to a host directory.
+    """
+    inside = f"/tmp/ezt-{script.name}"
+    rootfs.remove_file(root, inside)  # a file already there would keep its own mode
+    rootfs.write_file(root, inside, script.read_bytes(), mode=0o755)
     try:
-        chroot.run_in_root(root, [f"/tmp/{inside.name}"], source_date_epoch=epoch, environment=env)
+        chroot.run_in_root(root, [inside], source_date_epoch=epoch, environment=env)
     except EztError as exc:
-        message = exc.message.replace(f"/tmp/{inside.name}", "script")
+        message = exc.message.replace(inside, "script")
         raise EztError(message, Where.of(script), details=exc.details) from exc
     finally:
-        inside.unlink(missing_ok=True)
+        rootfs.remove_file(root, inside)
 
 
 def inputs_digest(lock_digest: str, recipe_digest: str) -> str:

@@ -68,7 +68,14 @@ from builder.recipe import (
     read_recipe_dir,
     split_template_name,
 )
-from builder.steps import BuildContext, BuildOptions, refresh_repository, verified_pool_file
+from builder.steps import (
+    BuildContext,
+    BuildOptions,
+    metadata_options,
+    refresh_repository,
+    run_post_install,
+    verified_pool_file,
+)
 from runtime import container
 from runtime.ctconfig import join_list, split_list, write_config
 from runtime.paths import NodeLayout, validate_ctid
@@ -407,8 +414,6 @@ def _context(config: Config, say: Say, refresh: bool) -> BuildContext:
 
 def available_packages(ctx: BuildContext, template: Template) -> list[Package]:
     """The template's repositories' packages, their metadata refreshed when due."""
-    from builder.steps import metadata_options
-
     options = metadata_options(ctx, template)
     packages: list[Package] = []
     for repo in template.repositories:
@@ -506,7 +511,7 @@ def install_locked(
         with _logged(root, ctid), template.family.services_held(root):
             for app in apps:
                 if app.pre_install:
-                    _run_script(app.pre_install.path, root, epoch, env)
+                    run_post_install(app.pre_install.path, root, epoch, env)
             if added:
                 template.family.install(
                     InstallRequest(
@@ -520,7 +525,7 @@ def install_locked(
                 )
             for app in apps:
                 if app.post_install:
-                    _run_script(app.post_install.path, root, epoch, env)
+                    run_post_install(app.post_install.path, root, epoch, env)
         owned = split_added(apps, added)
         for app in apps:
             records[app.name] = AppRecord(_requested_names(app), owned.get(app.name, []))
@@ -529,12 +534,6 @@ def install_locked(
     _save(layout.conf_file(ctid), values)
     _running_note(layout, ctid, say)
     return InstallResult(tuple(app.name for app in apps), tuple(added))
-
-
-def _run_script(script: Path, root: Path, epoch: int, env: dict[str, str]) -> None:
-    from builder.steps import run_post_install
-
-    run_post_install(script, root, epoch, env)
 
 
 # ---------------------------------------------------------------- remove

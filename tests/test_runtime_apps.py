@@ -516,6 +516,29 @@ def test_orphans_are_named(node: Node) -> None:
     assert node.audit("101") == ""
 
 
+def test_app_scripts_never_copied_through_a_link_out_of_the_container(node: Node, tmp_path: Path) -> None:
+    """The container's /tmp linked to a host directory: the app's scripts are not copied
+    there (one line, nothing installed); a script path already there that links to a host
+    file is replaced, not written through."""
+    node.create("101")
+    root = node.root("101")
+    host_dir, host_file = tmp_path / "host-tmp", tmp_path / "host-file"
+    host_dir.mkdir()
+    host_file.write_text("host\n")
+    shutil.move(root / "tmp", tmp_path / "ct-tmp")
+    (root / "tmp").symlink_to(host_dir)
+    refused = node.ezt("install", "101", "web")
+    assert_user_error(refused, "symbolic link")
+    assert list(host_dir.iterdir()) == [] and not (root / "var/lib/ezt/apps.json").exists()
+    (root / "tmp").unlink()
+    shutil.move(tmp_path / "ct-tmp", root / "tmp")
+    (root / "tmp/ezt-web_pre-install").symlink_to(host_file)
+    node.ok("install", "101", "web")
+    assert host_file.read_text() == "host\n"
+    assert (root / "etc/web-pre").read_text() == "pre\n"
+    assert not (root / "tmp/ezt-web_pre-install").exists() and not (root / "tmp/ezt-web_pre-install").is_symlink()
+
+
 def test_state_and_log_never_follow_links_out_of_the_container(node: Node, tmp_path: Path) -> None:
     """apps.json and ezt.log linked to host files (absolute links resolve on the host):
     the host files are neither read nor written; the links are replaced."""
