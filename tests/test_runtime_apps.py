@@ -519,7 +519,7 @@ def test_orphans_are_named(node: Node) -> None:
 def test_app_scripts_never_copied_through_a_link_out_of_the_container(node: Node, tmp_path: Path) -> None:
     """The container's /tmp linked to a host directory: the app's scripts are not copied
     there (one line, nothing installed); a script path already there that links to a host
-    file is replaced, not written through."""
+    file is replaced, not written through; so is a link at the installer's staging path."""
     node.create("101")
     root = node.root("101")
     host_dir, host_file = tmp_path / "host-tmp", tmp_path / "host-file"
@@ -533,8 +533,10 @@ def test_app_scripts_never_copied_through_a_link_out_of_the_container(node: Node
     (root / "tmp").unlink()
     shutil.move(tmp_path / "ct-tmp", root / "tmp")
     (root / "tmp/ezt-web_pre-install").symlink_to(host_file)
+    (root / "var/cache/ezt-debs").symlink_to(host_dir)  # the installer's staging directory
     node.ok("install", "101", "web")
-    assert host_file.read_text() == "host\n"
+    assert host_file.read_text() == "host\n" and list(host_dir.iterdir()) == []
+    assert not os.path.lexists(root / "var/cache/ezt-debs")
     assert (root / "etc/web-pre").read_text() == "pre\n"
     assert not (root / "tmp/ezt-web_pre-install").exists() and not (root / "tmp/ezt-web_pre-install").is_symlink()
 

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from builder import rootfs
-from builder.chroot import run_in_root
+from builder.chroot import remove_tree, run_in_root
 from builder.deb.image_sources import write_apt_sources
 from builder.deb.order import essential_closure, install_order, pre_depends_layers
 from builder.deb.packages import parse_status
@@ -267,7 +267,10 @@ class _Stager:
         self.futures: dict[str, Future[str]] = {}
 
     def __enter__(self) -> _Stager:
-        self.staging.mkdir(parents=True, exist_ok=True)
+        # ezt's own scratch directory: whatever has its name (a leftover, or a link that a
+        # container's owner put there to have ezt write elsewhere) goes first
+        remove_tree(self.staging)
+        self.staging.mkdir(parents=True)
         return self
 
     def __exit__(self, *exc: object) -> None:
