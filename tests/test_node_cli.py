@@ -21,6 +21,7 @@ import tarfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import date, timedelta
 from pathlib import Path
 
 import pytest
@@ -137,6 +138,12 @@ def test_template_add_and_list(tmp_path: Path, node_image: NodeImage) -> None:
     assert ezt("destroy", "111", "--vz-root", vz).returncode == 0
 
 
+def _day(image: NodeImage) -> date:
+    """The date the node image was built on (its manifest's): tests name other images
+    after it, never after a fixed day, so they pass on whatever day CI runs."""
+    return date.fromisoformat(json.loads(image.manifest.read_text())["date"])
+
+
 def _copy(image: NodeImage, into: Path, *suffixes: str) -> Path:
     into.mkdir(parents=True)
     for suffix in suffixes:
@@ -207,7 +214,7 @@ def _hostile(store: Path, node_image: NodeImage, name: str, members: list[tuple[
     """A hostile image with a manifest that vouches for it (sha256 and size right), as
     someone who can publish images could make; returns its template name."""
     template = f"hostile-{name}-x86_64"
-    image = _image(store / f"{template}-20261127.tar.zst", members)
+    image = _image(store / f"{template}-{_day(node_image):%Y%m%d}.tar.zst", members)
     manifest = json.loads(Path(f"{node_image.path}.json").read_text())
     manifest["template"] = template
     manifest["image"] = {"name": image.name, "sha256": hashlib.sha256(image.read_bytes()).hexdigest(),
@@ -236,7 +243,8 @@ def test_hostile_images_refused_through_the_cli(tmp_path: Path, node_image: Node
     vz = tmp_path / "vz"
     for number, (name, (members, member)) in enumerate(cases.items(), start=150):
         template = _hostile(source, node_image, name, members)
-        added = ezt("template", "add", str(source / f"{template}-20261127.tar.zst"), "--vz-root", str(vz))
+        image = source / f"{template}-{_day(node_image):%Y%m%d}.tar.zst"
+        added = ezt("template", "add", str(image), "--vz-root", str(vz))
         assert added.returncode == 0, added.stderr
         made = ezt("create", str(number), "--ostemplate", template, "--layout", layout, "--vz-root", str(vz))
         assert_user_error(made, f"member '{member}'")
@@ -262,10 +270,13 @@ def test_disk_full_is_one_line_and_the_other_lives(tmp_path: Path, node_image: N
         before = node.tree()
         if layout == "shared":  # another dated image: its shared root must be unpacked
             other = _copy(node_image, tmp_path / "other" / "images", "", ".json")
-            dated = other.with_name(other.name.replace("-20261127.", "-20261128."))
+            day = _day(node_image)
+            later = day + timedelta(days=1)
+            dated = other.with_name(other.name.replace(f"-{day:%Y%m%d}.", f"-{later:%Y%m%d}."))
+            assert dated != other
             other.rename(dated)
             manifest = json.loads(Path(f"{other}.json").read_text())
-            manifest["date"], manifest["image"]["name"] = "2026-11-28", dated.name
+            manifest["date"], manifest["image"]["name"] = later.isoformat(), dated.name
             Path(f"{dated}.json").write_text(json.dumps(manifest))
             Path(f"{other}.json").unlink()
             full = ezt("create", "171", "--ostemplate", dated.name.removesuffix(".tar.zst"), "--layout", "shared",
