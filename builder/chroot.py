@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Protocol
 
 from builder.errors import EztError
 
@@ -92,6 +93,19 @@ def command_environment(source_date_epoch: int, extra: Mapping[str, str] = {}) -
     return env
 
 
+class RootRunner(Protocol):
+    """Runs a command inside a root and returns its output (stdout and stderr), or raises
+    EztError naming the command with the tail of its output in ``details``.
+
+    :func:`run_in_root` is the build's (a chroot, for stage roots ezt made itself); a
+    container's runs it inside the container (``runtime.inside``), never as host root.
+    """
+
+    def __call__(
+        self, root: Path, argv: Sequence[str], *, source_date_epoch: int, environment: Mapping[str, str] = ...
+    ) -> str: ...
+
+
 def run_in_root(
     root: Path,
     argv: Sequence[str],
@@ -124,7 +138,7 @@ def run_in_root(
         str(root.resolve()),
         *argv,
     ]
-    return _run(wrapper, command_environment(source_date_epoch, environment), shown=argv, where=root)
+    return run_command(wrapper, command_environment(source_date_epoch, environment), shown=argv, where=root)
 
 
 _HOST_OWNED = frozenset({"PATH", "HOME"})
@@ -148,10 +162,10 @@ def run_host_script(
     env = dict(os.environ)
     added = command_environment(source_date_epoch, environment)
     env.update({k: v for k, v in added.items() if k not in _HOST_OWNED or k in environment})
-    return _run([str(script), str(root)], env, shown=[str(script), str(root)], where=script)
+    return run_command([str(script), str(root)], env, shown=[str(script), str(root)], where=script)
 
 
-def _run(argv: Sequence[str], env: Mapping[str, str], *, shown: Sequence[str], where: Path) -> str:
+def run_command(argv: Sequence[str], env: Mapping[str, str], *, shown: Sequence[str], where: Path) -> str:
     """Run to completion with merged output; EztError naming ``shown`` on failure."""
     import subprocess
 
@@ -169,11 +183,11 @@ def _run(argv: Sequence[str], env: Mapping[str, str], *, shown: Sequence[str], w
     output = done.stdout.decode("utf-8", errors="replace")
     if done.returncode != 0:
         tail = "\n".join(output.rstrip("\n").splitlines()[-DETAIL_LINES:])
-        raise EztError(_failure_message(shown, done.returncode, output), where, details=tail)
+        raise EztError(failure_message(shown, done.returncode, output), where, details=tail)
     return output
 
 
-def _failure_message(argv: Sequence[str], returncode: int, output: str) -> str:
+def failure_message(argv: Sequence[str], returncode: int, output: str) -> str:
     command = " ".join(argv)
     if len(command) > 200:
         command = command[:200] + " ..."

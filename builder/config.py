@@ -47,6 +47,9 @@ class Config(NamedTuple):
     keyring: Path = DEFAULT_KEYRING
     vz_root: Path = Path("/vz")
     conf_dir: Path | None = None
+    idmap: str = "100000:65536"
+    bridge: str = "ezt0"
+    bridge_address: str | None = None
     source: str | None = None
 
     @property
@@ -78,6 +81,20 @@ def _string(value: object, key: str, where: Where) -> str:
     if not isinstance(value, str) or not value:
         raise EztError(f"'{key}' must be a non-empty string, not {value!r}", where)
     return value
+
+
+def _node_setting(key: str, value: object, where: Where) -> str:
+    """A node key (``idmap``, ``bridge``, ``bridge_address``), checked as the node reads it."""
+    from runtime import nodeconf
+
+    text = _string(str(value) if isinstance(value, int) and not isinstance(value, bool) else value, key, where)
+    check = {"idmap": nodeconf.parse_idmap, "bridge": nodeconf.check_bridge,
+             "bridge_address": nodeconf.check_bridge_address}[key]  # fmt: skip
+    try:
+        check(text)
+    except EztError as exc:
+        raise EztError(exc.message, where) from None
+    return text
 
 
 def _load_yaml(path: Path) -> tuple[dict[str, Any], dict[str, int]]:
@@ -146,8 +163,10 @@ def _apply_file(config: Config, urlmap: dict[str, str], path: Path) -> Config:
             changes[key] = parse_duration(value, where)
         elif key == "proxy":
             changes[key] = _string(value, key, where)
+        elif key in ("idmap", "bridge", "bridge_address"):
+            changes[key] = _node_setting(key, value, where)
         else:
             known = "recipes, cache_dir, urlmap, exclude, jobs, download_threads, metadata_expire, proxy, keyring, "
-            known += "vz_root, conf_dir"
+            known += "vz_root, conf_dir, idmap, bridge, bridge_address"
             raise EztError(f"unknown key {key!r} (known: {known})", where)
     return config._replace(**changes)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from builder.chroot import RootRunner, run_in_root
 from builder.errors import EztError, Where
 from builder.model import Alternatives, LockedPackage, Package, Repository
 
@@ -39,6 +40,8 @@ class InstallRequest:
     source_date_epoch: int
     repositories: tuple[Repository, ...] = ()
     progress: Callable[[str], None] = print
+    run: RootRunner = run_in_root
+    """How commands run in ``root``: the build's chroot, or inside a container."""
 
 
 class Family(Protocol):
@@ -86,7 +89,14 @@ class Family(Protocol):
         """What the root's package database has installed (records without files)."""
         ...
 
-    def remove(self, root: Path, names: Sequence[str], environment: Mapping[str, str], source_date_epoch: int) -> None:
+    def remove(
+        self,
+        root: Path,
+        names: Sequence[str],
+        environment: Mapping[str, str],
+        source_date_epoch: int,
+        run: RootRunner = run_in_root,
+    ) -> None:
         """Remove (purge) the named packages from the root with its own package manager."""
         ...
 

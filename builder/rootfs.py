@@ -14,7 +14,8 @@ The last component is never followed either:
 - writing goes to a new temporary file in the parent directory, which is fsynced and
   renamed over the name. A rename replaces a symbolic link or a hard link rather than
   writing through it, so nothing outside the root is ever modified. An existing
-  regular file keeps its mode and ownership.
+  regular file keeps its mode and ownership; a new file or directory belongs to the
+  root directory's owner (the container's mapped root when its ids are shifted).
 
 Paths are given as in the container (``/etc/hostname`` or ``etc/hostname``); ``..``
 and ``.`` components are refused.
@@ -65,6 +66,7 @@ def _open_parent(root: Path, parts: list[str], create: bool) -> int | None:
                     return None
                 with contextlib.suppress(FileExistsError):
                     os.mkdir(name, 0o755, dir_fd=fd)
+                    _give_to_root_owner(root, name, fd)
                 next_fd = os.open(name, _DIR_FLAGS, dir_fd=fd)
             except OSError as exc:
                 if exc.errno in (errno.ELOOP, errno.ENOTDIR):
@@ -81,6 +83,18 @@ def _open_parent(root: Path, parts: list[str], create: bool) -> int | None:
         os.close(fd)
         raise
     return fd
+
+
+def root_owner(root: Path) -> tuple[int, int] | None:
+    """The root directory's owner when it is not ours (a shifted container root), else None."""
+    st = os.stat(root)
+    return None if (st.st_uid, st.st_gid) == (os.geteuid(), os.getegid()) else (st.st_uid, st.st_gid)
+
+
+def _give_to_root_owner(root: Path, name: str, dir_fd: int) -> None:
+    owner = root_owner(root)
+    if owner is not None:
+        os.chown(name, *owner, dir_fd=dir_fd, follow_symlinks=False)
 
 
 def _is_link(dir_fd: int, name: str) -> bool:
@@ -123,7 +137,7 @@ def write_file(root: Path, relpath: str, data: bytes, mode: int = 0o644) -> None
     """Replace (or create) a file in the root atomically, never following a link.
 
     Missing parent directories are created (0755). An existing regular file keeps its
-    mode and owner; otherwise the file gets ``mode`` and is owned by the caller.
+    mode and owner; otherwise the file gets ``mode`` and the root directory's owner.
     """
     parts = split_path(relpath)
     name = parts[-1]
@@ -131,7 +145,7 @@ def write_file(root: Path, relpath: str, data: bytes, mode: int = 0o644) -> None
     assert parent is not None
     tmp = f".{name}.ezt-tmp{os.getpid()}"
     try:
-        owner: tuple[int, int] | None = None
+        owner = root_owner(root)
         try:
             old = os.stat(name, dir_fd=parent, follow_symlinks=False)
             if stat.S_ISDIR(old.st_mode):

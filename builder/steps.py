@@ -239,7 +239,9 @@ def build_stage(final: Path, fill: Callable[[Path], None], start_from: Path | No
     work.rename(final)
 
 
-def run_post_install(script: Path, root: Path, epoch: int, env: dict[str, str]) -> None:
+def run_post_install(
+    script: Path, root: Path, epoch: int, env: dict[str, str], run: chroot.RootRunner = chroot.run_in_root
+) -> None:
     """Copy a recipe's script into the root and run it there, then remove it.
 
     The copy goes through :mod:`builder.rootfs`: the root may be a container's, whose
@@ -249,7 +251,7 @@ def run_post_install(script: Path, root: Path, epoch: int, env: dict[str, str]) 
     rootfs.remove_file(root, inside)  # a file already there would keep its own mode
     rootfs.write_file(root, inside, script.read_bytes(), mode=0o755)
     try:
-        chroot.run_in_root(root, [inside], source_date_epoch=epoch, environment=env)
+        run(root, [inside], source_date_epoch=epoch, environment=env)
     except EztError as exc:
         message = exc.message.replace(inside, "script")
         raise EztError(message, Where.of(script), details=exc.details) from exc

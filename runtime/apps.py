@@ -45,12 +45,13 @@ import json
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager, suppress
+from contextlib import AbstractContextManager, contextmanager, nullcontext, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from builder import rootfs
 from builder.appsteps import app_environment
+from builder.chroot import RootRunner
 from builder.config import Config
 from builder.errors import EztError
 from builder.family import Family, InstallRequest
@@ -76,8 +77,9 @@ from builder.steps import (
     run_post_install,
     verified_pool_file,
 )
-from runtime import container
+from runtime import container, inside, lxc
 from runtime.ctconfig import join_list, split_list, write_config
+from runtime.locks import container_lock
 from runtime.paths import NodeLayout, validate_ctid
 from runtime.store import StoredImage, list_templates
 
@@ -451,10 +453,10 @@ def _epoch() -> int:
     return int(time.time())
 
 
-def _running_note(layout: NodeLayout, ctid: str, say: Say) -> None:
-    state = container.status(layout, ctid)
-    if state.running:
-        say(f"note: container {ctid} is running; services of new packages were not started (start them in it)")
+def _services(layout: NodeLayout, ctid: str, family: Family, root: Path) -> AbstractContextManager[None]:
+    """In a running container, services of new packages start as apt would start
+    them; in a stopped one (a transient container, no init) every start is refused."""
+    return nullcontext() if lxc.running(layout, ctid) else family.services_held(root)
 
 
 def _save(conf: Path, values: dict[str, str]) -> None:
@@ -477,7 +479,7 @@ def install_apps(
     validate_ctid(ctid)
     if not names:
         raise EztError("ezt install: name at least one application")
-    with container.container_lock(layout, ctid):
+    with container_lock(layout, ctid):
         return install_locked(config, layout, ctid, names, say=say, refresh=refresh)
 
 
@@ -508,10 +510,11 @@ def install_locked(
         epoch = _epoch()
         cache = AppCache(name=f"{template.name}+{'+'.join(a.name for a in apps)}", os=template, apps=tuple(apps))
         env = {**app_environment(cache, epoch), "EZT_CTID": ctid}
-        with _logged(root, ctid), template.family.services_held(root):
+        run = inside.root_runner(layout, ctid, values)
+        with _logged(root, ctid), _services(layout, ctid, template.family, root):
             for app in apps:
                 if app.pre_install:
-                    run_post_install(app.pre_install.path, root, epoch, env)
+                    run_post_install(app.pre_install.path, root, epoch, env, run)
             if added:
                 template.family.install(
                     InstallRequest(
@@ -521,18 +524,18 @@ def install_locked(
                         environment=env,
                         source_date_epoch=epoch,
                         progress=say,
+                        run=run,
                     )
                 )
             for app in apps:
                 if app.post_install:
-                    run_post_install(app.post_install.path, root, epoch, env)
+                    run_post_install(app.post_install.path, root, epoch, env, run)
         owned = split_added(apps, added)
         for app in apps:
             records[app.name] = AppRecord(_requested_names(app), owned.get(app.name, []))
         write_state(root, records)
     values["TEMPLATES"] = join_list([*present, *(app.name for app in apps)])
     _save(layout.conf_file(ctid), values)
-    _running_note(layout, ctid, say)
     return InstallResult(tuple(app.name for app in apps), tuple(added))
 
 
@@ -577,21 +580,22 @@ def remove_apps(
     validate_ctid(ctid)
     if not names:
         raise EztError("ezt remove: name at least one application")
-    with container.container_lock(layout, ctid):
+    with container_lock(layout, ctid):
         values = container.read_ct_config(layout, ctid)
         ct = container_template(config, ctid, values)
         present = split_list(values.get("TEMPLATES"))
         wanted = _installed_named(ct, present, names)
         results = []
         with container.root_mounted(layout, ctid, values) as root:
+            run = inside.root_runner(layout, ctid, values)
             for name in wanted:
-                results.append(_remove_one(ct, root, name, split_list(values.get("TEMPLATES"))))
+                results.append(_remove_one(ct, root, name, split_list(values.get("TEMPLATES")), run))
                 values["TEMPLATES"] = join_list([app for app in split_list(values.get("TEMPLATES")) if app != name])
                 _save(layout.conf_file(ctid), values)
         return results
 
 
-def _remove_one(ct: ContainerTemplate, root: Path, name: str, present: list[str]) -> RemoveResult:
+def _remove_one(ct: ContainerTemplate, root: Path, name: str, present: list[str], run: RootRunner) -> RemoveResult:
     family = ct.os.family
     installed = family.installed_packages(root)
     records = ensure_records(ct, root, present, installed)
@@ -604,7 +608,7 @@ def _remove_one(ct: ContainerTemplate, root: Path, name: str, present: list[str]
     if purge:
         epoch = _epoch()
         with _logged(root, ct.ctid):
-            family.remove(root, purge, _environment(ct, [name], epoch), epoch)
+            family.remove(root, purge, _environment(ct, [name], epoch), epoch, run)
     after = family.installed_packages(root)
     left = sorted(set(purge) & {package.name for package in after})
     if left:
@@ -643,7 +647,7 @@ def update_apps(
     """``ezt update CTID [APP...]``: newest versions of all installed packages, or of
     the named apps' own packages (the rest stays as it is). Returns what changed."""
     validate_ctid(ctid)
-    with container.container_lock(layout, ctid):
+    with container_lock(layout, ctid):
         values = container.read_ct_config(layout, ctid)
         ct = container_template(config, ctid, values)
         present = split_list(values.get("TEMPLATES"))
@@ -683,7 +687,7 @@ def update_apps(
             fetch(ctx, changes)
             epoch = _epoch()
             env = _environment(ct, present, epoch)
-            with _logged(root, ctid):
+            with _logged(root, ctid), _services(layout, ctid, family, root):
                 family.install(
                     InstallRequest(
                         root=root,
@@ -692,6 +696,7 @@ def update_apps(
                         environment=env,
                         source_date_epoch=epoch,
                         progress=say,
+                        run=inside.root_runner(layout, ctid, values),
                     )
                 )
             new = {package.name for package in changes if package.name not in current}
@@ -704,7 +709,6 @@ def update_apps(
                     new -= gained
             if records:
                 write_state(root, records)
-        _running_note(layout, ctid, say)
         return [Upgrade(package.name, current.get(package.name), package.version) for package in changes]
 
 

@@ -1,7 +1,7 @@
-"""The node-side ``ezt`` sub-commands: template add/list, create, set, status, exec,
-enter, mount, umount, list, destroy, and the application commands install, remove,
-update, list-apps. Each is a thin call into ``runtime.container`` / ``runtime.store`` /
-``runtime.apps``."""
+"""The node-side ``ezt`` sub-commands: template add/list/remove, create, set, start, stop,
+restart, status, exec, enter, mount, umount, list, destroy, and the application
+commands install, remove, update, list-apps. Each is a thin call into
+``runtime.container`` / ``runtime.lifecycle`` / ``runtime.store`` / ``runtime.apps``."""
 
 from __future__ import annotations
 
@@ -71,9 +71,16 @@ def add_parsers(sub: Commands) -> None:
     run.add_argument("argv", nargs="*", metavar="-- CMD", help="the command, after --")
     enter = sub.add_parser("enter", parents=[node], help="an interactive shell inside a container")
     enter.add_argument("ctid", metavar="CTID")
-    for runner in (run, enter):
-        runner.add_argument("--private-network", action="store_true",
-                            help="a network namespace of its own (only loopback) instead of the host's")
+    start = sub.add_parser("start", parents=[node], help="boot a container's init (or every ONBOOT one)")
+    start.add_argument("ctid", nargs="?", metavar="CTID")
+    start.add_argument("--onboot", action="store_true", help="start every stopped container with ONBOOT=yes")
+    for name, text in (("stop", "shut a container down"), ("restart", "stop, then start a container")):
+        verb = sub.add_parser(name, parents=[node], help=text)
+        verb.add_argument("ctid", metavar="CTID")
+        verb.add_argument("--fast", action="store_true", help="kill at once instead of a clean shutdown")
+        if name == "stop":
+            verb.add_argument("--timeout", type=int, default=60, metavar="SECONDS",
+                              help="wait this long for a clean shutdown, then kill (default 60)")
     change = sub.add_parser("set", parents=[node], help="change a container's host name, addresses, DNS, password")
     change.add_argument("ctid", metavar="CTID")
     change.add_argument("--hostname")
@@ -82,6 +89,12 @@ def add_parsers(sub: Commands) -> None:
     change.add_argument("--nameserver", action="append", default=[], metavar="ADDR")
     change.add_argument("--searchdomain", action="append", default=[], metavar="DOMAIN")
     change.add_argument("--userpasswd", metavar="USER:PASSWORD")
+    change.add_argument("--memory", "--ram", metavar="SIZE", help="memory limit (e.g. 512M)")
+    change.add_argument("--swap", metavar="SIZE", help="swap allowed beyond --memory (default none)")
+    change.add_argument("--cpus", metavar="N", help="CPU time limit in CPUs (e.g. 1, 0.5)")
+    change.add_argument("--pids", "--numproc", metavar="N", help="process limit")
+    change.add_argument("--diskspace", metavar="SIZE", help="saved only: not enforced (see the README)")
+    change.add_argument("--onboot", choices=("yes", "no"), help="start with 'ezt start --onboot'")
     state = sub.add_parser("status", parents=[node], help="whether a container exists, is mounted, is running")
     state.add_argument("ctid", metavar="CTID")
     state.add_argument("--json", action="store_true")
@@ -89,15 +102,19 @@ def add_parsers(sub: Commands) -> None:
         one = sub.add_parser(name, parents=[node], help=f"{name} a container")
         one.add_argument("ctid", metavar="CTID")
     listing = sub.add_parser("list", parents=[node], help="containers, vzlist style")
-    listing.add_argument("-a", "--all", action="store_true", help="also containers that are not mounted")
+    listing.add_argument("-a", "--all", action="store_true", help="also stopped containers")
     listing.add_argument("--json", action="store_true")
 
 
 def _node(args: argparse.Namespace, config: Config) -> NodeLayout:
-    """``--vz-root`` if given, else the configuration's ``vz_root`` (and ``conf_dir``)."""
+    """``--vz-root`` if given, else the configuration's ``vz_root`` (and ``conf_dir``),
+    with the configuration's id map and bridge."""
+    from runtime.nodeconf import NodeSettings, parse_idmap
+
+    node = NodeSettings(parse_idmap(config.idmap), config.bridge, config.bridge_address)
     if args.vz_root is not None:
-        return NodeLayout(args.vz_root)
-    return NodeLayout(config.vz_root, config.conf_dir)
+        return NodeLayout(args.vz_root, None, node)
+    return NodeLayout(config.vz_root, config.conf_dir, node)
 
 
 def cmd_template(args: argparse.Namespace, config: Config) -> int:
@@ -215,13 +232,53 @@ def cmd_exec(args: argparse.Namespace, config: Config) -> int:
     argv = list(args.argv)
     if not argv:
         raise EztError("ezt exec: no command given (ezt exec CTID -- CMD ...)")
-    return container.exec_in(_node(args, config), validate_ctid(args.ctid), argv, private_network=args.private_network)
+    return container.exec_in(_node(args, config), validate_ctid(args.ctid), argv)
 
 
 def cmd_enter(args: argparse.Namespace, config: Config) -> int:
     shell = ["/bin/bash", "-l"]
     layout, ctid = _node(args, config), validate_ctid(args.ctid)
-    return container.exec_in(layout, ctid, shell, interactive=True, private_network=args.private_network)
+    return container.exec_in(layout, ctid, shell, interactive=True)
+
+
+def cmd_start(args: argparse.Namespace, config: Config) -> int:
+    from runtime import lifecycle
+
+    layout = _node(args, config)
+    if args.onboot:
+        if args.ctid is not None:
+            raise EztError("ezt start: give a CTID or --onboot, not both")
+        failed = 0
+        for ctid, error in lifecycle.onboot(layout):
+            print(f"container {ctid} started" if not error else f"container {ctid}: {error}")
+            failed += bool(error)
+        return 1 if failed else 0
+    if args.ctid is None:
+        raise EztError("ezt start: name a container (or --onboot)")
+    ctid = validate_ctid(args.ctid)
+    lifecycle.start(layout, ctid)
+    print(f"container {ctid} started")
+    return 0
+
+
+def cmd_stop(args: argparse.Namespace, config: Config) -> int:
+    from runtime import lifecycle
+
+    ctid = validate_ctid(args.ctid)
+    if args.timeout < 1:
+        raise EztError("ezt stop: --timeout must be at least 1 second")
+    lifecycle.stop(_node(args, config), ctid, fast=args.fast, timeout=args.timeout)
+    print(f"container {ctid} stopped")
+    return 0
+
+
+def cmd_restart(args: argparse.Namespace, config: Config) -> int:
+    from runtime import lifecycle
+
+    ctid = validate_ctid(args.ctid)
+    lifecycle.restart(_node(args, config), ctid, fast=args.fast)
+    print(f"container {ctid} restarted")
+    return 0
 
 
 def cmd_mount(args: argparse.Namespace, config: Config) -> int:
@@ -242,12 +299,14 @@ def cmd_destroy(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_set(args: argparse.Namespace, config: Config) -> int:
-    from runtime.configure import Changes, apply_changes
+    from runtime.configure import Changes, apply_changes, limit_values
 
     ctid = validate_ctid(args.ctid)
+    limits = limit_values(args.memory, args.swap, args.cpus, args.pids, args.diskspace, args.onboot)
     changes = Changes(
         hostname=args.hostname, ipadd=tuple(args.ipadd), ipdel=tuple(args.ipdel),
         nameservers=tuple(args.nameserver), searchdomains=tuple(args.searchdomain), userpasswd=args.userpasswd,
+        limits=limits,
     )  # fmt: skip
     done = apply_changes(_node(args, config), ctid, changes)
     print(f"container {ctid}: set {', '.join(done) if done else 'nothing new'}")
@@ -260,21 +319,21 @@ def cmd_status(args: argparse.Namespace, config: Config) -> int:
         print(json.dumps({**state._asdict(), "running": state.running}, indent=2))
         return 0
     words = ["exist" if state.exists else "deleted", "mounted" if state.mounted else "unmounted",
-             "running" if state.running else "down"]  # fmt: skip
+             "running" if state.running else "stopped"]  # fmt: skip
     extra = f" {state.layout} {state.ostemplate}" if state.exists else ""
     print(f"CTID {state.ctid} {' '.join(words)}{extra}")
     return 0
 
 
 def cmd_list(args: argparse.Namespace, config: Config) -> int:
-    rows = [c for c in container.list_containers(_node(args, config)) if args.all or c.mounted]
+    rows = [c for c in container.list_containers(_node(args, config)) if args.all or c.processes]
     if args.json:
         print(json.dumps([c._asdict() for c in rows], indent=2))  # every field of the record
         return 0
     print(f"{'CTID':<10} {'NPROC':>5} {'STATUS':<9} {'HOSTNAME':<20} {'IP_ADDR':<18} {'LAYOUT':<7} {'DISK':>9} "
           "OSTEMPLATE")
     for c in rows:
-        state = "running" if c.processes else "mounted" if c.mounted else "unmounted"
+        state = "running" if c.processes else "stopped"
         print(f"{c.ctid:<10} {c.processes:>5} {state:<9} {c.hostname or '-':<20} {' '.join(c.ips) or '-':<18} "
               f"{c.layout:<7} {c.disk_used / 1e6:8.1f}M {c.ostemplate}")
     return 0

@@ -1,10 +1,17 @@
-"""``ezt set``: change a container's host name, addresses, DNS or a password.
+"""``ezt set``: change a container's host name, addresses, DNS, password, limits, ONBOOT.
 
 Every value is checked before anything is touched. Then, with the container's lock
 held, the distribution setup rewrites the files in its root (a ``shared`` container's
 overlay is mounted for that and unmounted again if it was not mounted before), and the
 config is rewritten last, keeping its comments and key order. A password is applied
-by the container's own ``chpasswd`` and never saved.
+by the container's own ``chpasswd``, inside the container, and never saved.
+
+Limits are saved as vzctl saves them (``PHYSPAGES``, ``SWAPPAGES`` in 4 KiB pages as
+``0:LIMIT``, ``CPUS``, ``NUMPROC``, ``DISKSPACE`` in KiB) and applied by LXC at the
+next start; a running container gets its new host name at once, and is told to
+restart for new addresses and limits. ``DISKSPACE`` is saved but not enforced: the
+private area is a directory on the node's file system, which has no per-directory
+quota here (vzctl enforced it with its own quota or a ploop image).
 """
 
 from __future__ import annotations
@@ -14,10 +21,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from builder.errors import EztError
-from runtime import container, nsexec
+from runtime import container, inside, lxc
 from runtime.ctconfig import join_list, split_list, write_config
 from runtime.dists import choose_dist
 from runtime.dists.base import check_hostname, check_nameservers, parse_ips
+from runtime.locks import container_lock
 from runtime.paths import NodeLayout, validate_ctid
 
 
@@ -35,10 +43,53 @@ class Changes:
     nameservers: tuple[str, ...] = ()
     searchdomains: tuple[str, ...] = ()
     userpasswd: str | None = None
+    limits: tuple[tuple[str, str], ...] = ()
+    """Config keys and values already converted (``("PHYSPAGES", "0:16384")``)."""
 
     def empty(self) -> bool:
         return not (self.hostname or self.ipadd or self.ipdel or self.nameservers or self.searchdomains
-                    or self.userpasswd)  # fmt: skip
+                    or self.userpasswd or self.limits)  # fmt: skip
+
+
+def limit_values(
+    memory: str | None = None,
+    swap: str | None = None,
+    cpus: str | None = None,
+    pids: str | None = None,
+    diskspace: str | None = None,
+    onboot: str | None = None,
+) -> tuple[tuple[str, str], ...]:
+    """The config entries for ``ezt set``'s limit options, checked (EztError naming the option)."""
+    from runtime.nodeconf import PAGE, parse_size
+
+    out: list[tuple[str, str]] = []
+    if memory is not None:
+        size = parse_size(memory, "--memory")
+        if size < 16 << 20:
+            raise EztError(f"--memory {memory}: at least 16M")
+        out.append(("PHYSPAGES", f"0:{size // PAGE}"))
+    if swap is not None:
+        out.append(("SWAPPAGES", f"0:{parse_size(swap, '--swap') // PAGE}"))
+    if cpus is not None:
+        try:
+            number = float(cpus)
+        except ValueError:
+            number = 0.0
+        if not 0 < number <= 4096:
+            raise EztError(f"--cpus {cpus!r}: a positive number of CPUs (e.g. 1, 0.5)")
+        out.append(("CPUS", cpus))
+    if pids is not None:
+        if not pids.isdigit() or int(pids) < 16:
+            raise EztError(f"--pids {pids!r}: a number of processes, at least 16")
+        out.append(("NUMPROC", f"{pids}:{pids}"))
+    if diskspace is not None:
+        kib = parse_size(diskspace, "--diskspace") // 1024
+        out.append(("DISKSPACE", f"{kib}:{kib}"))
+    if onboot is not None:
+        if onboot not in ("yes", "no"):
+            raise EztError(f"--onboot {onboot!r}: yes or no")
+        out.append(("ONBOOT", onboot))
+    return tuple(out)
 
 
 def _same_address(a: str, b: str) -> bool:
@@ -70,7 +121,8 @@ def apply_changes(layout: NodeLayout, ctid: str, changes: Changes) -> list[str]:
     validate_ctid(ctid)
     if changes.empty():
         raise EztError("ezt set: nothing to change (give --hostname, --ipadd, --ipdel, --nameserver, "
-                       "--searchdomain or --userpasswd)")  # fmt: skip
+                       "--searchdomain, --userpasswd, --memory, --swap, --cpus, --pids, --diskspace "
+                       "or --onboot)")  # fmt: skip
     if changes.hostname is not None:
         check_hostname(changes.hostname)
     check_nameservers(changes.nameservers)
@@ -78,11 +130,13 @@ def apply_changes(layout: NodeLayout, ctid: str, changes: Changes) -> list[str]:
         check_hostname(domain)
     password = container.split_userpasswd(changes.userpasswd) if changes.userpasswd is not None else None
 
-    with container.container_lock(layout, ctid):
+    with container_lock(layout, ctid):
         conf = layout.conf_file(ctid)
         values = container.read_ct_config(layout, ctid)
         current = split_list(values.get("IP_ADDRESS"))
         addresses = new_addresses(current, changes.ipdel, changes.ipadd)
+        container.refuse_used_addresses(layout, ctid, addresses)
+        running = lxc.running(layout, ctid)
         dist = choose_dist(values.get("DISTRIBUTION", "default"))
         done: list[str] = []
         with container.root_mounted(layout, ctid, values) as root:
@@ -90,6 +144,8 @@ def apply_changes(layout: NodeLayout, ctid: str, changes: Changes) -> list[str]:
                 dist.set_hostname(root, changes.hostname)
                 values["HOSTNAME"] = changes.hostname
                 done.append(f"hostname {changes.hostname}")
+                if running:
+                    inside.checked(layout, ctid, values)(root, ["hostname", changes.hostname], b"")
             if addresses != current:
                 dist.set_ips(root, addresses)
                 values["IP_ADDRESS"] = join_list(tuple(addresses))
@@ -103,7 +159,13 @@ def apply_changes(layout: NodeLayout, ctid: str, changes: Changes) -> list[str]:
                     values["SEARCHDOMAIN"] = join_list(changes.searchdomains)
                     done.append(f"search domains {values['SEARCHDOMAIN']}")
             if password is not None:
-                dist.set_password(root, password[0], password[1], nsexec.checked)
+                dist.set_password(root, password[0], password[1], inside.checked(layout, ctid, values))
                 done.append(f"password of {password[0]}")
+        for key, value in changes.limits:
+            if values.get(key) != value:
+                values[key] = value
+                done.append(f"{key} {value}")
+        if running and (addresses != current or changes.limits):
+            done.append(f"(running: 'ezt restart {ctid}' applies the addresses and limits)")
         write_config(conf, {key: value for key, value in values.items() if value}, keep_comments_from=conf)
         return done

@@ -42,6 +42,7 @@ from builder.atomic import fsync_dir
 from builder.chroot import remove_tree
 from builder.errors import EztError
 from runtime import libc
+from runtime.nodeconf import IdMap
 
 BLOCK = 512
 READ_SIZE = 1 << 18
@@ -64,8 +65,11 @@ class ExtractStats(NamedTuple):
     seconds: float
 
 
-def extract_image(image: Path, target: Path, *, durable: bool = False) -> ExtractStats:
+def extract_image(image: Path, target: Path, *, durable: bool = False, idmap: IdMap | None = None) -> ExtractStats:
     """Unpack ``image`` into ``target``, which must not exist yet (see the module doc).
+
+    ``idmap``: owners are the map's host ids (container uid 0 is ``idmap.uid``), file
+    capabilities are stored for the map's root: a root for a user-namespaced container.
 
     ``durable``: written back to disk before it takes its name (syncfs), for a tree many
     containers will share: after a crash it is complete or absent. A plain container's
@@ -87,7 +91,9 @@ def extract_image(image: Path, target: Path, *, durable: bool = False) -> Extrac
             os.mkdir(tmp, 0o700)
         except OSError as exc:
             raise EztError(f"cannot create {tmp}: {exc.strerror or exc}", image) from exc
-        extractor = _Extractor(os.fsencode(tmp))
+        if idmap is not None:
+            os.chown(tmp, idmap.uid, idmap.gid)  # the archive's own "./" sets it again
+        extractor = _Extractor(os.fsencode(tmp), idmap)
         chunks = _decompressed(handle)
         try:
             try:
@@ -303,8 +309,9 @@ def _pax_time(value: bytes) -> int:
 class _Extractor:
     """Creates one archive's members under ``root``, which it made and nobody else writes."""
 
-    def __init__(self, root: bytes) -> None:
+    def __init__(self, root: bytes, idmap: IdMap | None = None) -> None:
         self.root = root
+        self.idmap = idmap
         self.dirs: set[bytes] = {b""}  # real paths, relative to the root, b"" the root itself
         self.links: dict[bytes, bytes] = {}  # real path -> symlink target
         self.others: set[bytes] = set()  # files, devices, FIFOs
@@ -476,7 +483,7 @@ class _Extractor:
 
     def _file(self, name: bytes, reader: _Reader, size: int, meta: _Meta) -> None:
         path = self._place(name)
-        mode, uid, gid, mtime, xattrs = meta
+        mode, uid, gid, mtime, xattrs = self._mapped(meta)
         fd = os.open(self.root + b"/" + path, _CREATE, 0o600)
         try:
             reader.copy(fd, size)
@@ -499,7 +506,7 @@ class _Extractor:
         header: bytes,
         meta: _Meta,
     ) -> None:
-        mode, uid, gid, mtime, xattrs = meta
+        mode, uid, gid, mtime, xattrs = self._mapped(meta)
         member = self._display(name)
         if typeflag == b"1":
             source = self._parts(linkname, f"is a hardlink to '{self._display(linkname)}',", member)
@@ -542,6 +549,15 @@ class _Extractor:
             os.chmod(full, mode)  # our own new node under our own directories: no link to follow
         os.utime(full, ns=(mtime, mtime), follow_symlinks=False)
         self.written[self.key] = path
+
+    def _mapped(self, meta: _Meta) -> _Meta:
+        """``meta`` with the owners and capabilities of the id map, if there is one."""
+        if self.idmap is None:
+            return meta
+        mode, uid, gid, mtime, xattrs = meta
+        idmap = self.idmap
+        shifted = [(key, idmap.xattr(key, value)) for key, value in xattrs]
+        return mode, idmap.host_uid(uid), idmap.host_gid(gid), mtime, shifted
 
     def _owner(self, full: bytes, uid: int, gid: int, xattrs: list[tuple[bytes, bytes]]) -> None:
         if self.as_root and (uid != self.uid or gid != self.gid):

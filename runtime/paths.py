@@ -8,7 +8,12 @@
     <vz_root>/private/<CTID>/                  a container's private area
     <vz_root>/root/<CTID>/                     its mount point
     <vz_root>/lock/<CTID>.lck                  its lock
+    <vz_root>/lxc/<CTID>/                      its LXC configuration, derived from its config
     <conf_root or vz_root/conf>/<CTID>.conf    its config (ve.conf style)
+
+``private``, ``root`` and ``template/roots`` are mode 0700 (as vzctl ships them): no
+host user can reach a file a container planted. ``lxc`` is 0711: LXC sets a container
+up as the container's own (mapped) root, which must traverse it to the mount point.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from builder.errors import EztError
+from runtime.nodeconf import NodeSettings
 
 _NUMBER = re.compile(r"[1-9][0-9]*")
 _NAME = re.compile(r"[a-z0-9](?:[a-z0-9-]*[a-z0-9])?")
@@ -45,6 +51,7 @@ class NodeLayout(NamedTuple):
 
     vz_root: Path = Path("/vz")
     conf_root: Path | None = None
+    node: NodeSettings = NodeSettings()
 
     @property
     def template_cache(self) -> Path:
@@ -56,11 +63,28 @@ class NodeLayout(NamedTuple):
         return self.vz_root / "template" / "roots"
 
     def shared_root(self, dated_name: str) -> Path:
-        """Where the shared layout unpacks one dated image (``debian-12-x86_64-20261127.2``)."""
+        """Where the shared layout unpacks one dated image (``debian-12-x86_64-20261127.2``)
+        for the node's id map: ``<roots>/<image>@<uid>-<gid>-<count>``, owned by the mapped ids."""
         name = dated_name.removesuffix(".tar.zst")
-        if not name or "/" in name or name in (".", ".."):
+        if not name or "/" in name or name in (".", "..") or "@" in name:
             raise ValueError(f"not an image name: {dated_name!r}")
-        return self.shared_roots / name
+        return self.shared_roots / f"{name}@{self.node.idmap.key}"
+
+    def shared_roots_of(self, dated_name: str) -> list[Path]:
+        """Every shared root of the image on the node, for any id map."""
+        name = self.shared_root(dated_name).name.partition("@")[0]
+        try:
+            return sorted(p for p in self.shared_roots.iterdir() if p.name.partition("@")[0] == name and "@" in p.name)
+        except FileNotFoundError:
+            return []
+
+    @property
+    def engine_dir(self) -> Path:
+        """LXC's ``lxcpath``: one directory per container with its generated configuration."""
+        return self.vz_root / "lxc"
+
+    def engine(self, ctid: str) -> Path:
+        return self.engine_dir / validate_ctid(ctid)
 
     def private(self, ctid: str) -> Path:
         return self.vz_root / "private" / validate_ctid(ctid)

@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager
 from pathlib import Path
 
+from builder.chroot import RootRunner, run_in_root
 from builder.errors import EztError, Where
 from builder.family import InstallRequest, MetadataOptions
 from builder.model import Alternatives, Package, Repository
@@ -119,10 +120,17 @@ class DebFamily:
 
         return install.read_installed(root)
 
-    def remove(self, root: Path, names: Sequence[str], environment: Mapping[str, str], source_date_epoch: int) -> None:
+    def remove(
+        self,
+        root: Path,
+        names: Sequence[str],
+        environment: Mapping[str, str],
+        source_date_epoch: int,
+        run: RootRunner = run_in_root,
+    ) -> None:
         from builder.deb import install
 
-        install.remove(root, names, environment, source_date_epoch)
+        install.remove(root, names, environment, source_date_epoch, run)
 
     def auto_installed(self, root: Path) -> set[str]:
         from builder.deb import install

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from builder import rootfs
-from builder.chroot import remove_tree, run_in_root
+from builder.chroot import RootRunner, remove_tree, run_in_root
 from builder.deb.image_sources import write_apt_sources
 from builder.deb.order import essential_closure, install_order, pre_depends_layers
 from builder.deb.packages import parse_status
@@ -109,7 +109,7 @@ def install(request: InstallRequest) -> None:
     layers = [install_order(set(layer), by_name) for layer in pre_depends_layers(rest, done | set(essential))]
 
     def dpkg(*args: str) -> None:
-        run_in_root(
+        request.run(
             root,
             [*DPKG, *args],
             source_date_epoch=request.source_date_epoch,
@@ -188,11 +188,17 @@ def _values(stanza: str, field: str) -> list[str]:
     return [line[len(prefix) :] for line in stanza.splitlines() if line.startswith(prefix)]
 
 
-def remove(root: Path, names: Sequence[str], environment: Mapping[str, str], source_date_epoch: int) -> None:
+def remove(
+    root: Path,
+    names: Sequence[str],
+    environment: Mapping[str, str],
+    source_date_epoch: int,
+    run: RootRunner = run_in_root,
+) -> None:
     """Purge the named packages from the root with its own dpkg; no service is
     started or stopped by their scripts (a ``policy-rc.d`` for the run)."""
     with _hold_services(root):
-        run_in_root(root, [*DPKG, "--purge", *names], source_date_epoch=source_date_epoch, environment=environment)
+        run(root, [*DPKG, "--purge", *names], source_date_epoch=source_date_epoch, environment=environment)
     stanzas = _read_stanzas(root)
     if stanzas:
         gone = set(names)
