@@ -349,10 +349,10 @@ def split_userpasswd(userpasswd: str) -> tuple[str, str]:
 
 def unique_addresses(ips: Sequence[str]) -> list[str]:
     """``ips`` checked, each address once (``--ipadd`` twice collapses)."""
-    from runtime.configure import new_addresses
-
-    parse_ips(ips)
-    return new_addresses([], [], ips)
+    unique: dict[str, str] = {}
+    for address, text in zip(parse_ips(ips), ips, strict=True):
+        unique.setdefault(str(address), text)
+    return list(unique.values())
 
 
 def refuse_used_addresses(layout: NodeLayout, ctid: str, ips: Sequence[str]) -> None:

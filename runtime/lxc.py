@@ -31,8 +31,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
-import subprocess
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import IO
@@ -78,6 +76,8 @@ def environment(*, interactive: bool = False, extra: Mapping[str, str] = {}) -> 
 
 
 def _tool(name: str) -> str:
+    import shutil  # (and subprocess below) where used: a shared create and ezt list need neither
+
     path = shutil.which(name) or next((p for p in (f"/usr/bin/{name}", f"/usr/sbin/{name}") if os.path.exists(p)), None)
     if path is None:
         raise EztError(f"'{name}' is missing: containers run on LXC (apt-get install lxc)")
@@ -219,6 +219,8 @@ def start(layout: NodeLayout, ctid: str, root: Path, values: Mapping[str, str]) 
     """Boot the container's init from ``root``; returns once LXC says it runs."""
     here = prepare(layout, ctid, values)
     (here / "monitor.pid").unlink(missing_ok=True)
+    import subprocess
+
     log = here / "lxc.log"
     offset = _log_size(log)
     argv = [_tool("lxc-start"), "-n", ctid, "-P", str(layout.engine_dir), "-d", "-p", str(here / "monitor.pid")]
@@ -232,6 +234,8 @@ def start(layout: NodeLayout, ctid: str, root: Path, values: Mapping[str, str]) 
 def stop(layout: NodeLayout, ctid: str, *, timeout: int = 60, kill: bool = False) -> None:
     """Shut the container down cleanly (its init's halt signal), killing it after
     ``timeout`` seconds; ``kill``: at once."""
+    import subprocess
+
     argv = [_tool("lxc-stop"), "-n", ctid, "-P", str(layout.engine_dir)]
     argv += ["-k"] if kill else ["-t", str(timeout)]
     done = subprocess.run(_in_monitor_netns(layout, ctid, argv), capture_output=True, text=True, check=False)
@@ -267,6 +271,8 @@ def run(
     running container (its namespaces and cgroups: ``ps`` sees its services, a terminal
     gets a pty of its own), or in a transient container from ``root`` when it is
     stopped. The caller holds the container's lock when it is stopped."""
+    import subprocess
+
     if not argv:
         raise EztError("no command given")
     variables = dict(env if env is not None else environment())

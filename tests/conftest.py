@@ -35,6 +35,27 @@ from tests.nodeimage import NodeImage, build_node_image
 from tests.repo_factory import GpgKey, RepoInfo, RepoServer, build_repo, make_gpg_key, stop_gpg_agent
 
 
+@pytest.fixture(scope="session", autouse=True)
+def traversable_tmp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """pytest makes its temporary directories 0700. LXC sets a container up as its
+    mapped root (host uid 100000), which must pass through every directory above the
+    node area a test makes in one (a real node's /vz is 0755): the search bit is added
+    to the base directories and to each directory ``tmp_path``/``mktemp`` makes."""
+    base = tmp_path_factory.getbasetemp()
+    for directory in (base.parent, base):
+        directory.chmod(directory.stat().st_mode | 0o011)
+    original = pytest.TempPathFactory.mktemp
+
+    def mktemp(self: pytest.TempPathFactory, basename: str, numbered: bool = True) -> Path:
+        made = original(self, basename, numbered)
+        made.chmod(made.stat().st_mode | 0o011)
+        return made
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(pytest.TempPathFactory, "mktemp", mktemp)
+        yield
+
+
 @pytest.fixture(scope="module")
 def host_name() -> Iterator[str]:
     """The host's host name, checked unchanged when the module's tests are done: no

@@ -89,7 +89,7 @@ def test_container_works(node: NodeLayout, ctid: str, host_name: str) -> None:
     status, interfaces = _output(node, ctid, ["cat", "/etc/network/interfaces"])
     assert status == 0 and interfaces.startswith(INTERFACES)  # the image's own lines stay first
     assert f"{BEGIN}\nauto venet0\niface venet0 inet manual\n" in interfaces
-    assert "\tup ip addr add 10.0.0.5/32 dev venet0\n\tup ip route add default dev venet0\n" in interfaces
+    assert "\tup ip addr replace 10.0.0.5/32 dev venet0\n\tup ip route replace default dev venet0\n" in interfaces
     assert _output(node, ctid, ["cat", "/etc/machine-id"]) == (0, "")
     assert _output(node, ctid, ["sh", "-c", "exit 7"])[0] == 7
     assert _output(node, ctid, ["false"])[0] == 1

@@ -112,11 +112,11 @@ def test_debian_ips(root: Path) -> None:
         "auto lo\niface lo inet loopback\n\n"
         f"{BEGIN}\nauto venet0\niface venet0 inet manual\n"
         "\tup ip link set venet0 up\n"
-        "\tup ip addr add 10.0.0.5/32 dev venet0\n"
-        "\tup ip addr add 10.0.0.6/24 dev venet0\n"
-        "\tup ip -6 addr add 2001:db8::5/128 dev venet0\n"
-        "\tup ip route add default dev venet0\n"
-        "\tup ip -6 route add default dev venet0\n"
+        "\tup ip addr replace 10.0.0.5/32 dev venet0\n"
+        "\tup ip addr replace 10.0.0.6/24 dev venet0\n"
+        "\tup ip -6 addr replace 2001:db8::5/128 dev venet0\n"
+        "\tup ip route replace default dev venet0\n"
+        "\tup ip -6 route replace default dev venet0\n"
         f"\tdown ip link set venet0 down\n{END}\n"
     )
     dist.set_ips(root, ["10.0.0.7"])
@@ -352,6 +352,6 @@ def test_real_debian_root_setup(debian_root: Path) -> None:
     assert "127.0.1.1\tweb1\n" in (debian_root / "etc/hosts").read_text()
     assert "nameserver 10.0.0.1\n" in (debian_root / "etc/resolv.conf").read_text()
     interfaces = (debian_root / "etc/network/interfaces").read_text()
-    assert interfaces.startswith(INTERFACES) and "up ip addr add 10.0.0.5/32 dev venet0\n" in interfaces
+    assert interfaces.startswith(INTERFACES) and "up ip addr replace 10.0.0.5/32 dev venet0\n" in interfaces
     assert (debian_root / "etc/crontab").read_text() == randomize_crontab(CRONTAB, random.Random(3))
     assert (debian_root / "etc/machine-id").read_bytes() == b""

@@ -329,7 +329,7 @@ def test_created_container(node: Node, ctid: str, host_name: str) -> None:
     interfaces = (root / "etc/network/interfaces").read_text()
     assert interfaces.startswith(INTERFACES)  # the image's own lines stay
     assert f"{BEGIN}\nauto venet0\niface venet0 inet manual\n" in interfaces
-    assert "\tup ip addr add 10.0.0.5/32 dev venet0\n" in interfaces
+    assert "\tup ip addr replace 10.0.0.5/32 dev venet0\n" in interfaces
     assert node.run(ctid, "hostname") == (0, "web1\n")
     assert node.run(ctid, "uname", "-n") == (0, "web1\n")
     status, resolv = node.run(ctid, "cat", "/etc/resolv.conf")

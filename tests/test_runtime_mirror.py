@@ -80,7 +80,7 @@ def test_acceptance(vz: Path, debian_minimal_cache: Path, ctid: str, layout: str
     apt = run("apt-get", "--version")
     assert apt.returncode == 0 and apt.stdout.startswith("apt "), apt.stderr
     interfaces = run("cat", "/etc/network/interfaces")
-    assert "\tup ip addr add 10.0.0.5/32 dev venet0" in interfaces.stdout.splitlines()
+    assert "\tup ip addr replace 10.0.0.5/32 dev venet0" in interfaces.stdout.splitlines()
     audit = run("dpkg", "--audit")
     assert (audit.returncode, audit.stdout) == (0, "")
     assert socket.gethostname() == host

@@ -12,7 +12,7 @@ def test_default_layout_is_openvz() -> None:
     layout = NodeLayout()
     assert layout.template_cache == Path("/vz/template/cache")
     assert layout.shared_roots == Path("/vz/template/roots")
-    assert layout.shared_root("debian-12-x86_64-20261127.2") == Path("/vz/template/roots/debian-12-x86_64-20261127.2")
+    assert layout.shared_root("debian-12-x86_64-20261127.2") == Path("/vz/template/roots/debian-12-x86_64-20261127.2@100000-100000-65536")
     unpacked = Path("/vz/template/roots/debian-12-x86_64-20261127")
     assert layout.shared_root("debian-12-x86_64-20261127.tar.zst") == unpacked
     assert layout.private("101") == Path("/vz/private/101")

@@ -9,14 +9,17 @@ command lines are indented with a tab)::
     auto venet0
     iface venet0 inet manual
         up ip link set venet0 up
-        up ip addr add 10.0.0.5/32 dev venet0
-        up ip route add default dev venet0
+        up ip addr replace 10.0.0.5/32 dev venet0
+        up ip route replace default dev venet0
         down ip link set venet0 down
     # ezt venet0 end
 
-``inet manual`` with ``ip addr add`` lines (rather than ``inet static``) lets one
+``inet manual`` with ``ip addr replace`` lines (rather than ``inet static``) lets one
 stanza carry any number of IPv4 and IPv6 addresses; an address without a prefix is a
-host route (/32, /128), as on venet. An empty address list removes the block.
+host route (/32, /128), as on venet. ``replace``, not ``add``: LXC has configured the
+same addresses and route on ``venet0`` before init runs, and the stanza must succeed
+over them (and still works alone, for an image moved elsewhere). An empty address
+list removes the block.
 """
 
 from __future__ import annotations
@@ -50,11 +53,11 @@ def interfaces_with(text: str | None, ips: Sequence[str]) -> str:
     addresses = parse_ips(ips)
     if addresses:
         block = [BEGIN, "auto venet0", "iface venet0 inet manual", "\tup ip link set venet0 up"]
-        block += [f"\tup ip {'-6 ' if a.version == 6 else ''}addr add {a.with_prefixlen} dev venet0" for a in addresses]
+        block += [f"\tup ip {'-6 ' if a.version == 6 else ''}addr replace {a.with_prefixlen} dev venet0" for a in addresses]
         if any(a.version == 4 for a in addresses):
-            block.append("\tup ip route add default dev venet0")
+            block.append("\tup ip route replace default dev venet0")
         if any(a.version == 6 for a in addresses):
-            block.append("\tup ip -6 route add default dev venet0")
+            block.append("\tup ip -6 route replace default dev venet0")
         block += ["\tdown ip link set venet0 down", END]
         out += ["", *block] if out else block
     return "".join(line + "\n" for line in out)
