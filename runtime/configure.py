@@ -75,8 +75,8 @@ def limit_values(
             number = float(cpus)
         except ValueError:
             number = 0.0
-        if not 0 < number <= 4096:
-            raise EztError(f"--cpus {cpus!r}: a positive number of CPUs (e.g. 1, 0.5)")
+        if not 0.01 <= number <= 4096:
+            raise EztError(f"--cpus {cpus!r}: a number of CPUs from 0.01 up (e.g. 1, 0.5)")
         out.append(("CPUS", cpus))
     if pids is not None:
         if not pids.isdigit() or int(pids) < 16:
@@ -93,7 +93,8 @@ def limit_values(
 
 
 def _same_address(a: str, b: str) -> bool:
-    return ipaddress.ip_interface(a) == ipaddress.ip_interface(b)
+    """One address whatever the prefix (``198.51.100.7`` is ``198.51.100.7/24``)."""
+    return ipaddress.ip_interface(a).ip == ipaddress.ip_interface(b).ip
 
 
 def new_addresses(current: Sequence[str], ipdel: Sequence[str], ipadd: Sequence[str]) -> list[str]:
@@ -140,6 +141,9 @@ def apply_changes(layout: NodeLayout, ctid: str, changes: Changes) -> list[str]:
         dist = choose_dist(values.get("DISTRIBUTION", "default"))
         done: list[str] = []
         with container.root_mounted(layout, ctid, values) as root:
+            if password is not None:  # first: it may still be refused (no such user)
+                dist.set_password(root, password[0], password[1], inside.checked(layout, ctid, values))
+                done.append(f"password of {password[0]}")
             if changes.hostname is not None:
                 dist.set_hostname(root, changes.hostname)
                 values["HOSTNAME"] = changes.hostname
@@ -158,9 +162,6 @@ def apply_changes(layout: NodeLayout, ctid: str, changes: Changes) -> list[str]:
                 if changes.searchdomains:
                     values["SEARCHDOMAIN"] = join_list(changes.searchdomains)
                     done.append(f"search domains {values['SEARCHDOMAIN']}")
-            if password is not None:
-                dist.set_password(root, password[0], password[1], inside.checked(layout, ctid, values))
-                done.append(f"password of {password[0]}")
         for key, value in changes.limits:
             if values.get(key) != value:
                 values[key] = value

@@ -351,7 +351,7 @@ def unique_addresses(ips: Sequence[str]) -> list[str]:
     """``ips`` checked, each address once (``--ipadd`` twice collapses)."""
     unique: dict[str, str] = {}
     for address, text in zip(parse_ips(ips), ips, strict=True):
-        unique.setdefault(str(address), text)
+        unique.setdefault(str(address.ip), text)
     return list(unique.values())
 
 
@@ -508,6 +508,8 @@ def _undo_create(layout: NodeLayout, ctid: str, image: StoredImage, *, made_root
         lxc.forget(layout, ctid)
     with contextlib.suppress(OSError):
         layout.conf_file(ctid).unlink(missing_ok=True)
+    with contextlib.suppress(OSError):
+        layout.lock_file(ctid).unlink(missing_ok=True)
     if made_shared:
         with (
             contextlib.suppress(Exception),

@@ -284,7 +284,10 @@ def run(
         prepare(layout, ctid, values, transient=True)
         execute = [_tool("lxc-execute"), "-n", ctid, "-P", str(layout.engine_dir)]
         execute += [f"--define=lxc.environment={key}={value}" for key, value in variables.items()]
-        command = _wrapped(layout, ctid, root, [*execute, "--", *argv])
+        # through the container's sh: LXC's init reports a command it cannot run as 255,
+        # sh as 127 (not found) or 126 (not executable), as env and chroot do
+        through_sh = ["/bin/sh", "-c", 'unset PWD; exec "$@"', argv[0], *argv]
+        command = _wrapped(layout, ctid, root, [*execute, "--", *through_sh])
     feed = stdin if isinstance(stdin, bytes) else None
     source: Target = subprocess.PIPE if isinstance(stdin, bytes) else stdin
     try:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import pytest
@@ -35,10 +35,12 @@ def run_ezt(
     stdin: str | None = None,
     cwd: Path | None = None,
     timeout: float | None = None,
+    prefix: Sequence[str] = (),
 ) -> subprocess.CompletedProcess[str]:
-    """``ezt ARGS`` as a user runs it; ``env`` is added to the clean environment."""
+    """``ezt ARGS`` as a user runs it; ``env`` is added to the clean environment;
+    ``prefix`` runs it through another command (``nsenter --net=...``)."""
     return subprocess.run(
-        [sys.executable, "-m", "builder.cli", *args],
+        [*prefix, sys.executable, "-m", "builder.cli", *args],
         input=stdin,
         capture_output=True,
         text=True,

@@ -77,9 +77,9 @@ def test_read_missing_and_binary(tmp_path: Path) -> None:
 
 def test_write_new(tmp_path: Path) -> None:
     path = tmp_path / "conf/101.conf"
-    write_config(path, {"OSTEMPLATE": "debian-12-x86_64-20261127.2", "IP_ADDRESS": "10.0.0.5 10.0.0.6"})
-    assert path.read_text() == 'OSTEMPLATE="debian-12-x86_64-20261127.2"\nIP_ADDRESS="10.0.0.5 10.0.0.6"\n'
-    assert read_config(path) == {"OSTEMPLATE": "debian-12-x86_64-20261127.2", "IP_ADDRESS": "10.0.0.5 10.0.0.6"}
+    write_config(path, {"OSTEMPLATE": "debian-12-x86_64-20261127.2", "IP_ADDRESS": "198.51.100.5 198.51.100.6"})
+    assert path.read_text() == 'OSTEMPLATE="debian-12-x86_64-20261127.2"\nIP_ADDRESS="198.51.100.5 198.51.100.6"\n'
+    assert read_config(path) == {"OSTEMPLATE": "debian-12-x86_64-20261127.2", "IP_ADDRESS": "198.51.100.5 198.51.100.6"}
     assert sorted(p.name for p in path.parent.iterdir()) == ["101.conf"]
 
 
@@ -88,19 +88,19 @@ def test_update_keeps_comments_and_order(tmp_path: Path) -> None:
     path.write_text(SAMPLE)
     values = read_config(path)
     values["HOSTNAME"] = "web1"
-    values["IP_ADDRESS"] = "10.0.0.5"
+    values["IP_ADDRESS"] = "198.51.100.5"
     del values["ONBOOT"]
-    values["NAMESERVER"] = "10.0.0.1"
+    values["NAMESERVER"] = "198.51.100.1"
     write_config(path, values, keep_comments_from=path)
     assert path.read_text() == (
         "# sample config for small containers\n"
         "\n"
         "# addresses\n"
-        'IP_ADDRESS="10.0.0.5"\n'
+        'IP_ADDRESS="198.51.100.5"\n'
         'DISKSPACE="2G:2.2G"\n'
         'CPUUNITS="1000"\n'
         'HOSTNAME="web1"\n'
-        'NAMESERVER="10.0.0.1"\n'
+        'NAMESERVER="198.51.100.1"\n'
     )
 
 
@@ -158,6 +158,6 @@ def test_roundtrip_every_known_key(tmp_path: Path) -> None:
 
 
 def test_lists() -> None:
-    assert split_list("10.0.0.5  10.0.0.6 ") == ["10.0.0.5", "10.0.0.6"]
+    assert split_list("198.51.100.5  198.51.100.6 ") == ["198.51.100.5", "198.51.100.6"]
     assert split_list("") == [] and split_list(None) == []
     assert join_list(["a", "b"]) == "a b"

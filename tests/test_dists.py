@@ -82,9 +82,9 @@ def test_set_hostname_is_idempotent(root: Path, dist: Distribution) -> None:
 
 
 def test_hosts_keeps_other_lines_and_drops_duplicates() -> None:
-    text = "# mine\n10.1.1.1 gw\n127.0.1.1 a\n127.0.1.1 b\n"
-    assert hosts_with(text, "c") == "# mine\n10.1.1.1 gw\n127.0.1.1\tc\n"
-    assert hosts_with("10.1.1.1 gw\n", "c") == "10.1.1.1 gw\n127.0.1.1\tc\n"
+    text = "# mine\n198.51.100.254 gw\n127.0.1.1 a\n127.0.1.1 b\n"
+    assert hosts_with(text, "c") == "# mine\n198.51.100.254 gw\n127.0.1.1\tc\n"
+    assert hosts_with("198.51.100.254 gw\n", "c") == "198.51.100.254 gw\n127.0.1.1\tc\n"
 
 
 def test_redhat_hostname_in_sysconfig(root: Path) -> None:
@@ -106,29 +106,29 @@ def test_invalid_hostnames(root: Path, name: str) -> None:
 
 def test_debian_ips(root: Path) -> None:
     dist = Debian()
-    dist.set_ips(root, ["10.0.0.5", "10.0.0.6/24", "2001:db8::5"])
+    dist.set_ips(root, ["198.51.100.5", "198.51.100.6/24", "2001:db8::5"])
     text = (root / "etc/network/interfaces").read_text()
     assert text == (
         "auto lo\niface lo inet loopback\n\n"
         f"{BEGIN}\nauto venet0\niface venet0 inet manual\n"
         "\tup ip link set venet0 up\n"
-        "\tup ip addr replace 10.0.0.5/32 dev venet0\n"
-        "\tup ip addr replace 10.0.0.6/24 dev venet0\n"
+        "\tup ip addr replace 198.51.100.5/32 dev venet0\n"
+        "\tup ip addr replace 198.51.100.6/24 dev venet0\n"
         "\tup ip -6 addr replace 2001:db8::5/128 dev venet0\n"
         "\tup ip route replace default dev venet0\n"
         "\tup ip -6 route replace default dev venet0\n"
         f"\tdown ip link set venet0 down\n{END}\n"
     )
-    dist.set_ips(root, ["10.0.0.7"])
+    dist.set_ips(root, ["198.51.100.7"])
     again = (root / "etc/network/interfaces").read_text()
-    assert again.count(BEGIN) == 1 and "10.0.0.7/32" in again and "10.0.0.5" not in again and "-6" not in again
+    assert again.count(BEGIN) == 1 and "198.51.100.7/32" in again and "198.51.100.5" not in again and "-6" not in again
     dist.set_ips(root, [])
     assert (root / "etc/network/interfaces").read_text() == "auto lo\niface lo inet loopback\n"
 
 
 def test_debian_ips_keep_user_stanzas() -> None:
     user = "source /etc/network/interfaces.d/*\n\nauto eth1\niface eth1 inet dhcp\n"
-    text = interfaces_with(user, ["10.0.0.5"])
+    text = interfaces_with(user, ["198.51.100.5"])
     assert text.startswith(user + "\n" + BEGIN)
     assert interfaces_with(text, []) == user
 
@@ -136,12 +136,12 @@ def test_debian_ips_keep_user_stanzas() -> None:
 def test_redhat_ips(root: Path) -> None:
     dist = RedHat()
     scripts = root / "etc/sysconfig/network-scripts"
-    dist.set_ips(root, ["10.0.0.5", "10.0.0.6", "10.0.0.7", "2001:db8::5", "2001:db8::6/64"])
+    dist.set_ips(root, ["198.51.100.5", "198.51.100.6", "198.51.100.7", "2001:db8::5", "2001:db8::6/64"])
     venet = (scripts / "ifcfg-venet0").read_text()
     assert "DEVICE=venet0\n" in venet and "IPADDR=127.0.0.1\n" in venet and "IPV6INIT=yes\n" in venet
     assert "IPV6ADDR=2001:db8::5/128\n" in venet and "IPV6ADDR_SECONDARIES=2001:db8::6/64\n" in venet
     assert (scripts / "ifcfg-venet0:0").read_text() == (
-        "DEVICE=venet0:0\nONBOOT=yes\nIPADDR=10.0.0.5\nNETMASK=255.255.255.255\n"
+        "DEVICE=venet0:0\nONBOOT=yes\nIPADDR=198.51.100.5\nNETMASK=255.255.255.255\n"
     )
     assert sorted(p.name for p in scripts.iterdir()) == [
         "ifcfg-venet0", "ifcfg-venet0:0", "ifcfg-venet0:1", "ifcfg-venet0:2",
@@ -149,7 +149,7 @@ def test_redhat_ips(root: Path) -> None:
     network = (root / "etc/sysconfig/network").read_text()
     assert network == "NETWORKING=yes\nGATEWAYDEV=venet0\nNETWORKING_IPV6=yes\n"
     (scripts / "ifcfg-eth0").write_text("DEVICE=eth0\n")
-    dist.set_ips(root, ["10.0.0.9/24"])
+    dist.set_ips(root, ["198.51.100.9/24"])
     assert sorted(p.name for p in scripts.iterdir()) == ["ifcfg-eth0", "ifcfg-venet0", "ifcfg-venet0:0"]
     assert "NETMASK=255.255.255.0\n" in (scripts / "ifcfg-venet0:0").read_text()
     assert "IPV6INIT=no\n" in (scripts / "ifcfg-venet0").read_text()
@@ -165,15 +165,15 @@ def test_shell_vars_with() -> None:
 
 
 def test_default_ips_only_checked(root: Path) -> None:
-    Default().set_ips(root, ["10.0.0.5"])
+    Default().set_ips(root, ["198.51.100.5"])
     assert sorted(p.name for p in (root / "etc").iterdir()) == ["passwd"]
 
 
 @pytest.mark.parametrize("dist", [Debian(), RedHat(), Default()])
-@pytest.mark.parametrize("bad", ["10.0.0.256", "web1", "10.0.0.5/33", ""])
+@pytest.mark.parametrize("bad", ["198.51.100.256", "web1", "198.51.100.5/33", ""])
 def test_invalid_ips(root: Path, dist: Distribution, bad: str) -> None:
     with pytest.raises(EztError, match="invalid IP address"):
-        dist.set_ips(root, ["10.0.0.5", bad])
+        dist.set_ips(root, ["198.51.100.5", bad])
     assert not (root / "etc/network").exists() and not (root / "etc/sysconfig").exists()
 
 
@@ -183,13 +183,13 @@ def test_invalid_ips(root: Path, dist: Distribution, bad: str) -> None:
 def test_set_dns(root: Path) -> None:
     (root / "etc/resolv.conf").write_text("domain old\nnameserver 1.1.1.1\noptions edns0\n")
     dist = Debian()
-    dist.set_dns(root, ["10.0.0.1", "2001:db8::1"], [])
+    dist.set_dns(root, ["198.51.100.1", "2001:db8::1"], [])
     assert (root / "etc/resolv.conf").read_text() == (
-        "domain old\noptions edns0\nnameserver 10.0.0.1\nnameserver 2001:db8::1\n"
+        "domain old\noptions edns0\nnameserver 198.51.100.1\nnameserver 2001:db8::1\n"
     )
     dist.set_dns(root, [], ["example.com", "corp.example.com"])
     assert (root / "etc/resolv.conf").read_text() == (
-        "search example.com corp.example.com\noptions edns0\nnameserver 10.0.0.1\nnameserver 2001:db8::1\n"
+        "search example.com corp.example.com\noptions edns0\nnameserver 198.51.100.1\nnameserver 2001:db8::1\n"
     )
     before = (root / "etc/resolv.conf").read_text()
     dist.set_dns(root, [], [])
@@ -197,8 +197,8 @@ def test_set_dns(root: Path) -> None:
 
 
 def test_set_dns_without_resolv_conf(root: Path) -> None:
-    RedHat().set_dns(root, ["10.0.0.1"], ["example.com"])
-    assert (root / "etc/resolv.conf").read_text() == "search example.com\nnameserver 10.0.0.1\n"
+    RedHat().set_dns(root, ["198.51.100.1"], ["example.com"])
+    assert (root / "etc/resolv.conf").read_text() == "search example.com\nnameserver 198.51.100.1\n"
     assert resolv_with(None, [], []) == ""
 
 
@@ -206,7 +206,7 @@ def test_invalid_dns(root: Path) -> None:
     with pytest.raises(EztError, match=r"invalid name server 'dns\.example\.com'"):
         Default().set_dns(root, ["dns.example.com"], [])
     with pytest.raises(EztError, match="invalid host name"):
-        Default().set_dns(root, ["10.0.0.1"], ["bad domain"])
+        Default().set_dns(root, ["198.51.100.1"], ["bad domain"])
     assert not (root / "etc/resolv.conf").exists()
 
 
@@ -220,7 +220,7 @@ def test_hostile_root_symlinks_are_replaced_not_followed(root: Path, tmp_path: P
         (root / "etc" / name).symlink_to(host)
     dist = Debian()
     dist.set_hostname(root, "web1")
-    dist.set_dns(root, ["10.0.0.1"], [])
+    dist.set_dns(root, ["198.51.100.1"], [])
     dist.post_create(root, random.Random(1))
     assert host.read_text() == "host\n"
     assert (root / "etc/hostname").read_text() == "web1\n"
@@ -233,10 +233,36 @@ def test_hostile_root_symlinked_dir_is_refused(root: Path, tmp_path: Path) -> No
     (root / "etc/network").symlink_to(outside)
     (root / "etc/sysconfig").symlink_to(outside)
     with pytest.raises(EztError, match="/etc/network is a symbolic link"):
-        Debian().set_ips(root, ["10.0.0.5"])
+        Debian().set_ips(root, ["198.51.100.5"])
     with pytest.raises(EztError, match="/etc/sysconfig is a symbolic link"):
-        RedHat().set_ips(root, ["10.0.0.5"])
+        RedHat().set_ips(root, ["198.51.100.5"])
     assert list(outside.iterdir()) == []
+
+
+# -- owners -----------------------------------------------------------------------------
+
+
+@pytest.mark.root
+@pytest.mark.skipif(os.geteuid() != 0, reason="giving files to other owners needs root")
+def test_written_files_take_the_root_owner(root: Path) -> None:
+    """A container root is owned by the node's id map (container root is host 100000):
+    what the setup writes anew belongs to the root directory's owner, a file it
+    rewrites keeps its own owner and mode."""
+    for path in (root, root / "etc"):
+        os.chown(path, 100000, 100000)
+    (root / "etc/hosts").write_text("127.0.0.1\tlocalhost\n")
+    os.chown(root / "etc/hosts", 100033, 100044)
+    os.chmod(root / "etc/hosts", 0o604)
+    dist = Debian()
+    dist.set_hostname(root, "web1")
+    dist.set_ips(root, ["198.51.100.5"])
+    dist.set_dns(root, ["198.51.100.1"], ["example.com"])
+    for name in ("etc/hostname", "etc/network", "etc/network/interfaces", "etc/resolv.conf"):
+        st = (root / name).lstat()
+        assert (st.st_uid, st.st_gid) == (100000, 100000), name
+    hosts = (root / "etc/hosts").stat()
+    assert (hosts.st_uid, hosts.st_gid, hosts.st_mode & 0o777) == (100033, 100044, 0o604)
+    assert "127.0.1.1\tweb1\n" in (root / "etc/hosts").read_text()
 
 
 # -- post-create ------------------------------------------------------------------------
@@ -345,13 +371,13 @@ def test_set_password_with_real_chpasswd(debian_root: Path) -> None:
 def test_real_debian_root_setup(debian_root: Path) -> None:
     dist = choose_dist("debian-12")
     dist.set_hostname(debian_root, "web1")
-    dist.set_ips(debian_root, ["10.0.0.5"])
-    dist.set_dns(debian_root, ["10.0.0.1"], ["example.com"])
+    dist.set_ips(debian_root, ["198.51.100.5"])
+    dist.set_dns(debian_root, ["198.51.100.1"], ["example.com"])
     dist.post_create(debian_root, random.Random(3))
     assert (debian_root / "etc/hostname").read_text() == "web1\n"
     assert "127.0.1.1\tweb1\n" in (debian_root / "etc/hosts").read_text()
-    assert "nameserver 10.0.0.1\n" in (debian_root / "etc/resolv.conf").read_text()
+    assert "nameserver 198.51.100.1\n" in (debian_root / "etc/resolv.conf").read_text()
     interfaces = (debian_root / "etc/network/interfaces").read_text()
-    assert interfaces.startswith(INTERFACES) and "up ip addr replace 10.0.0.5/32 dev venet0\n" in interfaces
+    assert interfaces.startswith(INTERFACES) and "up ip addr replace 198.51.100.5/32 dev venet0\n" in interfaces
     assert (debian_root / "etc/crontab").read_text() == randomize_crontab(CRONTAB, random.Random(3))
     assert (debian_root / "etc/machine-id").read_bytes() == b""

@@ -13,6 +13,7 @@ import fcntl
 import hashlib
 import json
 import os
+import select
 import shutil
 import socket
 import subprocess
@@ -38,7 +39,14 @@ pytestmark = [
     pytest.mark.root,
     pytest.mark.skipif(os.geteuid() != 0, reason="containers need root (overlayfs, namespaces, chroot)"),
 ]
-SETTINGS = ("--hostname", "web1", "--ipadd", "10.0.0.5", "--nameserver", "10.0.0.1", "--userpasswd", "root:secret")
+NAMESERVER = "198.51.100.1"
+ADDRESSES = {"101": "198.51.100.101", "102": "198.51.100.102"}
+"""The fixture's containers' own addresses: two containers of a node never share one."""
+
+
+def settings(ctid: str) -> tuple[str, ...]:
+    """The fixture's create options for ``ctid``: the same but for its own address."""
+    return ("--hostname", "web1", "--ipadd", ADDRESSES[ctid], "--nameserver", NAMESERVER, "--userpasswd", "root:secret")
 
 
 def ezt(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
@@ -70,14 +78,18 @@ class Node:
         result = self.ezt("exec", ctid, "--", *argv)
         return result.returncode, result.stdout
 
-    def tree(self) -> list[str]:
-        """Every path under the node area but its lock files (which stay, as vzctl's do)."""
+    def tree(self, *ignored: str) -> list[str]:
+        """Every path under the node area (lock files and LXC directories too) but ``ignored``."""
         paths = (str(p.relative_to(self.vz)) for p in self.vz.rglob("*"))
-        return sorted(p for p in paths if not p.startswith("lock/"))
+        return sorted(p for p in paths if p not in ignored)
 
-    def leftovers(self, ctid: str) -> list[str]:
+    def leftovers(self, ctid: str, *, lock: bool = True) -> list[str]:
+        """What is left of container ``ctid``: config, private area, mount point, LXC
+        directory, mounts, and (``lock``) its lock file, which a failed create leaves."""
         layout = self.layout
-        paths = (layout.conf_file(ctid), layout.private(ctid), layout.root(ctid))
+        paths = [layout.conf_file(ctid), layout.private(ctid), layout.root(ctid), layout.engine(ctid)]
+        if lock:
+            paths.append(layout.lock_file(ctid))
         found = [str(p) for p in paths if os.path.lexists(p)]
         found += [str(p) for p in layout.private(ctid).parent.glob(f"{ctid}.*")]
         return found + mounts_under(layout.root(ctid))
@@ -85,14 +97,17 @@ class Node:
 
 @pytest.fixture(scope="module")
 def node(tmp_path_factory: pytest.TempPathFactory, node_image: NodeImage, host_name: str) -> Iterator[Node]:
-    """Container 101 (plain) and 102 (shared), made with the same settings."""
+    """Container 101 (plain) and 102 (shared), made with the same settings but their addresses."""
     node = Node(tmp_path_factory.mktemp("node") / "vz", node_image)
     for ctid, layout in (("101", "plain"), ("102", "shared")):
-        out = node.ok("create", ctid, "--ostemplate", node_image.template, "--layout", layout, *SETTINGS)
+        out = node.ok("create", ctid, "--ostemplate", node_image.template, "--layout", layout, *settings(ctid))
         assert out == f"container {ctid} created ({layout}): {node.layout.conf_file(ctid)}\n"
     yield node
     for row in json.loads(node.ok("list", "-a", "--json")):
         node.ok("destroy", row["ctid"])
+        assert node.leftovers(row["ctid"]) == []
+    for directory in ("conf", "private", "root", "lxc"):  # nothing of any container is left
+        assert not (node.vz / directory).exists() or list((node.vz / directory).iterdir()) == [], directory
     assert not mounts_under(node.vz)
     assert socket.gethostname() == host_name
 
@@ -190,7 +205,9 @@ def test_template_remove(tmp_path: Path, node_image: NodeImage) -> None:
     node.ok("create", "210", "--ostemplate", node_image.template, "--layout", "shared")
     dated = node_image.name
     shared = node.layout.shared_root(dated)
-    assert shared.is_dir()
+    assert shared.is_dir() and shared.name == f"{dated}@100000-100000-65536"  # unpacked for the node's id map
+    assert (shared.stat().st_uid, shared.stat().st_gid) == (100000, 100000)
+    assert (node.layout.lock_dir / f"{dated}.image.lck").is_file()
     in_use = node.ezt("template", "remove", dated)
     assert_user_error(in_use, f"cache image {dated} is in use by a container", "destroy its containers first")
     assert stored.is_file() and Path(f"{stored}.json").is_file() and shared.is_dir()
@@ -268,6 +285,7 @@ def test_disk_full_is_one_line_and_the_other_lives(tmp_path: Path, node_image: N
         node = Node(vz, node_image)
         node.ok("create", "170", "--ostemplate", node_image.template, "--hostname", "first")
         before = node.tree()
+        failed_locks = ["lock/171.lck"]  # a failed create leaves its locks (the container's, the image's)
         if layout == "shared":  # another dated image: its shared root must be unpacked
             other = _copy(node_image, tmp_path / "other" / "images", "", ".json")
             day = _day(node_image)
@@ -279,16 +297,19 @@ def test_disk_full_is_one_line_and_the_other_lives(tmp_path: Path, node_image: N
             manifest["date"], manifest["image"]["name"] = later.isoformat(), dated.name
             Path(f"{dated}.json").write_text(json.dumps(manifest))
             Path(f"{other}.json").unlink()
+            failed_locks.append(f"lock/{dated.name.removesuffix('.tar.zst')}.image.lck")
             full = ezt("create", "171", "--ostemplate", dated.name.removesuffix(".tar.zst"), "--layout", "shared",
                        "--vz-root", str(vz), "--cache-dir", str(tmp_path / "other"))  # fmt: skip
         else:
             full = node.ezt("create", "171", "--ostemplate", node_image.template)
         assert_user_error(full, "No space left on device")
-        structure = {"template", "template/roots", "lock"}  # the node's own directories, empty
-        assert [p for p in node.tree() if p not in structure] == [p for p in before if p not in structure]
+        structure = {"template", "template/roots"}  # the node's own directories, empty
+        after = [p for p in node.tree(*failed_locks) if p not in structure]
+        assert after == [p for p in before if p not in structure]
         assert not (vz / "template/roots").exists() or list((vz / "template/roots").iterdir()) == []
         assert node.run("170", "hostname") == (0, "first\n")
         node.ok("destroy", "170")
+        assert node.leftovers("170") == []
 
 
 def test_leftover_of_a_killed_create(tmp_path: Path, node_image: NodeImage) -> None:
@@ -329,21 +350,31 @@ def test_created_container(node: Node, ctid: str, host_name: str) -> None:
     interfaces = (root / "etc/network/interfaces").read_text()
     assert interfaces.startswith(INTERFACES)  # the image's own lines stay
     assert f"{BEGIN}\nauto venet0\niface venet0 inet manual\n" in interfaces
-    assert "\tup ip addr replace 10.0.0.5/32 dev venet0\n" in interfaces
+    assert f"\tup ip addr replace {ADDRESSES[ctid]}/32 dev venet0\n" in interfaces
     assert node.run(ctid, "hostname") == (0, "web1\n")
     assert node.run(ctid, "uname", "-n") == (0, "web1\n")
     status, resolv = node.run(ctid, "cat", "/etc/resolv.conf")
-    assert status == 0 and "nameserver 10.0.0.1\n" in resolv
+    assert status == 0 and f"nameserver {NAMESERVER}\n" in resolv
     status, shadow = node.run(ctid, "grep", "^root:", "/etc/shadow")
     assert status == 0 and shadow.split(":")[1].startswith("$6$") and "secret" not in shadow
     assert "secret" not in node.layout.conf_file(ctid).read_text()
+    # the root is owned by the node's id map (container root = host 100000), and so is
+    # what ezt wrote into it
+    for path in (root, root / "etc/hostname", root / "etc/network/interfaces", root / "etc/shadow"):
+        assert (path.stat().st_uid, path.stat().st_gid) == (100000, 100000), path
+    status, owners = node.run(ctid, "ls", "-lnd", "/", "/etc/hostname")
+    assert status == 0 and [line.split()[2:4] for line in owners.splitlines()] == [["0", "0"]] * 2
+    # no host user reaches into the node's roots; LXC's directory is only traversable
+    modes = {name: (node.vz / name).stat().st_mode & 0o7777 for name in ("private", "root", "template/roots", "lxc")}
+    assert modes == {"private": 0o700, "root": 0o700, "template/roots": 0o700, "lxc": 0o711}
+    assert (node.layout.engine(ctid) / "config").is_file()  # made by the first exec
     assert socket.gethostname() == host_name
 
 
 def test_exec_status_and_streams(node: Node) -> None:
     assert node.run("101", "sh", "-c", "exit 7")[0] == 7
     assert node.run("102", "false")[0] == 1
-    assert node.run("101", "no-such-command")[0] == 127
+    assert node.run("101", "no-such-command")[0] != 0  # 127 exactly: test_exec_missing_command_status
     both = node.ezt("exec", "102", "--", "sh", "-c", "echo out; echo err >&2")
     assert (both.returncode, both.stdout, both.stderr) == (0, "out\n", "err\n")
     fed = node.ezt("exec", "101", "--", "cat", stdin="through stdin\n")
@@ -352,21 +383,32 @@ def test_exec_status_and_streams(node: Node) -> None:
     assert (after.returncode, after.stdout) == (0, "web1\n")
 
 
+def test_exec_missing_command_status(node: Node) -> None:
+    """``ezt exec``'s status is the command's; one that cannot be run exits as with
+    ``env`` and ``chroot`` (and ``vzctl exec``'s shell): 127 not found, 126 not executable."""
+    assert node.run("101", "no-such-command")[0] == 127
+    assert node.run("102", "/etc/hostname")[0] == 126
+
+
 @pytest.mark.parametrize("ctid", ["101", "102"])
-def test_exec_private_network(node: Node, ctid: str) -> None:
-    """Without the option the command shares the host's network namespace; with it, it
-    has one of its own holding only a loopback interface, up (the host's ``ip`` does it)."""
+def test_exec_own_network(node: Node, ctid: str) -> None:
+    """A command in a stopped container always has a network namespace of its own,
+    holding only loopback (its addresses belong to the container when it runs), in a
+    user namespace; ``--private-network`` is gone (an unknown option: usage error)."""
     host_net = os.readlink("/proc/self/ns/net")
-    assert node.ezt("exec", ctid, "--", "readlink", "/proc/self/ns/net").stdout == host_net + "\n"
-    private = node.ezt("exec", ctid, "--private-network", "--", "readlink", "/proc/self/ns/net")
-    assert private.returncode == 0 and private.stdout.startswith("net:[") and private.stdout != host_net + "\n"
-    devices = node.ezt("exec", ctid, "--private-network", "--", "cat", "/proc/net/dev").stdout.splitlines()[2:]
-    assert [line.split(":")[0].strip() for line in devices] == ["lo"]
-    if shutil.which("ip") is not None:
-        addresses = node.ezt("exec", ctid, "--private-network", "--", "cat", "/proc/net/if_inet6").stdout
-        assert addresses.split()[-1:] == ["lo"]  # ::1 is there only once lo is up
-    entered = node.ezt("enter", ctid, "--private-network", stdin="readlink /proc/self/ns/net\nexit 0\n")
+    own = node.ezt("exec", ctid, "--", "readlink", "/proc/self/ns/net")
+    assert own.returncode == 0 and own.stdout.startswith("net:[") and own.stdout != host_net + "\n"
+    devices = node.ezt("exec", ctid, "--", "cat", "/proc/net/dev")
+    assert devices.returncode == 0
+    assert [line.split(":")[0].strip() for line in devices.stdout.splitlines()[2:]] == ["lo"]
+    entered = node.ezt("enter", ctid, stdin="readlink /proc/self/ns/net\ncat /proc/self/uid_map\nexit 0\n")
     assert entered.returncode == 0 and host_net not in entered.stdout and "net:[" in entered.stdout
+    assert entered.stdout.split()[1:] == ["0", "100000", "65536"]
+    for command in (("exec", ctid, "--private-network", "--", "true"), ("enter", ctid, "--private-network")):
+        refused = node.ezt(*command)
+        assert (refused.returncode, refused.stdout) == (2, ""), refused.stderr
+        assert refused.stderr.startswith("ezt: error: ") and refused.stderr.count("\n") == 1, refused.stderr
+        assert "unrecognized arguments: --private-network" in refused.stderr
 
 
 @pytest.mark.parametrize("ctid", ["101", "102"])
@@ -405,7 +447,11 @@ def test_existing_ctid_refused_untouched(node: Node) -> None:
         (("Web1", "--ostemplate", "debian-tiny-x86_64"), ("invalid container ID 'Web1'",)),
         (("a_b", "--ostemplate", "debian-tiny-x86_64"), ("invalid container ID 'a_b'",)),
         (("150", "--ostemplate", "debian-tiny-x86_64", "--hostname", "bad_name!"), ("invalid host name",)),
-        (("150", "--ostemplate", "debian-tiny-x86_64", "--ipadd", "10.0.0.300"), ("invalid IP address",)),
+        (("150", "--ostemplate", "debian-tiny-x86_64", "--ipadd", "198.51.100.300"), ("invalid IP address",)),
+        (("150", "--ostemplate", "debian-tiny-x86_64", "--ipadd", "198.51.100.102"),
+         ("address 198.51.100.102 is already used by container 102",)),
+        (("150", "--ostemplate", "debian-tiny-x86_64", "--layout", "shared", "--ipadd", "198.51.100.101/24"),
+         ("address 198.51.100.101/24 is already used by container 101",)),
         (("150", "--ostemplate", "debian-tiny-x86_64", "--nameserver", "ns.example"), ("invalid name server",)),
         (("150", "--ostemplate", "debian-tiny-x86_64", "--userpasswd", "root"), ("--userpasswd needs user:password",)),
         (("150", "--ostemplate", "debian-tiny-x86_64", "--userpasswd", "nosuchuser:pw"), ("no user 'nosuchuser'",)),
@@ -414,11 +460,12 @@ def test_existing_ctid_refused_untouched(node: Node) -> None:
     ],
 )  # fmt: skip
 def test_create_errors(node: Node, args: tuple[str, ...], fragments: tuple[str, ...]) -> None:
-    before = node.tree()
+    failed_lock = f"lock/{args[0]}.lck"  # a create that took the container's lock leaves it (vzctl's stay too)
+    before = node.tree(failed_lock)
     assert_user_error(node.ezt("create", *args), *fragments)
-    assert node.tree() == before  # nothing made, nothing lost (the shared root 102 uses included)
+    assert node.tree(failed_lock) == before  # nothing made, nothing lost (the shared root 102 uses included)
     if args[0] == "150":
-        assert node.leftovers("150") == []
+        assert node.leftovers("150", lock=False) == []
 
 
 @pytest.mark.parametrize("layout", ["plain", "shared"])
@@ -427,7 +474,7 @@ def test_failing_create_leaves_nothing(tmp_path: Path, node_image: NodeImage, la
     failed = fresh.ezt("create", "201", "--ostemplate", node_image.template, "--layout", layout,
                        "--hostname", "web2", "--userpasswd", "nosuchuser:pw")  # fmt: skip
     assert_user_error(failed, "no user 'nosuchuser' in the container's /etc/passwd")
-    assert fresh.leftovers("201") == []
+    assert fresh.leftovers("201", lock=False) == []  # chpasswd ran in the container: its LXC directory went too
     assert not fresh.layout.shared_root(node_image.name).exists()  # unpacked by this create only: removed
     assert json.loads(fresh.ok("list", "-a", "--json")) == []
     assert not mounts_under(fresh.vz)
@@ -445,19 +492,21 @@ def test_mount_umount_list(node: Node) -> None:
     assert node.ok("mount", "102") == f"{node.layout.root('102')}\n"
     assert node.ok("mount", "102") == f"{node.layout.root('102')}\n"  # twice: still one mount
     assert len(mounts_under(node.layout.root("102"))) == 1
-    assert set(_rows(node)) == {"101", "102"}
+    assert {ctid: row["mounted"] for ctid, row in _rows(node, "-a").items()} == {"101": True, "102": True}
     assert node.ok("umount", "102") == ""
     assert not mounts_under(node.layout.root("102"))
-    assert set(_rows(node)) == {"101"}  # plain is always usable; a shared one only when mounted
+    assert _rows(node) == {}  # without -a only running containers (vzlist): none runs, mounted or not
     rows = _rows(node, "-a")
     assert set(rows) == {"101", "102"}
     expected = {
         "ctid": "101",
         "ostemplate": node.image.name,
         "hostname": "web1",
-        "ips": ["10.0.0.5"],
+        "ips": [ADDRESSES["101"]],
         "layout": "plain",
-        "mounted": True,
+        "mounted": True,  # plain is always usable; a shared one only when mounted
+        "processes": 0,
+        "onboot": False,
     }
     assert {key: rows["101"][key] for key in expected} == expected
     assert rows["102"]["layout"] == "shared" and rows["102"]["mounted"] is False
@@ -467,9 +516,11 @@ def test_mount_umount_list(node: Node) -> None:
     table = node.ok("list", "-a").splitlines()
     assert table[0].split()[0] == "CTID" and {"HOSTNAME", "LAYOUT", "OSTEMPLATE"} <= set(table[0].split())
     assert [line.split()[0] for line in table[1:]] == ["101", "102"]
-    for line, layout in zip(table[1:], ("plain", "shared"), strict=True):
-        assert {"web1", "10.0.0.5", layout, node.image.name} <= set(line.split())
-    assert [line.split()[0] for line in node.ok("list").splitlines()] == ["CTID", "101"]
+    assert table[0].split()[:3] == ["CTID", "NPROC", "STATUS"]
+    for line, (ctid, layout) in zip(table[1:], (("101", "plain"), ("102", "shared")), strict=True):
+        assert line.split()[:3] == [ctid, "0", "stopped"]
+        assert {"web1", ADDRESSES[ctid], layout, node.image.name} <= set(line.split())
+    assert [line.split()[0] for line in node.ok("list").splitlines()] == ["CTID"]  # the header only: none runs
 
     assert node.ok("mount", "101") == f"{node.layout.private('101')}\n"  # plain: nothing to mount
     assert node.ok("umount", "101") == ""
@@ -487,10 +538,14 @@ def test_list_empty(tmp_path: Path, node_image: NodeImage) -> None:
 
 def test_destroy(node: Node, host_name: str) -> None:
     node.ok("create", "103", "--ostemplate", node.image.template, "--layout", "shared", "--hostname", "web3")
-    assert node.run("103", "hostname") == (0, "web3\n")  # mounts the overlay
+    assert node.run("103", "hostname") == (0, "web3\n")  # makes its LXC directory
+    assert not mounts_under(node.layout.root("103"))  # the exec unmounted the overlay it mounted
+    assert node.ok("mount", "103") == f"{node.layout.root('103')}\n"
     assert mounts_under(node.layout.root("103"))
+    assert node.layout.engine("103").is_dir() and node.layout.lock_file("103").exists()
     assert node.ok("destroy", "103") == "container 103 destroyed\n"
-    assert node.leftovers("103") == []
+    assert node.leftovers("103") == []  # the LXC directory and the lock file too
+    assert not [p for p in node.tree() if "103" in p]
     assert_user_error(node.ezt("destroy", "103"), "container 103 does not exist")
     assert node.layout.shared_root(node.image.name).is_dir()  # never the shared root
     assert node.run("102", "hostname") == (0, "web1\n")  # other containers unharmed
@@ -498,19 +553,46 @@ def test_destroy(node: Node, host_name: str) -> None:
     assert socket.gethostname() == host_name
 
 
-def test_destroy_refuses_running(node: Node) -> None:
+def _locked(lock: Path) -> bool:
+    """Whether another process holds ``lock`` (an ezt command on the container)."""
+    try:
+        fd = os.open(lock, os.O_RDWR)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
+
+
+def test_destroy_waits_for_a_running_command(node: Node) -> None:
+    """A command in a stopped container (a transient LXC container) holds the
+    container's lock: destroy waits for it to end and never removes the root under it.
+    The command does not make the container running (status, list)."""
     node.ok("create", "104", "--ostemplate", node.image.template, "--layout", "shared")
     argv = [sys.executable, "-m", "builder.cli", "exec", "104", "--vz-root", str(node.vz), "--", "cat"]
     with subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=CLEAN_ENV) as running:
-        assert running.stdin is not None
-        deadline = time.monotonic() + 20
-        while _rows(node, "-a")["104"].get("processes", 1) == 0 and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert_user_error(node.ezt("destroy", "104"), "container 104 is running")
-        assert node.layout.conf_file("104").exists()
-        out, _ = running.communicate("bye\n", timeout=30)  # cat ends with its input
-    assert (running.returncode, out) == (0, "bye\n")
-    assert node.ok("destroy", "104") == "container 104 destroyed\n"
+        assert running.stdin is not None and running.stdout is not None
+        running.stdin.write("ready\n")
+        running.stdin.flush()
+        assert select.select([running.stdout], [], [], 30)[0], "cat did not start"
+        assert running.stdout.readline() == "ready\n"  # the command runs now
+        assert running.poll() is None and _locked(node.layout.lock_file("104"))
+        assert node.ok("status", "104").startswith("CTID 104 exist mounted stopped shared ")
+        assert _rows(node, "-a")["104"]["processes"] == 0 and "104" not in _rows(node)
+        destroy = [sys.executable, "-m", "builder.cli", "destroy", "104", "--vz-root", str(node.vz)]
+        with subprocess.Popen(destroy, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              env=CLEAN_ENV) as destroying:  # fmt: skip
+            time.sleep(1.0)
+            assert destroying.poll() is None, destroying.communicate()  # waiting for the lock
+            assert node.layout.conf_file("104").exists() and node.layout.private("104").is_dir()
+            out, _ = running.communicate("bye\n", timeout=30)  # cat ends with its input
+            assert (running.returncode, out) == (0, "bye\n")
+            done = destroying.communicate(timeout=30)
+        assert (destroying.returncode, *done) == (0, "container 104 destroyed\n", "")
     assert node.leftovers("104") == []
 
 

@@ -100,7 +100,8 @@ def write_recipes(recipes: Path, key: GpgKey) -> Path:
             "web_description": "a web server\nwith more lines\n",
             "web_pre-install": script + "echo pre > /etc/web-pre\n",
             "web_post-install": script + 'echo "post $EZT_APPS $EZT_CTID" > /etc/web-post\n'
-                                         "/usr/sbin/policy-rc.d webd start || echo $? > /etc/web-post-policy\n",
+                                         "/usr/sbin/policy-rc.d webd start || echo $? > /etc/web-post-policy\n"
+                                         "cat /proc/self/uid_map > /etc/web-post-idmap\n",
             "db_packages": "dbd\n",
             "db_summary": "a database\n",
             "bad_packages": "badtool\n",
@@ -249,6 +250,13 @@ def test_install_and_remove(node: Node) -> None:
     assert (root / "etc/web-post").read_text() == "post web 101\n"
     assert (root / "etc/webd.start").read_text() == "refused\n"  # no service started
     assert (root / "etc/web-post-policy").read_text() == "101\n"  # not by the app's scripts either
+    # dpkg, its maintainer scripts and the app's scripts ran in the container (its user
+    # namespace: container root is host 100000), never as host root in a chroot; what
+    # ezt wrote itself (the app record) has the root's owner too
+    assert (root / "etc/web-post-idmap").read_text().split() == ["0", "100000", "65536"]
+    for name in ("etc/web-pre", "etc/web-post", "etc/webd.start", "usr/share/webd/version", "var/lib/dpkg/status",
+                 "var/lib/ezt/apps.json", "var/lib/apt/extended_states"):  # fmt: skip
+        assert ((root / name).stat().st_uid, (root / name).stat().st_gid) == (100000, 100000), name
     assert not (root / "usr/sbin/policy-rc.d").exists()  # and the container may start them later
     assert node.config("101")["TEMPLATES"] == "web"
     assert state(root) == {"web": {"requested": ["webd"], "packages": sorted(WEB)}}
@@ -297,6 +305,9 @@ def test_shared_layout_several_apps_at_once(node: Node) -> None:
     assert state(root) == {"db": {"requested": ["dbd"], "packages": ["dbd", "libshared"]},
                            "web": {"requested": ["webd"], "packages": ["libweb", "web-common", "webd"]}}  # fmt: skip
     assert (node.layout.private("102") / "upper/etc/web-post").read_text() == "post db web 102\n"
+    for name in ("etc/web-post", "etc/web-post-idmap", "usr/share/webd/version", "var/lib/dpkg/status"):
+        upper = node.layout.private("102") / "upper" / name  # written in the container, owned by its root
+        assert (upper.stat().st_uid, upper.stat().st_gid) == (100000, 100000), name
     node.ok("umount", "102")
     out = node.ok("remove", "102", "db", "web")
     assert "purged 1 package: dbd" in out and "kept libshared: still needed by application web" in out

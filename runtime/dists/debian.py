@@ -53,7 +53,8 @@ def interfaces_with(text: str | None, ips: Sequence[str]) -> str:
     addresses = parse_ips(ips)
     if addresses:
         block = [BEGIN, "auto venet0", "iface venet0 inet manual", "\tup ip link set venet0 up"]
-        block += [f"\tup ip {'-6 ' if a.version == 6 else ''}addr replace {a.with_prefixlen} dev venet0" for a in addresses]
+        block += [f"\tup ip {'-6 ' if a.version == 6 else ''}addr replace {a.with_prefixlen} dev venet0"
+                  for a in addresses]
         if any(a.version == 4 for a in addresses):
             block.append("\tup ip route replace default dev venet0")
         if any(a.version == 6 for a in addresses):
