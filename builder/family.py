@@ -42,6 +42,9 @@ class InstallRequest:
     progress: Callable[[str], None] = print
     run: RootRunner = run_in_root
     """How commands run in ``root``: the build's chroot, or inside a container."""
+    start_services: bool = False
+    """Let packages start their services (a running container, as apt would); otherwise
+    every service start is refused while the packages are installed."""
 
 
 class Family(Protocol):

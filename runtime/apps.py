@@ -525,6 +525,7 @@ def install_locked(
                         source_date_epoch=epoch,
                         progress=say,
                         run=run,
+                        start_services=lxc.running(layout, ctid),
                     )
                 )
             for app in apps:
@@ -697,6 +698,7 @@ def update_apps(
                         source_date_epoch=epoch,
                         progress=say,
                         run=inside.root_runner(layout, ctid, values),
+                        start_services=lxc.running(layout, ctid),
                     )
                 )
             new = {package.name for package in changes if package.name not in current}

@@ -31,6 +31,8 @@ from runtime.paths import NodeLayout
 from tests.cli import ROOT, assert_user_error
 from tests.lxcnode import TINY_INIT, LxcNode, build_probe, network_namespace, put, reaches
 from tests.nodeimage import NodeImage
+from tests.test_runtime_apps import Node as AppNode
+from tests.test_runtime_apps import Site, site  # noqa: F401 (the fixture)
 
 pytestmark = [
     pytest.mark.root,
@@ -273,3 +275,22 @@ def test_memory_limit_kills_inside_only(node: LxcNode) -> None:
         for ctid in ("301", "302"):
             node.ok("stop", ctid, "--fast")
         node.ok("set", "301", "--memory", "1G")
+
+
+def test_replaced_dpkg_writes_nothing_on_the_host(site: Site, tmp_path: Path) -> None:  # noqa: F811
+    """A tenant replaces ``/usr/bin/dpkg`` by a script that writes a host path (directly
+    and through ``/proc/1/root``) and then runs the real dpkg: ``ezt install`` runs it
+    inside the container, so the install works and the host path never appears."""
+    target = tmp_path / "owned-by-dpkg"
+    apps = AppNode(tmp_path / "vz", site)
+    apps.create("311")
+    try:
+        root = apps.root("311")
+        put(root, "/usr/bin/dpkg.real", (root / "usr/bin/dpkg").read_bytes())
+        script = f'#!/bin/sh\necho pwned > {target}\necho pwned > /proc/1/root{target}\nexec dpkg.real "$@"\n'
+        put(root, "/usr/bin/dpkg", script.encode())
+        apps.ok("install", "311", "web")
+        assert not target.exists()
+        assert "webd" in apps.installed("311")  # the real dpkg did the work, inside
+    finally:
+        apps.ok("destroy", "311")

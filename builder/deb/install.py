@@ -117,7 +117,8 @@ def install(request: InstallRequest) -> None:
         )
 
     # a fresh root is a build stage: its policy-rc.d stays for the recipe's scripts, finish_root removes it
-    with _Stager(root, request.package_file) as stager, _hold_services(root, keep=fresh):
+    held = contextlib.nullcontext() if request.start_services else _hold_services(root, keep=fresh)
+    with _Stager(root, request.package_file) as stager, held:
         if essential:
             with _timed(say, f"deb: unpacked {len(essential)} essential packages"):
                 inside = stager.extract(stager.submit([by_name[n] for n in essential]))
