@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from builder.errors import EztError
-from runtime import container, inside, lxc
+from runtime import container, engine, inside
 from runtime.ctconfig import join_list, split_list, write_config
 from runtime.dists import choose_dist
 from runtime.dists.base import check_hostname, check_nameservers, parse_ips
@@ -137,7 +137,7 @@ def apply_changes(layout: NodeLayout, ctid: str, changes: Changes) -> list[str]:
         current = split_list(values.get("IP_ADDRESS"))
         addresses = new_addresses(current, changes.ipdel, changes.ipadd)
         container.refuse_used_addresses(layout, ctid, addresses)
-        running = lxc.running(layout, ctid)
+        running = engine.running(layout, ctid)
         dist = choose_dist(values.get("DISTRIBUTION", "default"))
         done: list[str] = []
         with container.root_mounted(layout, ctid, values) as root:

@@ -20,7 +20,7 @@ Two layouts (``LAYOUT`` in the container's config):
 Roots are owned by the node's id map (container uid 0 is host uid 100000 by default):
 the extractor shifts owners as it unpacks, and files ezt writes into a root later take
 its root directory's owner. Commands from a root run inside the container through LXC
-(:mod:`runtime.lxc`), attached when it runs, in a transient container when it does not.
+(:mod:`runtime.engine`), attached when it runs, in a transient container when it does not.
 
 A shared root is guarded by a lock of its own (:func:`runtime.locks.image_lock_path`):
 unpacking holds it exclusively, a create that uses it holds it shared until its config
@@ -40,61 +40,35 @@ import random
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal, NamedTuple
+from typing import TYPE_CHECKING, Literal
 
 from builder.chroot import remove_tree
 from builder.errors import EztError
 from builder.imagename import SUFFIX, parse_image_name
 from builder.manifest import read_manifest
-from runtime import lxc
-from runtime.ctconfig import join_list, merge_sample, read_config, render_config, split_list, write_config
+from runtime import engine
+from runtime.ctconfig import join_list, merge_sample, render_config, write_config
 from runtime.dists import choose_dist
 from runtime.dists.base import check_hostname, check_nameservers, parse_ips
+from runtime.listing import ContainerInfo as ContainerInfo
+from runtime.listing import ContainerStatus as ContainerStatus
+from runtime.listing import list_containers as list_containers
+from runtime.listing import read_ct_config as read_ct_config
+from runtime.listing import root_path as root_path
+from runtime.listing import status as status
 from runtime.locks import LOCK_TIMEOUT, container_lock, flock, image_lock_path
 from runtime.mounts import forget_volatile, is_mounted, mount_shared, umount_shared
 from runtime.paths import NodeLayout, validate_ctid
 from runtime.store import StoredImage, choose_image
 
 if TYPE_CHECKING:
-    from runtime.lxc import Target
+    from runtime.engine import Target
 
 # Every node command imports this module, so what only some paths need (the
 # extractor) is imported where used: start-up time is most of a shared-layout create.
 
 LayoutKind = Literal["plain", "shared"]
 LAYOUTS: tuple[str, ...] = ("plain", "shared")
-
-
-class ContainerInfo(NamedTuple):
-    """One container as ``ezt list`` shows it. ``mounted``: its root is usable now
-    (always for ``plain``; the overlay is mounted for ``shared``); ``processes``: how
-    many run in it (0: stopped)."""
-
-    ctid: str
-    ostemplate: str
-    hostname: str
-    ips: tuple[str, ...]
-    layout: str
-    disk_used: int
-    mounted: bool
-    processes: int = 0
-    onboot: bool = False
-
-
-class ContainerStatus(NamedTuple):
-    """``ezt status``: whether the container exists, its root is usable (``mounted``)
-    and how many processes run in it (``running``: its init runs)."""
-
-    ctid: str
-    exists: bool
-    mounted: bool
-    processes: int
-    layout: str = ""
-    ostemplate: str = ""
-
-    @property
-    def running(self) -> bool:
-        return self.processes > 0
 
 
 # ---------------------------------------------------------------- helpers
@@ -108,35 +82,6 @@ def node_dir(path: Path) -> Path:
     if os.stat(path).st_mode & 0o777 != 0o700:
         os.chmod(path, 0o700)
     return path
-
-
-def _disk_used(path: Path) -> int:
-    """Bytes allocated under ``path`` (hard links counted once, mounts not crossed)."""
-    total = 0
-    seen: set[tuple[int, int]] = set()
-    try:
-        top = os.lstat(path)
-    except OSError:
-        return 0
-    stack = [str(path)]
-    while stack:
-        current = stack.pop()
-        try:
-            entries = list(os.scandir(current))
-        except OSError:
-            continue
-        for entry in entries:
-            try:
-                st = entry.stat(follow_symlinks=False)
-            except OSError:
-                continue
-            if (st.st_dev, st.st_ino) in seen:
-                continue
-            seen.add((st.st_dev, st.st_ino))
-            total += st.st_blocks * 512
-            if entry.is_dir(follow_symlinks=False) and st.st_dev == top.st_dev:
-                stack.append(entry.path)
-    return total + top.st_blocks * 512
 
 
 def _distribution_name(image: StoredImage) -> str:
@@ -155,22 +100,8 @@ def _distribution_name(image: StoredImage) -> str:
     return image.template.split("-", 1)[0]
 
 
-def read_ct_config(layout: NodeLayout, ctid: str) -> dict[str, str]:
-    """Container ``ctid``'s config; EztError if it has none (it does not exist)."""
-    path = layout.conf_file(ctid)
-    if not path.exists():
-        raise EztError(f"container {ctid} does not exist (no {path})")
-    return read_config(path)
-
-
-def root_path(layout: NodeLayout, ctid: str, config: dict[str, str] | None = None) -> Path:
-    """The directory that is the container's ``/`` (the private area for ``plain``)."""
-    values = config if config is not None else read_ct_config(layout, ctid)
-    return layout.private(ctid) if values.get("LAYOUT", "plain") == "plain" else layout.root(ctid)
-
-
 def refuse_running(layout: NodeLayout, ctid: str, what: str) -> None:
-    if lxc.running(layout, ctid):
+    if engine.running(layout, ctid):
         raise EztError(f"container {ctid} is running: 'ezt stop {ctid}' first, then {what}")
 
 
@@ -201,7 +132,7 @@ def root_mounted(layout: NodeLayout, ctid: str, config: dict[str, str]) -> Itera
     try:
         yield root_path(layout, ctid, config)
     finally:
-        if shared and not was_mounted and not lxc.running(layout, ctid):
+        if shared and not was_mounted and not engine.running(layout, ctid):
             umount_shared(layout, ctid)
 
 
@@ -226,17 +157,17 @@ def exec_in(
 ) -> int:
     """Run ``argv`` in the container with a clean environment and return its exit
     status: in the running container (its namespaces, cgroups, services), else in a
-    transient one from its root (see :mod:`runtime.lxc`), holding its lock meanwhile.
+    transient one from its root (see :mod:`runtime.engine`), holding its lock meanwhile.
     The streams are inherited unless given (files or descriptors)."""
-    env = lxc.environment(interactive=interactive)
-    if lxc.running(layout, ctid):
+    env = engine.environment(interactive=interactive)
+    if engine.running(layout, ctid):
         config = read_ct_config(layout, ctid)
-        return lxc.run(layout, ctid, root_path(layout, ctid, config), config, argv, env=env,
+        return engine.run(layout, ctid, root_path(layout, ctid, config), config, argv, env=env,
                        stdin=stdin, stdout=stdout, stderr=stderr)  # fmt: skip
     with container_lock(layout, ctid):
         config = read_ct_config(layout, ctid)
         with root_mounted(layout, ctid, config) as root:
-            return lxc.run(layout, ctid, root, config, argv, env=env, stdin=stdin, stdout=stdout, stderr=stderr)
+            return engine.run(layout, ctid, root, config, argv, env=env, stdin=stdin, stdout=stdout, stderr=stderr)
 
 
 def destroy(layout: NodeLayout, ctid: str) -> None:
@@ -252,22 +183,9 @@ def destroy(layout: NodeLayout, ctid: str) -> None:
         with contextlib.suppress(FileNotFoundError, OSError):
             layout.root(ctid).rmdir()
         remove_tree(private)
-        lxc.forget(layout, ctid)
+        engine.forget(layout, ctid)
         conf.unlink(missing_ok=True)
         layout.lock_file(ctid).unlink(missing_ok=True)
-
-
-def status(layout: NodeLayout, ctid: str) -> ContainerStatus:
-    """Container ``ctid``'s state; a container that does not exist is a status too."""
-    validate_ctid(ctid)
-    conf = layout.conf_file(ctid)
-    if not conf.exists():
-        return ContainerStatus(ctid, exists=False, mounted=False, processes=0)
-    values = read_config(conf)
-    kind = values.get("LAYOUT", "plain")
-    root = root_path(layout, ctid, values)
-    mounted = layout.private(ctid).is_dir() if kind == "plain" else is_mounted(root)
-    return ContainerStatus(ctid, True, mounted, lxc.processes(layout, ctid), kind, values.get("OSTEMPLATE", ""))
 
 
 def image_in_use(layout: NodeLayout, dated_name: str) -> bool:
@@ -300,44 +218,6 @@ def remove_image(layout: NodeLayout, name: str) -> list[Path]:
         for root in shared:
             remove_tree(root)
         return [*removed, *shared]
-
-
-def list_containers(layout: NodeLayout, *, disk: bool = True) -> list[ContainerInfo]:
-    """Every container with a config in the config directory, sorted by CTID."""
-    try:
-        names = sorted(os.listdir(layout.conf_dir))
-    except FileNotFoundError:
-        return []
-    except OSError as exc:
-        raise EztError(f"cannot list configs: {exc.strerror or exc}", layout.conf_dir) from exc
-    found: list[ContainerInfo] = []
-    for name in names:
-        ctid = name.removesuffix(".conf")
-        if not name.endswith(".conf"):
-            continue
-        try:
-            validate_ctid(ctid)
-        except EztError:
-            continue
-        values = read_config(layout.conf_dir / name)
-        kind = values.get("LAYOUT", "plain")
-        private = layout.private(ctid)
-        found.append(
-            ContainerInfo(
-                ctid=ctid,
-                ostemplate=values.get("OSTEMPLATE", ""),
-                hostname=values.get("HOSTNAME", ""),
-                ips=tuple(split_list(values.get("IP_ADDRESS"))),
-                layout=kind,
-                disk_used=_disk_used(private) if disk else 0,
-                mounted=private.is_dir() if kind == "plain" else is_mounted(layout.root(ctid)),
-                processes=lxc.processes(layout, ctid),
-                onboot=values.get("ONBOOT", "").lower() == "yes",
-            )
-        )
-    return sorted(
-        found, key=lambda info: (not info.ctid.isdigit(), int(info.ctid) if info.ctid.isdigit() else 0, info.ctid)
-    )
 
 
 def split_userpasswd(userpasswd: str) -> tuple[str, str]:
@@ -505,7 +385,7 @@ def _undo_create(layout: NodeLayout, ctid: str, image: StoredImage, *, made_root
     with contextlib.suppress(Exception):
         remove_tree(layout.private(ctid))
     with contextlib.suppress(Exception):
-        lxc.forget(layout, ctid)
+        engine.forget(layout, ctid)
     with contextlib.suppress(OSError):
         layout.conf_file(ctid).unlink(missing_ok=True)
     with contextlib.suppress(OSError):

@@ -1,9 +1,9 @@
 """Unpack a cache image (``.tar.zst``) into a new directory, safely and fast.
 
-One streaming pass in this process: zstd frames are decompressed chunk by chunk and
-the tar headers parsed here (POSIX pax, ustar and GNU long names), so every member is
-checked *before* anything is written for it, and nothing is ever written outside the
-target, not even partially. The rules:
+One streaming pass in this process: zstd frames are decompressed chunk by chunk
+(:mod:`runtime.tarstream`) and the tar headers parsed here (POSIX pax, ustar and GNU
+long names), so every member is checked *before* anything is written for it, and
+nothing is ever written outside the target, not even partially. The rules:
 
 - member names are relative and have no ``..`` component;
 - symlinks are created as they are, whatever they point at (a Debian root is full of
@@ -34,19 +34,17 @@ from __future__ import annotations
 import os
 import stat
 import time
-from collections.abc import Generator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import BinaryIO, NamedTuple
+from typing import NamedTuple
 
 from builder.atomic import fsync_dir
 from builder.chroot import remove_tree
 from builder.errors import EztError
 from runtime import libc
 from runtime.nodeconf import IdMap
+from runtime.tarstream import BLOCK, CorruptPax, Reader, Truncated, decompressed, pax_records, pax_time, tar_number
 
-BLOCK = 512
-READ_SIZE = 1 << 18
-QUEUE_DEPTH = 8
 MAX_LINK_HOPS = 40  # as the kernel's MAXSYMLINKS
 STANDARD_DEVICES = frozenset({(1, 3), (1, 5), (1, 7), (1, 8), (1, 9), (5, 0), (5, 1), (5, 2)})
 _CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -94,7 +92,7 @@ def extract_image(image: Path, target: Path, *, durable: bool = False, idmap: Id
         if idmap is not None:
             os.chown(tmp, idmap.uid, idmap.gid)  # the archive's own "./" sets it again
         extractor = _Extractor(os.fsencode(tmp), idmap)
-        chunks = _decompressed(handle)
+        chunks = decompressed(handle)
         try:
             try:
                 extractor.run(chunks)
@@ -137,175 +135,6 @@ class _Refused(Exception):
         self.reason = reason
 
 
-class _Truncated(Exception):
-    pass
-
-
-def _decompressed_serial(handle: BinaryIO) -> Iterator[bytes]:
-    import zstandard
-
-    dctx = zstandard.ZstdDecompressor()
-    dobj = dctx.decompressobj()
-    in_frame = False
-    frames = 0
-    while data := handle.read(READ_SIZE):
-        while data:
-            in_frame = True
-            out = dobj.decompress(data)
-            if out:
-                yield out
-            if dobj.eof:
-                frames += 1
-                in_frame = False
-                data = dobj.unused_data
-                dobj = dctx.decompressobj()
-            else:
-                data = b""
-    if in_frame:
-        raise zstandard.ZstdError("the stream ends in the middle of a frame (truncated image?)")
-    if not frames:
-        raise zstandard.ZstdError("the file is empty")
-
-
-def _decompressed(handle: BinaryIO) -> Generator[bytes, None, None]:
-    """As :func:`_decompressed_serial`, but decompressing in a thread of its own (zstd
-    releases the GIL), so decompression overlaps the file system work as in
-    ``zstd -dc | tar -x``. Closing the generator stops and joins the thread."""
-    import queue
-    import threading
-
-    chunks: queue.Queue[bytes | BaseException | None] = queue.Queue(maxsize=QUEUE_DEPTH)
-    stop = threading.Event()
-
-    def put(item: bytes | BaseException | None) -> bool:
-        while not stop.is_set():
-            try:
-                chunks.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def produce() -> None:
-        try:
-            for chunk in _decompressed_serial(handle):
-                if not put(chunk):
-                    return
-            put(None)
-        except BaseException as exc:  # handed to the reading thread, raised there
-            put(exc)
-
-    thread = threading.Thread(target=produce, name="ezt-zstd", daemon=True)
-    thread.start()
-    try:
-        while (item := chunks.get()) is not None:
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-    finally:
-        stop.set()
-        thread.join()
-
-
-class _Reader:
-    """Exact reads over a stream of chunks, copying file contents without extra copies."""
-
-    def __init__(self, chunks: Iterator[bytes]) -> None:
-        self.chunks = chunks
-        self.buf = b""
-        self.pos = 0
-
-    def _next(self) -> bool:
-        for chunk in self.chunks:
-            if chunk:
-                self.buf = chunk
-                self.pos = 0
-                return True
-        return False
-
-    def header(self) -> bytes | None:
-        """The next 512-byte block, or None at the end of the stream."""
-        if self.pos == len(self.buf) and not self._next():
-            return None
-        return self.read(BLOCK)
-
-    def read(self, size: int) -> bytes:
-        end = self.pos + size
-        if end <= len(self.buf):
-            data = self.buf[self.pos : end]
-            self.pos = end
-            return data
-        parts = [self.buf[self.pos :]]
-        have = len(parts[0])
-        while have < size:
-            if not self._next():
-                raise _Truncated
-            take = min(size - have, len(self.buf))
-            parts.append(self.buf[:take])
-            self.pos = take
-            have += take
-        return b"".join(parts)
-
-    def copy(self, fd: int, size: int) -> None:
-        """Write the next ``size`` bytes to ``fd``."""
-        while size:
-            if self.pos == len(self.buf) and not self._next():
-                raise _Truncated
-            end = min(self.pos + size, len(self.buf))
-            view = memoryview(self.buf)[self.pos : end]
-            while view:
-                view = view[os.write(fd, view) :]
-            size -= end - self.pos
-            self.pos = end
-
-    def skip(self, size: int) -> None:
-        while size:
-            if self.pos == len(self.buf) and not self._next():
-                raise _Truncated
-            step = min(size, len(self.buf) - self.pos)
-            self.pos += step
-            size -= step
-
-    def drain(self) -> None:
-        """Read to the end, so that a cut or corrupt zstd stream is still noticed."""
-        while self._next():
-            pass
-
-
-def _number(field: bytes) -> int:
-    if field and field[0] & 0x80:  # GNU base-256
-        value = int.from_bytes(field, "big", signed=False) & ~(0x80 << (8 * (len(field) - 1)))
-        return -value if field[0] & 0x40 else value
-    text = field.split(b"\0", 1)[0].strip()
-    return int(text, 8) if text else 0
-
-
-def _pax_records(data: bytes, member: str) -> dict[bytes, bytes]:
-    records: dict[bytes, bytes] = {}
-    pos = 0
-    while pos < len(data) and data[pos] != 0:
-        space = data.find(b" ", pos)
-        try:
-            length = int(data[pos:space])
-        except ValueError:
-            raise _Refused(member, "has a corrupt pax header") from None
-        record = data[space + 1 : pos + length]
-        key, equals, value = record.partition(b"=")
-        if length <= 0 or not equals or not record.endswith(b"\n"):
-            raise _Refused(member, "has a corrupt pax header")
-        records[key] = value[:-1]
-        pos += length
-    return records
-
-
-def _pax_time(value: bytes) -> int:
-    """A pax time (``1700000000.5``) in nanoseconds."""
-    whole, _, frac = value.partition(b".")
-    seconds = int(whole)
-    nanos = int((frac[:9] or b"0").ljust(9, b"0"))
-    return seconds * 1_000_000_000 + (-nanos if seconds < 0 or whole.startswith(b"-") else nanos)
-
-
 class _Extractor:
     """Creates one archive's members under ``root``, which it made and nobody else writes."""
 
@@ -326,10 +155,10 @@ class _Extractor:
         self.bytes = 0
 
     def run(self, chunks: Iterator[bytes]) -> None:
-        reader = _Reader(chunks)
+        reader = Reader(chunks)
         try:
             self._members(reader)
-        except _Truncated:
+        except Truncated:
             where = f" inside member '{self.member}'" if self.member else ""
             raise _Refused(self.member or "", f"is cut short: the archive ends{where} (truncated image?)") from None
         reader.drain()
@@ -338,7 +167,7 @@ class _Extractor:
             os.chmod(full, mode)
             os.utime(full, ns=(mtime, mtime))
 
-    def _members(self, reader: _Reader) -> None:
+    def _members(self, reader: Reader) -> None:
         pax: dict[bytes, bytes] = {}
         global_pax: dict[bytes, bytes] = {}
         long_name: bytes | None = None
@@ -348,14 +177,14 @@ class _Extractor:
                 return
             self._checksum(header)
             typeflag = header[156:157]
-            size = _number(header[124:136])
+            size = tar_number(header[124:136])
             if typeflag in (b"x", b"g", b"L", b"K"):
                 data = reader.read(size)
                 reader.skip(-size % BLOCK)
                 if typeflag == b"x":
-                    pax.update(_pax_records(data, self._display(header[:100])))
+                    pax.update(self._pax(data, header))
                 elif typeflag == b"g":
-                    global_pax.update(_pax_records(data, self._display(header[:100])))
+                    global_pax.update(self._pax(data, header))
                 elif typeflag == b"L":
                     long_name = data.split(b"\0", 1)[0]
                 else:
@@ -368,10 +197,10 @@ class _Extractor:
             self.member = self._display(name)
             if b"size" in fields:
                 size = int(fields[b"size"])
-            uid = int(fields[b"uid"]) if b"uid" in fields else _number(header[108:116])
-            gid = int(fields[b"gid"]) if b"gid" in fields else _number(header[116:124])
-            mtime = _pax_time(fields[b"mtime"]) if b"mtime" in fields else _number(header[136:148]) * 1_000_000_000
-            mode = _number(header[100:108]) & 0o7777
+            uid = int(fields[b"uid"]) if b"uid" in fields else tar_number(header[108:116])
+            gid = int(fields[b"gid"]) if b"gid" in fields else tar_number(header[116:124])
+            mtime = pax_time(fields[b"mtime"]) if b"mtime" in fields else tar_number(header[136:148]) * 1_000_000_000
+            mode = tar_number(header[100:108]) & 0o7777
             xattrs = [(key[len(_XATTR) :], value) for key, value in fields.items() if key.startswith(_XATTR)]
             if typeflag not in _KNOWN or any(key.startswith(b"GNU.sparse") for key in fields):
                 raise _Refused(self.member, f"has an unsupported type {typeflag!r}")
@@ -387,9 +216,16 @@ class _Extractor:
             self.files += 1
         self.member = None
 
+    def _pax(self, data: bytes, header: bytes) -> dict[bytes, bytes]:
+        """The records of a pax header; a corrupt one refuses the header's member."""
+        try:
+            return pax_records(data)
+        except CorruptPax:
+            raise _Refused(self._display(header[:100]), "has a corrupt pax header") from None
+
     def _checksum(self, header: bytes) -> None:
         try:
-            stored = _number(header[148:156])
+            stored = tar_number(header[148:156])
         except ValueError:
             stored = -1
         unsigned = sum(header[:148]) + 256 + sum(header[156:])
@@ -481,7 +317,7 @@ class _Extractor:
             self.links.pop(path, None)
         return path
 
-    def _file(self, name: bytes, reader: _Reader, size: int, meta: _Meta) -> None:
+    def _file(self, name: bytes, reader: Reader, size: int, meta: _Meta) -> None:
         path = self._place(name)
         mode, uid, gid, mtime, xattrs = self._mapped(meta)
         fd = os.open(self.root + b"/" + path, _CREATE, 0o600)
@@ -530,7 +366,7 @@ class _Extractor:
         if typeflag == b"4":
             raise _Refused(member, "is a block device: images may hold only standard character devices")
         if typeflag == b"3":
-            device = (_number(header[329:337]), _number(header[337:345]))
+            device = (tar_number(header[329:337]), tar_number(header[337:345]))
             if device not in STANDARD_DEVICES:
                 raise _Refused(member, f"is a character device {device[0]}:{device[1]}, not a standard one")
         path = self._place(name)

@@ -4,7 +4,7 @@ passwords), run by LXC in the container's namespaces and never as host root.
 :func:`root_runner` is a :class:`builder.chroot.RootRunner` for the family installer and
 the app scripts; :func:`checked` is the ``run_in_root`` that :mod:`runtime.dists` takes.
 Both attach to the container when it runs and use a transient container when it does
-not (:func:`runtime.lxc.run`); the caller holds the container's lock and has its root
+not (:func:`runtime.engine.run`); the caller holds the container's lock and has its root
 usable.
 """
 
@@ -17,25 +17,9 @@ from pathlib import Path
 
 from builder.chroot import DETAIL_LINES, RootRunner, command_environment, failure_message
 from builder.errors import EztError
-from runtime import lxc
+from runtime import engine
 from runtime.dists.base import RunInRoot
 from runtime.paths import NodeLayout
-
-
-def output(
-    layout: NodeLayout,
-    ctid: str,
-    root: Path,
-    values: Mapping[str, str],
-    argv: Sequence[str],
-    env: Mapping[str, str],
-    stdin: bytes = b"",
-) -> tuple[int, str]:
-    """Run ``argv`` in the container; its exit status and its output (stdout and stderr)."""
-    with tempfile.TemporaryFile() as out:
-        status = lxc.run(layout, ctid, root, values, argv, env=env, stdin=stdin, stdout=out, stderr=subprocess.STDOUT)
-        out.seek(0)
-        return status, out.read().decode("utf-8", errors="replace")
 
 
 def _checked_output(
@@ -47,7 +31,12 @@ def _checked_output(
     env: Mapping[str, str],
     stdin: bytes = b"",
 ) -> str:
-    status, text = output(layout, ctid, root, values, argv, env, stdin)
+    """Run ``argv`` in the container; its output (stdout and stderr), or EztError."""
+    with tempfile.TemporaryFile() as out:
+        status = engine.run(layout, ctid, root, values, argv, env=env, stdin=stdin, stdout=out,
+                            stderr=subprocess.STDOUT)  # fmt: skip
+        out.seek(0)
+        text = out.read().decode("utf-8", errors="replace")
     if status != 0:
         tail = "\n".join(text.rstrip("\n").splitlines()[-DETAIL_LINES:])
         message = failure_message(argv, status, text).replace("command failed", "command failed in the container", 1)
@@ -70,6 +59,6 @@ def checked(layout: NodeLayout, ctid: str, values: Mapping[str, str]) -> RunInRo
     password never appears on a command line); EztError with its last line if it fails."""
 
     def run(root: Path, argv: Sequence[str], stdin: bytes) -> None:
-        _checked_output(layout, ctid, root, values, argv, lxc.environment(), stdin)
+        _checked_output(layout, ctid, root, values, argv, engine.environment(), stdin)
 
     return run

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from builder import rootfs
 from builder.errors import EztError
-from runtime import lxc
+from runtime import engine
 from runtime.container import read_ct_config, root_mounted
 from runtime.ctconfig import split_list
 from runtime.locks import container_lock
@@ -131,7 +131,7 @@ def start(layout: NodeLayout, ctid: str) -> None:
     validate_ctid(ctid)
     with container_lock(layout, ctid):
         values = read_ct_config(layout, ctid)
-        if lxc.running(layout, ctid):
+        if engine.running(layout, ctid):
             raise EztError(f"container {ctid} is already running")
         started = False
         with root_mounted(layout, ctid, values) as root:
@@ -140,7 +140,7 @@ def start(layout: NodeLayout, ctid: str) -> None:
                 ensure_ssh_host_keys(root)
                 if split_list(values.get("IP_ADDRESS")):
                     ensure_bridge(layout)
-                lxc.start(layout, ctid, root, values)
+                engine.start(layout, ctid, root, values)
                 started = True
             finally:
                 if not started and values.get("LAYOUT") == "shared":
@@ -152,15 +152,15 @@ def stop(layout: NodeLayout, ctid: str, *, fast: bool = False, timeout: int = 60
     validate_ctid(ctid)
     with container_lock(layout, ctid):
         values = read_ct_config(layout, ctid)
-        if not lxc.running(layout, ctid):
+        if not engine.running(layout, ctid):
             raise EztError(f"container {ctid} is not running")
-        lxc.stop(layout, ctid, timeout=timeout, kill=fast)
+        engine.stop(layout, ctid, timeout=timeout, kill=fast)
         if values.get("LAYOUT") == "shared":
             umount_shared(layout, ctid)
 
 
 def restart(layout: NodeLayout, ctid: str, *, fast: bool = False) -> None:
-    if lxc.running(layout, ctid):
+    if engine.running(layout, ctid):
         stop(layout, ctid, fast=fast)
     start(layout, ctid)
 

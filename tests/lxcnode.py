@@ -101,6 +101,23 @@ class LxcNode:
             self.ezt("destroy", row["ctid"])
 
 
+def locked(lock: Path) -> bool:
+    """Whether another process holds ``lock`` (an ezt command on the container)."""
+    import fcntl
+
+    try:
+        fd = os.open(lock, os.O_RDWR)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
+
+
 def reaches(node: LxcNode, ctid: str, address: str, port: int = 9) -> bool:
     """Whether container ``ctid`` reaches ``address``: a TCP connect that is refused
     (nothing listens on ``port``) reached it; "No route to host" (no answer to ARP) did not."""

@@ -21,7 +21,7 @@ import pytest
 
 from builder.chroot import mounts_under
 from builder.errors import EztError
-from runtime import container, lxc
+from runtime import container, engine
 from runtime.ctconfig import read_config
 from runtime.dists.debian import BEGIN
 from runtime.locks import container_lock
@@ -103,7 +103,7 @@ def test_container_works(node: NodeLayout, ctid: str, host_name: str) -> None:
     assert _output(node, ctid, ["no-such-command"])[0] != 0  # 127 exactly: test_missing_command_status
     status, env = _output(node, ctid, ["env"])
     # the clean environment, plus the variable LXC sets for every container process
-    assert sorted(env.split()) == ["HOME=/root", "LANG=C.UTF-8", "PATH=" + lxc.CONTAINER_PATH, "container=lxc"]
+    assert sorted(env.split()) == ["HOME=/root", "LANG=C.UTF-8", "PATH=" + engine.CONTAINER_PATH, "container=lxc"]
     status, pids = _output(node, ctid, ["sh", "-c", "cd /proc && echo [0-9]*"])
     assert status == 0 and len(pids.split()) <= 4 and "1" in pids.split()  # a new PID namespace and its /proc
     status, uid_map = _output(node, ctid, ["cat", "/proc/self/uid_map", "/proc/self/gid_map"])

@@ -31,6 +31,7 @@ from builder.chroot import mounts_under
 from runtime.dists.debian import BEGIN
 from runtime.paths import NodeLayout
 from tests.cli import CLEAN_ENV, assert_user_error, run_ezt
+from tests.lxcnode import locked
 from tests.nodeimage import INTERFACES, NodeImage
 from tests.test_extract import _device, _hardlink, _image, _regular, _symlink
 from tests.test_image import tmpfs
@@ -553,21 +554,6 @@ def test_destroy(node: Node, host_name: str) -> None:
     assert socket.gethostname() == host_name
 
 
-def _locked(lock: Path) -> bool:
-    """Whether another process holds ``lock`` (an ezt command on the container)."""
-    try:
-        fd = os.open(lock, os.O_RDWR)
-    except FileNotFoundError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    finally:
-        os.close(fd)
-    return False
-
-
 def test_destroy_waits_for_a_running_command(node: Node) -> None:
     """A command in a stopped container (a transient LXC container) holds the
     container's lock: destroy waits for it to end and never removes the root under it.
@@ -580,7 +566,7 @@ def test_destroy_waits_for_a_running_command(node: Node) -> None:
         running.stdin.flush()
         assert select.select([running.stdout], [], [], 30)[0], "cat did not start"
         assert running.stdout.readline() == "ready\n"  # the command runs now
-        assert running.poll() is None and _locked(node.layout.lock_file("104"))
+        assert running.poll() is None and locked(node.layout.lock_file("104"))
         assert node.ok("status", "104").startswith("CTID 104 exist mounted stopped shared ")
         assert _rows(node, "-a")["104"]["processes"] == 0 and "104" not in _rows(node)
         destroy = [sys.executable, "-m", "builder.cli", "destroy", "104", "--vz-root", str(node.vz)]

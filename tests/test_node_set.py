@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import socket
@@ -15,6 +14,7 @@ import pytest
 
 from runtime.ctconfig import read_config
 from tests.cli import CLEAN_ENV, assert_user_error, run_ezt
+from tests.lxcnode import locked
 from tests.nodeimage import NodeImage
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="containers need root (overlayfs, namespaces, chroot)")
@@ -145,21 +145,6 @@ def test_set_limits_and_onboot(node_image: NodeImage, tmp_path: Path) -> None:
     assert ezt("destroy", "101", *node).returncode == 0
 
 
-def _locked(lock: Path) -> bool:
-    """Whether another process holds ``lock`` (an ezt command on the container)."""
-    try:
-        fd = os.open(lock, os.O_RDWR)
-    except FileNotFoundError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    finally:
-        os.close(fd)
-    return False
-
-
 def _sleeping(seconds: str) -> list[int]:
     """The pids of ``sleep SECONDS`` processes on the host."""
     found = []
@@ -194,7 +179,7 @@ def test_status(node_image: NodeImage, tmp_path: Path) -> None:
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline and not _sleeping("3031"):
             time.sleep(0.05)
-        assert sleeper.poll() is None and _locked(lock)
+        assert sleeper.poll() is None and locked(lock)
         (pid,) = _sleeping("3031")
         assert Path(f"/proc/{pid}/uid_map").read_text().split() == ["0", "100000", "65536"]  # in the container
         running = ezt("status", "101", *node)

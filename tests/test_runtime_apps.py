@@ -37,7 +37,8 @@ from builder.chroot import mounts_under
 from builder.deb.family import DebFamily
 from builder.model import LockedPackage, Package, PackageRequest
 from builder.recipe import App, Template
-from runtime.apps import AppRecord, InstalledGraph, derive_records, split_added
+from runtime.appgraph import InstalledGraph
+from runtime.appstate import AppRecord, derive_records, split_added
 from runtime.ctconfig import read_config
 from runtime.paths import NodeLayout
 from tests.cli import assert_user_error, run_ezt

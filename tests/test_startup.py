@@ -29,7 +29,7 @@ HEAVY = (
     "builder.commands",
     "runtime.apps",
     "runtime.extract",
-    "runtime.nsexec",
+    "runtime.inside",
     "runtime.configure",
 )
 

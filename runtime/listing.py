@@ -1,0 +1,142 @@
+"""What the node knows of its containers from their configs: where each one's root is,
+whether it is mounted and running, and the ``ezt status`` / ``ezt list`` records.
+
+Read-only: nothing here changes a container, so listing needs no container lock."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import NamedTuple
+
+from builder.errors import EztError
+from runtime import engine
+from runtime.ctconfig import read_config, split_list
+from runtime.mounts import is_mounted
+from runtime.paths import NodeLayout, validate_ctid
+
+
+class ContainerInfo(NamedTuple):
+    """One container as ``ezt list`` shows it. ``mounted``: its root is usable now
+    (always for ``plain``; the overlay is mounted for ``shared``); ``processes``: how
+    many run in it (0: stopped)."""
+
+    ctid: str
+    ostemplate: str
+    hostname: str
+    ips: tuple[str, ...]
+    layout: str
+    disk_used: int
+    mounted: bool
+    processes: int = 0
+    onboot: bool = False
+
+
+class ContainerStatus(NamedTuple):
+    """``ezt status``: whether the container exists, its root is usable (``mounted``)
+    and how many processes run in it (``running``: its init runs)."""
+
+    ctid: str
+    exists: bool
+    mounted: bool
+    processes: int
+    layout: str = ""
+    ostemplate: str = ""
+
+    @property
+    def running(self) -> bool:
+        return self.processes > 0
+
+
+def _disk_used(path: Path) -> int:
+    """Bytes allocated under ``path`` (hard links counted once, mounts not crossed)."""
+    total = 0
+    seen: set[tuple[int, int]] = set()
+    try:
+        top = os.lstat(path)
+    except OSError:
+        return 0
+    stack = [str(path)]
+    while stack:
+        current = stack.pop()
+        try:
+            entries = list(os.scandir(current))
+        except OSError:
+            continue
+        for entry in entries:
+            try:
+                st = entry.stat(follow_symlinks=False)
+            except OSError:
+                continue
+            if (st.st_dev, st.st_ino) in seen:
+                continue
+            seen.add((st.st_dev, st.st_ino))
+            total += st.st_blocks * 512
+            if entry.is_dir(follow_symlinks=False) and st.st_dev == top.st_dev:
+                stack.append(entry.path)
+    return total + top.st_blocks * 512
+
+
+def read_ct_config(layout: NodeLayout, ctid: str) -> dict[str, str]:
+    """Container ``ctid``'s config; EztError if it has none (it does not exist)."""
+    path = layout.conf_file(ctid)
+    if not path.exists():
+        raise EztError(f"container {ctid} does not exist (no {path})")
+    return read_config(path)
+
+
+def root_path(layout: NodeLayout, ctid: str, config: dict[str, str] | None = None) -> Path:
+    """The directory that is the container's ``/`` (the private area for ``plain``)."""
+    values = config if config is not None else read_ct_config(layout, ctid)
+    return layout.private(ctid) if values.get("LAYOUT", "plain") == "plain" else layout.root(ctid)
+
+
+def status(layout: NodeLayout, ctid: str) -> ContainerStatus:
+    """Container ``ctid``'s state; a container that does not exist is a status too."""
+    validate_ctid(ctid)
+    conf = layout.conf_file(ctid)
+    if not conf.exists():
+        return ContainerStatus(ctid, exists=False, mounted=False, processes=0)
+    values = read_config(conf)
+    kind = values.get("LAYOUT", "plain")
+    root = root_path(layout, ctid, values)
+    mounted = layout.private(ctid).is_dir() if kind == "plain" else is_mounted(root)
+    return ContainerStatus(ctid, True, mounted, engine.processes(layout, ctid), kind, values.get("OSTEMPLATE", ""))
+
+
+def list_containers(layout: NodeLayout, *, disk: bool = True) -> list[ContainerInfo]:
+    """Every container with a config in the config directory, sorted by CTID."""
+    try:
+        names = sorted(os.listdir(layout.conf_dir))
+    except FileNotFoundError:
+        return []
+    except OSError as exc:
+        raise EztError(f"cannot list configs: {exc.strerror or exc}", layout.conf_dir) from exc
+    found: list[ContainerInfo] = []
+    for name in names:
+        ctid = name.removesuffix(".conf")
+        if not name.endswith(".conf"):
+            continue
+        try:
+            validate_ctid(ctid)
+        except EztError:
+            continue
+        values = read_config(layout.conf_dir / name)
+        kind = values.get("LAYOUT", "plain")
+        private = layout.private(ctid)
+        found.append(
+            ContainerInfo(
+                ctid=ctid,
+                ostemplate=values.get("OSTEMPLATE", ""),
+                hostname=values.get("HOSTNAME", ""),
+                ips=tuple(split_list(values.get("IP_ADDRESS"))),
+                layout=kind,
+                disk_used=_disk_used(private) if disk else 0,
+                mounted=private.is_dir() if kind == "plain" else is_mounted(layout.root(ctid)),
+                processes=engine.processes(layout, ctid),
+                onboot=values.get("ONBOOT", "").lower() == "yes",
+            )
+        )
+    return sorted(
+        found, key=lambda info: (not info.ctid.isdigit(), int(info.ctid) if info.ctid.isdigit() else 0, info.ctid)
+    )
