@@ -144,9 +144,14 @@ def init_pid(layout: NodeLayout, ctid: str) -> int | None:
         return None
     try:
         children = Path(f"/proc/{monitor}/task/{monitor}/children").read_text().split()
+        own = os.readlink(f"/proc/{monitor}/ns/pid")
     except OSError:
         return None
-    return int(children[0]) if children else None
+    for child in children:  # init is the child in a PID namespace of its own (LXC may run helpers too)
+        with contextlib.suppress(OSError):
+            if os.readlink(f"/proc/{child}/ns/pid") != own:
+                return int(child)
+    return None
 
 
 def running(layout: NodeLayout, ctid: str) -> bool:

@@ -4,10 +4,10 @@
 ``debian_minimal_cache`` (shared with test_mirror.py and test_runtime_apps_mirror.py,
 which build the same template: whichever runs first builds it), then, for both layouts::
 
-    ezt create 101 --ostemplate debian-12-x86_64 --hostname web1 --ipadd 10.0.0.5 \\
-        --nameserver 10.0.0.1 --userpasswd root:secret --vz-root DIR --cache-dir CACHE
+    ezt create 101 --ostemplate debian-12-x86_64 --hostname web1 --ipadd 198.51.100.5 \\
+        --nameserver 198.51.100.1 --userpasswd root:secret --vz-root DIR --cache-dir CACHE
     ezt exec 101 -- hostname                  # web1
-    ezt exec 101 -- cat /etc/resolv.conf      # nameserver 10.0.0.1
+    ezt exec 101 -- cat /etc/resolv.conf      # nameserver 198.51.100.1
     ezt exec 101 -- apt-get --version         # exit status 0
 
 and root's entry in /etc/shadow is a SHA-512 crypt hash of the password. The host's
@@ -30,6 +30,7 @@ from tests.cli import MIRROR_AS_ROOT, run_ezt
 
 TEMPLATE = "debian-12-x86_64"
 pytestmark = MIRROR_AS_ROOT
+ADDRESS = {"101": "198.51.100.5", "102": "198.51.100.6"}  # one address a container
 
 
 def ezt(*args: str) -> subprocess.CompletedProcess[str]:
@@ -57,8 +58,8 @@ def test_acceptance(vz: Path, debian_minimal_cache: Path, ctid: str, layout: str
     host = socket.gethostname()
     node = ("--vz-root", str(vz))
     created = ezt(
-        "create", ctid, "--ostemplate", TEMPLATE, "--hostname", "web1", "--ipadd", "10.0.0.5",
-        "--nameserver", "10.0.0.1", "--userpasswd", "root:secret", *node, "--cache-dir", str(debian_minimal_cache),
+        "create", ctid, "--ostemplate", TEMPLATE, "--hostname", "web1", "--ipadd", ADDRESS[ctid],
+        "--nameserver", "198.51.100.1", "--userpasswd", "root:secret", *node, "--cache-dir", str(debian_minimal_cache),
         *(("--layout", "shared") if layout == "shared" else ()),
     )  # fmt: skip
     assert created.returncode == 0, created.stderr
@@ -70,7 +71,7 @@ def test_acceptance(vz: Path, debian_minimal_cache: Path, ctid: str, layout: str
     shown = run("hostname")
     assert (shown.returncode, shown.stdout) == (0, "web1\n"), shown.stderr
     resolv = run("cat", "/etc/resolv.conf")
-    assert resolv.returncode == 0 and "nameserver 10.0.0.1" in resolv.stdout.splitlines()
+    assert resolv.returncode == 0 and "nameserver 198.51.100.1" in resolv.stdout.splitlines()
     shadow = run("grep", "^root:", "/etc/shadow")
     assert shadow.returncode == 0, shadow.stderr
     hashed = shadow.stdout.split(":")[1]
@@ -80,11 +81,11 @@ def test_acceptance(vz: Path, debian_minimal_cache: Path, ctid: str, layout: str
     apt = run("apt-get", "--version")
     assert apt.returncode == 0 and apt.stdout.startswith("apt "), apt.stderr
     interfaces = run("cat", "/etc/network/interfaces")
-    assert "\tup ip addr replace 10.0.0.5/32 dev venet0" in interfaces.stdout.splitlines()
+    assert f"\tup ip addr replace {ADDRESS[ctid]}/32 dev venet0" in interfaces.stdout.splitlines()
     audit = run("dpkg", "--audit")
     assert (audit.returncode, audit.stdout) == (0, "")
     assert socket.gethostname() == host
 
     rows = {row["ctid"]: row for row in json.loads(ezt("list", "-a", "--json", *node).stdout)}
-    assert rows[ctid]["hostname"] == "web1" and rows[ctid]["ips"] == ["10.0.0.5"]
+    assert rows[ctid]["hostname"] == "web1" and rows[ctid]["ips"] == [ADDRESS[ctid]]
     assert rows[ctid]["layout"] == layout and re.fullmatch(rf"{TEMPLATE}-\d{{8}}(\.\d+)?", rows[ctid]["ostemplate"])
