@@ -112,9 +112,10 @@ def _node(args: argparse.Namespace, config: Config) -> NodeLayout:
     from runtime.nodeconf import NodeSettings, parse_idmap
 
     node = NodeSettings(parse_idmap(config.idmap), config.bridge, config.bridge_address)
-    if args.vz_root is not None:
-        return NodeLayout(args.vz_root, None, node)
-    return NodeLayout(config.vz_root, config.conf_dir, node)
+    if args.vz_root is not None:  # absolute: LXC is given paths below it, from another directory
+        return NodeLayout(args.vz_root.absolute(), None, node)
+    conf_dir = config.conf_dir.absolute() if config.conf_dir is not None else None
+    return NodeLayout(config.vz_root.absolute(), conf_dir, node)
 
 
 def cmd_template(args: argparse.Namespace, config: Config) -> int:
