@@ -28,7 +28,7 @@ import pytest
 
 from builder.chroot import mounts_under
 from runtime.paths import NodeLayout
-from tests.cli import ROOT, assert_user_error
+from tests.cli import ROOT, assert_user_error, run_ezt
 from tests.lxcnode import TINY_INIT, LxcNode, build_probe, network_namespace, put, reaches
 from tests.nodeimage import NodeImage
 from tests.test_runtime_apps import Node as AppNode
@@ -294,3 +294,16 @@ def test_replaced_dpkg_writes_nothing_on_the_host(site: Site, tmp_path: Path) ->
         assert "webd" in apps.installed("311")  # the real dpkg did the work, inside
     finally:
         apps.ok("destroy", "311")
+
+
+def test_relative_vz_root(node: LxcNode) -> None:
+    """``--vz-root vz`` from its parent directory: LXC is given absolute paths."""
+    prefix = ("nsenter", f"--net=/run/netns/{node.netns}")
+    env = {"EZT_CONFIG": str(node.config)}
+    relative = ("--vz-root", node.vz.name)
+    started = run_ezt("start", "301", *relative, cwd=node.vz.parent, prefix=prefix, env=env, timeout=120)
+    assert started.returncode == 0, started.stderr
+    assert node.running() == ["301"]
+    stopped = run_ezt("stop", "301", "--fast", *relative, cwd=node.vz.parent, prefix=prefix, env=env, timeout=120)
+    assert stopped.returncode == 0, stopped.stderr
+    assert node.running() == []
