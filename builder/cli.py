@@ -88,6 +88,13 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     info.add_argument("template", metavar="TEMPLATE")
     info.add_argument("--json", action="store_true")
 
+    publish = sub.add_parser("publish", parents=[common], help="publish cache images to a static tree")
+    publish.add_argument("templates", nargs="*", metavar="TEMPLATE")
+    publish.add_argument("--to", required=True, metavar="DEST", help="a directory or file:// URL")
+    publish.add_argument("--keep", type=int, metavar="N", help="keep each template's newest N images")
+    publish.add_argument("--sign-key", type=Path, metavar="FILE", help="secret key signing index.json")
+    publish.add_argument("--json", action="store_true")
+
     from runtime.commands import add_parsers
 
     add_parsers(sub)

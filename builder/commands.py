@@ -60,6 +60,20 @@ def cmd_build(args: argparse.Namespace, config: Config) -> int:
     return 0
 
 
+def cmd_publish(args: argparse.Namespace, config: Config) -> int:
+    from builder.publish import destination, publish
+
+    tree = destination(args.to)
+    sign_key = args.sign_key if args.sign_key is not None else config.publish_sign_key
+    say = (lambda message: None) if args.json else _say
+    done = publish(config.layout.images, args.templates, tree, keep=args.keep, sign_key=sign_key, say=say)
+    if args.json:
+        print(json.dumps([row._asdict() for row in done], indent=2))
+    else:
+        print(f"published {len(done)} image(s) to {tree}" + (" (index signed)" if sign_key else " (index NOT signed)"))
+    return 0
+
+
 def cmd_lock(args: argparse.Namespace, config: Config) -> int:
     ctx = steps.BuildContext(config, steps.BuildOptions(refresh=args.refresh), _say)
     templates = _templates(config, args.templates)

@@ -50,6 +50,9 @@ class Config(NamedTuple):
     idmap: str = "100000:65536"
     bridge: str = "ezt0"
     bridge_address: str | None = None
+    remote: str | None = None
+    pull_keyring: Path | None = None
+    publish_sign_key: Path | None = None
     source: str | None = None
 
     @property
@@ -165,8 +168,16 @@ def _apply_file(config: Config, urlmap: dict[str, str], path: Path) -> Config:
             changes[key] = _string(value, key, where)
         elif key in ("idmap", "bridge", "bridge_address"):
             changes[key] = _node_setting(key, value, where)
+        elif key == "remote":
+            changes[key] = _string(value, key, where)
+        elif key in ("pull", "publish"):
+            wanted = "keyring" if key == "pull" else "sign_key"
+            if not isinstance(value, dict) or set(value) - {wanted}:
+                raise EztError(f"'{key}' must be a mapping with '{wanted}' (a file)", where)
+            if wanted in value:
+                changes[f"{key}_{wanted}"] = base / _string(value[wanted], f"{key}.{wanted}", where)
         else:
             known = "recipes, cache_dir, urlmap, exclude, jobs, download_threads, metadata_expire, proxy, keyring, "
-            known += "vz_root, conf_dir, idmap, bridge, bridge_address"
+            known += "vz_root, conf_dir, idmap, bridge, bridge_address, remote, pull, publish"
             raise EztError(f"unknown key {key!r} (known: {known})", where)
     return config._replace(**changes)

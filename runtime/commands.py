@@ -33,10 +33,17 @@ def add_parsers(sub: Commands) -> None:
     node.add_argument("--cache-dir", type=Path, metavar="DIR",
                       help="builder cache: its images are usable too; apps use its metadata and pool")
 
-    template = sub.add_parser("template", parents=[node], help="the node's template caches: add, list, remove")
-    template.add_argument("action", choices=("add", "list", "remove"))
+    template = sub.add_parser("template", parents=[node],
+                              help="the node's template caches: add, list, remove, pull, update")  # fmt: skip
+    template.add_argument("action", choices=("add", "list", "remove", "pull", "update"))
     template.add_argument("files", nargs="*", type=Path, metavar="IMAGE")
     template.add_argument("--json", action="store_true")
+    template.add_argument("--from", dest="source", metavar="SOURCE",
+                          help="pull/update: the published tree (URL or directory; default: remote in the config)")
+    template.add_argument("--remote", nargs="?", const="", metavar="SOURCE",
+                          help="list: the images a published tree offers")
+    template.add_argument("--keyring", type=Path, metavar="FILE", help="keyring the index must be signed with")
+    template.add_argument("--no-verify", action="store_true", help="take an unsigned index unchecked")
 
     create = sub.add_parser("create", parents=[node], help="create a container from a cache image")
     create.add_argument("ctid", metavar="CTID")
@@ -120,6 +127,10 @@ def _node(args: argparse.Namespace, config: Config) -> NodeLayout:
 
 def cmd_template(args: argparse.Namespace, config: Config) -> int:
     layout = _node(args, config)
+    if args.action in ("pull", "update") or args.remote is not None:
+        from runtime import remote
+
+        return remote.command(args, config, layout)
     if args.action == "add":
         if not args.files:
             raise EztError("ezt template add: name at least one image file")

@@ -9,9 +9,7 @@ around the signed part.
 
 from __future__ import annotations
 
-import base64
 import re
-import subprocess
 import tempfile
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -21,15 +19,13 @@ from pathlib import Path
 from builder.errors import EztError
 from builder.family import MetadataOptions
 from builder.model import Repository
+from builder.signing import gpgv, keyring_file
+from builder.signing import status_problem as _status_problem  # noqa: F401 (tests read it here)
 from builder.transport import Transport, TransportError
 
 _BEGIN_SIGNED = "-----BEGIN PGP SIGNED MESSAGE-----"
 _BEGIN_SIGNATURE = "-----BEGIN PGP SIGNATURE-----"
 _END_SIGNATURE = "-----END PGP SIGNATURE-----"
-_WEAK_DIGESTS = frozenset({"1", "2", "3"})  # MD5, SHA1, RIPEMD160 (OpenPGP hash ids)
-_ARMOR_RE = re.compile(
-    r"-----BEGIN PGP PUBLIC KEY BLOCK-----\r?\n(?P<body>.*?)-----END PGP PUBLIC KEY BLOCK-----", re.S
-)
 
 
 @dataclass(frozen=True)
@@ -199,91 +195,6 @@ def clearsigned_body(text: str) -> str:
     return "\n".join(body) + "\n"
 
 
-def _dearmor(data: bytes) -> bytes:
-    """Binary keys from an ASCII-armored keyring (``.asc``), which gpgv cannot read."""
-    text = data.decode("ascii", errors="replace")
-    keys = b""
-    for match in _ARMOR_RE.finditer(text):
-        lines = match.group("body").replace("\r", "").split("\n")
-        start = next((i + 1 for i, line in enumerate(lines) if not line.strip()), 0)  # after armor headers
-        payload = [line.strip() for line in lines[start:] if line.strip() and not line.startswith("=")]
-        keys += base64.b64decode("".join(payload))
-    return keys
-
-
-def _keyring_file(keyring: Path, work: Path, where: str) -> Path:
-    try:
-        data = keyring.read_bytes()
-    except OSError as exc:
-        raise EztError(f"{where}: cannot read keyring {keyring}: {exc.strerror or exc}") from None
-    if data.lstrip().startswith(b"-----BEGIN PGP PUBLIC KEY BLOCK-----"):
-        binary = work / "keyring.gpg"
-        binary.write_bytes(_dearmor(data))
-        return binary
-    return keyring.resolve()
-
-
-def _status_problem(status: str) -> str | None:
-    """Why gpgv's status lines do not amount to a good signature (None if they do).
-
-    Good means: at least one signature with GOODSIG and VALIDSIG by a key in the
-    keyring over a strong digest, and no BADSIG at all.
-    """
-    blocks: list[list[list[str]]] = [[]]
-    for line in status.splitlines():
-        if not line.startswith("[GNUPG:] "):
-            continue
-        words = line.split()[1:]
-        if words[0] == "NEWSIG":
-            blocks.append([])
-        blocks[-1].append(words)
-    reasons: list[str] = []
-    good = False
-    for block in blocks:
-        kinds = {words[0]: words for words in block}
-        if "BADSIG" in kinds:
-            return f"BAD signature by key {kinds['BADSIG'][1]}"
-        if "GOODSIG" in kinds and "VALIDSIG" in kinds:
-            validsig = kinds["VALIDSIG"]
-            if len(validsig) > 8 and validsig[8] in _WEAK_DIGESTS:
-                reasons.append(f"key {validsig[1]} signed with a weak digest")
-                continue
-            good = True
-        elif "ERRSIG" in kinds:
-            words = kinds["ERRSIG"]
-            key = words[1] if len(words) > 1 else "?"
-            if "NO_PUBKEY" in kinds or (len(words) > 6 and words[6] == "9"):
-                reasons.append(f"signed by key {key}, which is not in the keyring")
-            else:
-                reasons.append(f"cannot check signature by key {key}")
-        elif "EXPKEYSIG" in kinds:
-            reasons.append(f"signed by expired key {kinds['EXPKEYSIG'][1]}")
-        elif "REVKEYSIG" in kinds:
-            reasons.append(f"signed by revoked key {kinds['REVKEYSIG'][1]}")
-        elif "EXPSIG" in kinds:
-            reasons.append(f"signature by key {kinds['EXPSIG'][1]} has expired")
-    if good:
-        return None
-    if reasons:
-        return "; ".join(dict.fromkeys(reasons))
-    if "NODATA" in status:
-        return "no signature found"
-    return "no good signature"
-
-
-def _gpgv(args: list[str], work: Path, keyring: Path, where: str) -> None:
-    command = ["gpgv", "--homedir", str(work), "--keyring", str(keyring), "--status-fd", "1", *args]
-    try:
-        done = subprocess.run(command, capture_output=True, text=True, errors="replace", check=False)
-    except FileNotFoundError:
-        raise EztError(f"{where}: gpgv is not installed (apt-get install gpgv)") from None
-    problem = _status_problem(done.stdout)
-    if problem == "no good signature":  # nothing in the status lines says why: gpgv's own words
-        problem = (done.stderr.strip().splitlines() or [f"gpgv exited with {done.returncode}"])[-1]
-    if problem is not None:
-        raise EztError(f"{where}: Release signature is not valid ({problem})")
-
-
 def verify_clearsigned(data: bytes, keyring: Path, where: str) -> str:
     """The signed text of an InRelease file, as gpgv outputs it; EztError if not validly signed."""
     try:
@@ -298,7 +209,7 @@ def verify_clearsigned(data: bytes, keyring: Path, where: str) -> str:
         signed = work / "InRelease"
         signed.write_bytes(data)
         output = work / "Release"
-        _gpgv(["--output", str(output), str(signed)], work, _keyring_file(keyring, work, where), where)
+        gpgv(["--output", str(output), str(signed)], work, keyring_file(keyring, work, where), where)
         try:
             return output.read_bytes().decode("utf-8")
         except (OSError, UnicodeDecodeError) as exc:
@@ -311,8 +222,8 @@ def verify_detached(release: bytes, signature: bytes, keyring: Path, where: str)
         work = Path(tmp)
         (work / "Release").write_bytes(release)
         (work / "Release.gpg").write_bytes(signature)
-        keyfile = _keyring_file(keyring, work, where)
-        _gpgv([str(work / "Release.gpg"), str(work / "Release")], work, keyfile, where)
+        keyfile = keyring_file(keyring, work, where)
+        gpgv([str(work / "Release.gpg"), str(work / "Release")], work, keyfile, where)
 
 
 # -- fetching --------------------------------------------------------------------------

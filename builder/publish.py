@@ -1,0 +1,163 @@
+"""``ezt publish --to DIR``: dated cache images into a static tree any web server serves.
+
+Blobs first (image, manifest, SBOM under their sha256), each written atomically and
+verified as it is copied; then ``index.json`` (:mod:`builder.pubindex`) atomically,
+then its detached signature ``index.json.asc``: a reader never finds the index naming
+a blob that is not there yet. Publishing the same image again changes nothing; the
+same name with other content is refused. ``--keep N`` drops each template's oldest
+images beyond N from the index, and their blobs only once the new index no longer
+names them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import NamedTuple
+
+from builder import imagename, pubindex
+from builder.atomic import atomic_writer, disk_error, write_bytes
+from builder.errors import EztError
+from builder.manifest import manifest_path, read_manifest, sbom_path
+from builder.pubindex import Blob, IndexImage
+from builder.signing import sign_detached
+from builder.transport import file_url_path, is_file_url
+
+_CHUNK = 1 << 20
+
+
+class Published(NamedTuple):
+    template: str
+    name: str
+    sha256: str
+    size: int
+    new: bool
+
+
+def destination(text: str) -> Path:
+    """The tree's directory from ``DIR`` or ``file://DIR``."""
+    if is_file_url(text):
+        return file_url_path(text)
+    if "://" in text:
+        raise EztError(f"--to {text}: publish to a directory or a file:// URL (oci:// is not supported yet)")
+    return Path(text)
+
+
+def _copy_blob(source: Path, tree: Path, expected: str | None = None) -> Blob:
+    """``source`` as a blob of the tree (copied once, hashed on the way)."""
+    digest = hashlib.sha256()
+    size = 0
+    try:
+        with open(source, "rb") as handle:
+            while chunk := handle.read(_CHUNK):
+                digest.update(chunk)
+                size += len(chunk)
+    except OSError as exc:
+        raise EztError(f"cannot read: {exc.strerror or exc}", source) from exc
+    sha256 = digest.hexdigest()
+    if expected is not None and sha256 != expected:
+        raise EztError(f"image does not match its manifest (sha256 {sha256}, manifest says {expected})", source)
+    blob = Blob(pubindex.blob_path(sha256), sha256, size)
+    target = tree / blob.path
+    if target.is_file() and target.stat().st_size == size:
+        return blob
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_writer(target) as out, open(source, "rb") as handle:
+        check = hashlib.sha256()
+        while chunk := handle.read(_CHUNK):
+            check.update(chunk)
+            out.write(chunk)
+        if check.hexdigest() != sha256:
+            raise EztError("changed while it was being published; try again", source)
+    return blob
+
+
+def _entry(image: Path, tree: Path) -> IndexImage:
+    manifest = read_manifest(manifest_path(image))
+    if manifest.image != image.name:
+        raise EztError(f"manifest describes {manifest.image}, not this image", image)
+    blob = _copy_blob(image, tree, manifest.image_sha256)
+    meta = _copy_blob(manifest_path(image), tree)
+    sbom = _copy_blob(sbom_path(image), tree) if sbom_path(image).is_file() else None
+    extra = manifest.extra
+    os_image = None
+    if isinstance(extra.get("os_image"), str):
+        os_image = {"name": str(extra["os_image"]), "sha256": str(extra.get("os_image_sha256", ""))}
+    name = image.name.removesuffix(imagename.SUFFIX)
+    return IndexImage(manifest.template, name, manifest.date, manifest.serial, blob, meta, sbom,
+                      manifest.lock_digest, os_image)  # fmt: skip
+
+
+def _templates_with_images(images: Path) -> list[str]:
+    try:
+        names = os.listdir(images)
+    except FileNotFoundError:
+        return []
+    return sorted({parsed.template for name in names if (parsed := imagename.parse_image_name(name))})
+
+
+def publish(
+    images_dir: Path,
+    templates: Iterable[str],
+    tree: Path,
+    *,
+    keep: int | None = None,
+    sign_key: Path | None = None,
+    say: Callable[[str], None] = print,
+) -> list[Published]:
+    """Publish the newest image of each template (every template with images when
+    none is named) into ``tree``; returns what each one did."""
+    if keep is not None and keep < 1:
+        raise EztError("--keep must be at least 1")
+    if sign_key is not None:
+        sign_detached(b"", sign_key)  # a key that cannot sign is refused before anything is written
+    names = list(dict.fromkeys(templates)) or _templates_with_images(images_dir)
+    if not names:
+        raise EztError(f"no cache images to publish in {images_dir}")
+    try:
+        tree.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise disk_error(exc, tree) from exc
+    index_file = tree / pubindex.INDEX
+    index = pubindex.parse(index_file.read_bytes(), str(index_file)) if index_file.is_file() else {}
+    done: list[Published] = []
+    for template in names:
+        newest = imagename.latest_image(images_dir, template)
+        if newest is None:
+            raise EztError(f"no image of {template} in {images_dir} (build it first)")
+        entry = _entry(newest, tree)
+        entries = index.setdefault(template, [])
+        same = [e for e in entries if e.name == entry.name]
+        if same and same[0].image.sha256 != entry.image.sha256:
+            raise EztError(f"{entry.name} is already published with other content ({same[0].image.sha256})", tree)
+        if not same:
+            entries.append(entry)
+            entries.sort(key=lambda e: (e.date, e.serial))
+        say(f"publish: {entry.name} ({entry.image.size / 1e6:.1f} MB){' (already there)' if same else ''}")
+        done.append(Published(template, entry.name, entry.image.sha256, entry.image.size, not same))
+        if keep is not None and len(entries) > keep:
+            for dropped in entries[:-keep]:
+                say(f"publish: retired {dropped.name}")
+            del entries[:-keep]
+    data = pubindex.render(index)
+    signature = sign_detached(data, sign_key) if sign_key is not None else None
+    write_bytes(index_file, data)
+    if signature is not None:
+        write_bytes(tree / pubindex.SIGNATURE, signature)
+    _collect_garbage(tree, index)
+    return done
+
+
+def _collect_garbage(tree: Path, index: pubindex.Index) -> None:
+    """Blobs no entry of the (already written) index names."""
+    named = {blob.path for images in index.values() for image in images
+             for blob in (image.image, image.manifest, image.sbom) if blob is not None}  # fmt: skip
+    blobs = tree / "blobs" / "sha256"
+    if not blobs.is_dir():
+        return
+    for path in blobs.glob("*/*"):
+        relative = str(path.relative_to(tree))
+        if relative not in named and path.is_file() and not path.name.startswith("."):
+            path.unlink()

@@ -1,0 +1,160 @@
+"""``ezt template pull`` / ``list --remote`` / ``update``: images from a published tree.
+
+The index (:mod:`builder.pubindex`) is fetched first and its detached signature
+checked with gpgv against the node's keyring (``--keyring`` or ``pull.keyring``); an
+unsigned or badly signed index is refused unless ``--no-verify`` says to take it as it
+is. Then, per image, under a lock of its own (two pulls of one image download it
+once): the manifest is fetched and checked against the index (sha256, size, and that it
+describes this very image), the image is downloaded into ``template/.partial`` and
+continued with an HTTP Range request after a cut, and renamed into the store only once
+its size and sha256 match; the manifest and SBOM follow, each written atomically. A
+failure leaves the store as it was (a partial download stays hidden for the next try).
+A pulled image is in the store exactly as ``ezt template add`` puts it.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import NamedTuple
+
+from builder import pubindex
+from builder.atomic import write_bytes
+from builder.errors import EztError
+from builder.imagename import SUFFIX, parse_image_name
+from builder.manifest import manifest_path, read_manifest, sbom_path
+from builder.pubindex import Blob, Index, IndexImage
+from builder.transport import Transport, TransportError
+from runtime.locks import LOCK_TIMEOUT, flock
+from runtime.paths import NodeLayout
+
+Say = Callable[[str], None]
+
+
+class Source(NamedTuple):
+    base: str
+    index_url: str
+
+
+def source_urls(source: str) -> Source:
+    """The tree's base URL and its index URL, from a directory, a file:// or http(s) URL
+    of the tree or of its ``index.json``."""
+    if "://" not in source:
+        source = Path(source).absolute().as_uri()
+    if source.startswith("oci://"):
+        raise EztError(f"{source}: pulling from an OCI registry is not supported yet; use the static index")
+    if source.endswith(".json"):
+        return Source(source.rsplit("/", 1)[0], source)
+    base = source.rstrip("/")
+    return Source(base, f"{base}/{pubindex.INDEX}")
+
+
+def fetch_index(transport: Transport, source: str, keyring: Path | None, verify: bool) -> tuple[Source, Index]:
+    """The published index, its signature checked unless ``verify`` is off."""
+    from builder.signing import verify_detached
+
+    urls = source_urls(source)
+    data = _get(transport, urls.index_url, "index")
+    if verify:
+        if keyring is None:
+            raise EztError(f"{urls.index_url}: no keyring to check the index's signature with: give --keyring FILE "
+                           "(or pull.keyring in the configuration), or --no-verify to take it unchecked")  # fmt: skip
+        try:
+            signature = transport.get_bytes(f"{urls.base}/{pubindex.SIGNATURE}")
+        except TransportError as exc:
+            if exc.not_found:
+                raise EztError(f"{urls.index_url}: the index is not signed (no {pubindex.SIGNATURE}); "
+                               "--no-verify takes it unchecked") from None  # fmt: skip
+            raise
+        verify_detached(data, signature, keyring, urls.index_url, "index")
+    return urls, pubindex.parse(data, urls.index_url)
+
+
+def _get(transport: Transport, url: str, what: str) -> bytes:
+    try:
+        return transport.get_bytes(url)
+    except TransportError as exc:
+        if exc.not_found:
+            raise EztError(f"{url}: no {what} there (404)") from None
+        raise
+
+
+def choose(index: Index, name: str, where: str) -> IndexImage:
+    """The newest image of template ``name``, or the dated image ``name``."""
+    name = name.removesuffix(SUFFIX)
+    if index.get(name):
+        return index[name][-1]
+    parsed = parse_image_name(name + SUFFIX)
+    if parsed is not None:
+        for image in index.get(parsed.template, []):
+            if image.name == name:
+                return image
+    known = ", ".join(sorted(index)) or "none"
+    raise EztError(f"{where}: no image {name!r} in the index (templates: {known})")
+
+
+def _checked(data: bytes, blob: Blob, url: str) -> bytes:
+    digest = hashlib.sha256(data).hexdigest()
+    if len(data) != blob.size or digest != blob.sha256:
+        raise EztError(f"{url}: does not match the index (sha256 {digest}, {len(data)} bytes; "
+                       f"the index says {blob.sha256}, {blob.size} bytes)")  # fmt: skip
+    return data
+
+
+def _in_store(target: Path, image: IndexImage) -> bool:
+    """The image is already in the store, whole (its bytes hashed again)."""
+    try:
+        if read_manifest(manifest_path(target)).image_sha256 != image.image.sha256:
+            return False
+        with open(target, "rb") as handle:
+            return hashlib.file_digest(handle, "sha256").hexdigest() == image.image.sha256
+    except (EztError, OSError):
+        return False
+
+
+def pull_image(layout: NodeLayout, transport: Transport, urls: Source, image: IndexImage, say: Say) -> Path:
+    """Bring one image into the node store (see the module doc); its path there."""
+    store = layout.template_cache
+    target = store / image.file_name
+    with flock(layout.lock_dir / f"{image.name}.pull.lck", fcntl.LOCK_EX, f"pull of {image.name}", LOCK_TIMEOUT * 60):
+        if _in_store(target, image):
+            say(f"pull: {image.name} is already in the store")
+            return target
+        if manifest_path(target).exists():
+            existing = read_manifest(manifest_path(target))
+            if existing.image_sha256 != image.image.sha256:
+                raise EztError(f"{image.name} is already in the template store with other content "
+                               f"({existing.image_sha256}); 'ezt template remove {image.name}' first")  # fmt: skip
+        url = f"{urls.base}/{image.manifest.path}"
+        manifest_data = _checked(_get(transport, url, "manifest"), image.manifest, url)
+        partial = store / ".partial"
+        partial.mkdir(parents=True, exist_ok=True)
+        scratch = partial / f"{image.manifest.sha256}.json"
+        write_bytes(scratch, manifest_data)
+        manifest = read_manifest(scratch)
+        scratch.unlink()
+        if (manifest.image, manifest.image_sha256, manifest.image_size) != (
+            image.file_name, image.image.sha256, image.image.size):  # fmt: skip
+            raise EztError(f"{url}: the manifest describes {manifest.image} ({manifest.image_sha256}), "
+                           f"not the index's {image.file_name} ({image.image.sha256})")  # fmt: skip
+        sbom = None
+        if image.sbom is not None:
+            sbom_url = f"{urls.base}/{image.sbom.path}"
+            sbom = _checked(_get(transport, sbom_url, "SBOM"), image.sbom, sbom_url)
+        started = time.monotonic()
+        image_url = f"{urls.base}/{image.image.path}"
+        try:
+            transport.download(image_url, target, image.image.size, part=partial / f"{image.image.sha256}.part",
+                               sha256=image.image.sha256)  # fmt: skip
+        except TransportError as exc:
+            raise EztError(f"{image.name}: {exc.message}") from None
+        write_bytes(manifest_path(target), manifest_data)
+        if sbom is not None:
+            write_bytes(sbom_path(target), sbom)
+        seconds = max(time.monotonic() - started, 1e-6)
+        say(f"pull: {image.name}: {image.image.size / 1e6:.1f} MB in {seconds:.1f}s "
+            f"({image.image.size / 1e6 / seconds:.1f} MB/s), sha256 {image.image.sha256[:16]}... verified")  # fmt: skip
+        return target

@@ -1,0 +1,176 @@
+"""Issue 10 (static index part), hermetic: ``ezt publish --to DIR`` and ``ezt template
+pull --from URL`` on the tests' own small image, served by the loopback server.
+
+Acceptance 1 and 2 of the static tree: a signed publish pulled onto an empty node gives
+the same sha256 and a container; one changed byte, an index signed by another key, an
+unsigned index and a cut connection (the re-run continues with a Range request) are
+each handled, the store left as it was.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.cli import assert_user_error, run_ezt
+from tests.nodeimage import NodeImage
+from tests.repo_factory import Fault, GpgKey, RepoServer
+
+pytestmark = [
+    pytest.mark.root,
+    pytest.mark.skipif(os.geteuid() != 0, reason="the image is built in a chroot and containers need root"),
+]
+
+
+def ezt(*args: str) -> subprocess.CompletedProcess[str]:
+    return run_ezt(*args, timeout=120)
+
+
+@pytest.fixture(scope="module")
+def secret_key(tmp_path_factory: pytest.TempPathFactory, gpg_key: GpgKey) -> Path:
+    path = tmp_path_factory.mktemp("signing") / "secret.asc"
+    path.write_bytes(gpg_key.gpg("--pinentry-mode", "loopback", "--passphrase", "", "--armor",
+                                 "--export-secret-keys", gpg_key.fingerprint))  # fmt: skip
+    return path
+
+
+@pytest.fixture(scope="module")
+def tree(tmp_path_factory: pytest.TempPathFactory, node_image: NodeImage, secret_key: Path) -> Path:
+    out = tmp_path_factory.mktemp("published") / "tree"
+    done = ezt("publish", node_image.template, "--to", str(out), "--sign-key", str(secret_key),
+               "--cache-dir", str(node_image.cache_dir))  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.endswith("published 1 image(s) to " + str(out) + " (index signed)\n")
+    return out
+
+
+@pytest.fixture
+def server(tree: Path, tmp_path: Path) -> Iterator[tuple[RepoServer, Path]]:
+    """A copy of the published tree (tests may damage it) served on 127.0.0.1."""
+    copy = tmp_path / "www"
+    shutil.copytree(tree, copy)
+    served = RepoServer(copy).start()
+    yield served, copy
+    served.stop()
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _store(vz: Path) -> list[str]:
+    cache = vz / "template" / "cache"
+    return sorted(p.name for p in cache.iterdir() if not p.name.startswith(".")) if cache.is_dir() else []
+
+
+def test_publish_tree(tree: Path, node_image: NodeImage) -> None:
+    index = json.loads((tree / "index.json").read_text())
+    assert index["format"] == "ezt-index/1"
+    [entry] = index["templates"][node_image.template]
+    assert entry["name"] == node_image.name and entry["image"]["sha256"] == _sha256(node_image.path)
+    assert (tree / entry["image"]["path"]).read_bytes() == node_image.path.read_bytes()
+    assert entry["image"]["path"] == f"blobs/sha256/{entry['image']['sha256'][:2]}/{entry['image']['sha256']}"
+    assert (tree / entry["manifest"]["path"]).read_bytes() == node_image.manifest.read_bytes()
+    assert (tree / "index.json.asc").read_text().startswith("-----BEGIN PGP SIGNATURE-----")
+    before = {p: p.stat().st_mtime_ns for p in tree.rglob("*")}
+    again = ezt("publish", node_image.template, "--to", f"file://{tree}", "--cache-dir", str(node_image.cache_dir),
+                "--json")  # fmt: skip
+    assert again.returncode == 0 and json.loads(again.stdout)[0]["new"] is False
+    assert {p for p in tree.rglob("*")} == set(before)  # the same blobs, nothing new
+
+
+def test_pull_and_create(
+    server: tuple[RepoServer, Path], node_image: NodeImage, gpg_key: GpgKey, tmp_path: Path
+) -> None:
+    served, _ = server
+    vz = tmp_path / "vz"
+    node = ("--vz-root", str(vz), "--cache-dir", str(tmp_path / "no-builder-cache"))
+    listed = ezt("template", "list", "--remote", served.url, "--keyring", str(gpg_key.keyring), "--json", *node)
+    assert listed.returncode == 0, listed.stderr
+    assert [(r["image"], r["on_node"]) for r in json.loads(listed.stdout)] == [(node_image.name, False)]
+    pulled = ezt("template", "pull", node_image.template, "--from", served.url, "--keyring", str(gpg_key.keyring),
+                 *node)  # fmt: skip
+    assert pulled.returncode == 0, pulled.stderr
+    stored = vz / "template" / "cache" / node_image.path.name
+    assert _sha256(stored) == _sha256(node_image.path)
+    assert Path(f"{stored}.json").read_bytes() == node_image.manifest.read_bytes()
+    again = ezt("template", "pull", node_image.name, "--from", served.url, "--keyring", str(gpg_key.keyring), *node)
+    assert again.returncode == 0 and "already in the store" in again.stdout
+    created = ezt("create", "501", "--ostemplate", node_image.template, *node)
+    assert created.returncode == 0, created.stderr
+    assert ezt("exec", "501", "--vz-root", str(vz), "--", "hostname").returncode == 0
+    assert ezt("destroy", "501", "--vz-root", str(vz)).returncode == 0
+
+
+def test_changed_byte_refused(server: tuple[RepoServer, Path], node_image: NodeImage, gpg_key: GpgKey,
+                              tmp_path: Path) -> None:  # fmt: skip
+    served, www = server
+    index = json.loads((www / "index.json").read_text())
+    blob = www / index["templates"][node_image.template][0]["image"]["path"]
+    data = bytearray(blob.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    blob.write_bytes(bytes(data))
+    vz = tmp_path / "vz"
+    pulled = ezt("template", "pull", node_image.template, "--from", served.url, "--keyring", str(gpg_key.keyring),
+                 "--vz-root", str(vz))  # fmt: skip
+    assert_user_error(pulled, node_image.name, "sha256 mismatch")
+    assert _store(vz) == []
+
+
+def test_index_signatures(server: tuple[RepoServer, Path], node_image: NodeImage, gpg_key: GpgKey,
+                          other_gpg_key: GpgKey, tmp_path: Path) -> None:  # fmt: skip
+    served, www = server
+    vz = tmp_path / "vz"
+
+    def pull(*extra: str) -> subprocess.CompletedProcess[str]:
+        return ezt("template", "pull", node_image.template, "--from", served.url, "--vz-root", str(vz), *extra)
+
+    assert_user_error(pull("--keyring", str(other_gpg_key.keyring)), "index signature is not valid",
+                      "not in the keyring")  # fmt: skip
+    assert_user_error(pull(), "no keyring", "--no-verify")
+    (www / "index.json").write_text((www / "index.json").read_text().replace('"serial": 1', '"serial": 1 '))
+    assert_user_error(pull("--keyring", str(gpg_key.keyring)), "index signature is not valid")
+    (www / "index.json.asc").unlink()
+    assert_user_error(pull("--keyring", str(gpg_key.keyring)), "the index is not signed", "--no-verify")
+    assert _store(vz) == []
+    taken = pull("--no-verify")
+    assert taken.returncode == 0, taken.stderr
+    assert _store(vz) == sorted(node_image.path.name + s for s in ("", ".json", ".spdx.json"))
+
+
+def test_cut_connection_resumes(server: tuple[RepoServer, Path], node_image: NodeImage, gpg_key: GpgKey,
+                                tmp_path: Path) -> None:  # fmt: skip
+    served, www = server
+    index = json.loads((www / "index.json").read_text())
+    path = "/" + index["templates"][node_image.template][0]["image"]["path"]
+    served.fail(path, Fault("drop"), times=10)  # every attempt of the first run is cut at 50 %
+    vz = tmp_path / "vz"
+    args = ("template", "pull", node_image.template, "--from", served.url, "--keyring", str(gpg_key.keyring),
+            "--vz-root", str(vz))  # fmt: skip
+    first = ezt(*args)
+    assert first.returncode == 1 and _store(vz) == [], first.stderr
+    served.reset()
+    second = ezt(*args)
+    assert second.returncode == 0, second.stderr
+    gets = [r for r in served.requests if r.path == path]
+    assert len(gets) == 1 and gets[0].headers.get("Range", "").startswith("bytes="), gets
+    assert int(gets[0].headers["Range"].removeprefix("bytes=").split("-")[0]) > 0  # only the rest
+    assert _sha256(vz / "template" / "cache" / node_image.path.name) == _sha256(node_image.path)
+
+
+def test_publish_errors(node_image: NodeImage, tmp_path: Path) -> None:
+    cache = ("--cache-dir", str(node_image.cache_dir))
+    assert_user_error(ezt("publish", "no-such-x86_64", "--to", str(tmp_path / "t"), *cache), "no image of no-such")
+    bad_key = tmp_path / "not-a-key"
+    bad_key.write_text("hello\n")
+    assert_user_error(ezt("publish", "--to", str(tmp_path / "t2"), "--sign-key", str(bad_key), *cache),
+                      str(bad_key), "cannot use it as a signing key")  # fmt: skip
+    assert not (tmp_path / "t2").exists()  # nothing written
+    assert_user_error(ezt("publish", "--to", str(tmp_path / "t3"), "--keep", "0", *cache), "--keep")
