@@ -15,7 +15,7 @@ import socket
 import ssl
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TypeVar
 from urllib.parse import unquote, urlsplit
@@ -127,6 +127,7 @@ class Transport:
         retries: int = 4,
         backoff: float = 0.5,
         max_backoff: float = 30.0,
+        headers: Mapping[str, str] | None = None,
     ) -> None:
         self.proxy = proxy
         self.timeout = (connect_timeout, read_timeout)
@@ -137,6 +138,7 @@ class Transport:
         self._lock = threading.Lock()
         self._session = requests.Session()
         self._session.headers["User-Agent"] = f"ezt/{__version__}"
+        self._session.headers.update(headers or {})
         if proxy:
             self._session.proxies.update({"http": proxy, "https": proxy})
         self.ensure_pool(pool_size)

@@ -104,57 +104,83 @@ def _checked(data: bytes, blob: Blob, url: str) -> bytes:
     return data
 
 
-def _in_store(target: Path, image: IndexImage) -> bool:
+def _in_store(target: Path, sha256: str) -> bool:
     """The image is already in the store, whole (its bytes hashed again)."""
     try:
-        if read_manifest(manifest_path(target)).image_sha256 != image.image.sha256:
+        if read_manifest(manifest_path(target)).image_sha256 != sha256:
             return False
         with open(target, "rb") as handle:
-            return hashlib.file_digest(handle, "sha256").hexdigest() == image.image.sha256
+            return hashlib.file_digest(handle, "sha256").hexdigest() == sha256
     except (EztError, OSError):
         return False
 
 
+class Wanted(NamedTuple):
+    """An image to bring into the store, wherever it comes from."""
+
+    name: str
+    sha256: str
+    size: int
+    url: str
+
+
 def pull_image(layout: NodeLayout, transport: Transport, urls: Source, image: IndexImage, say: Say) -> Path:
-    """Bring one image into the node store (see the module doc); its path there."""
-    store = layout.template_cache
-    target = store / image.file_name
-    with flock(layout.lock_dir / f"{image.name}.pull.lck", fcntl.LOCK_EX, f"pull of {image.name}", LOCK_TIMEOUT * 60):
-        if _in_store(target, image):
-            say(f"pull: {image.name} is already in the store")
-            return target
-        if manifest_path(target).exists():
-            existing = read_manifest(manifest_path(target))
-            if existing.image_sha256 != image.image.sha256:
-                raise EztError(f"{image.name} is already in the template store with other content "
-                               f"({existing.image_sha256}); 'ezt template remove {image.name}' first")  # fmt: skip
+    """Bring one image of a static tree into the node store (see the module doc)."""
+    wanted = Wanted(image.name, image.image.sha256, image.image.size, f"{urls.base}/{image.image.path}")
+
+    def metadata() -> tuple[bytes, bytes | None]:
         url = f"{urls.base}/{image.manifest.path}"
         manifest_data = _checked(_get(transport, url, "manifest"), image.manifest, url)
-        partial = store / ".partial"
-        partial.mkdir(parents=True, exist_ok=True)
-        scratch = partial / f"{image.manifest.sha256}.json"
-        write_bytes(scratch, manifest_data)
-        manifest = read_manifest(scratch)
-        scratch.unlink()
-        if (manifest.image, manifest.image_sha256, manifest.image_size) != (
-            image.file_name, image.image.sha256, image.image.size):  # fmt: skip
-            raise EztError(f"{url}: the manifest describes {manifest.image} ({manifest.image_sha256}), "
-                           f"not the index's {image.file_name} ({image.image.sha256})")  # fmt: skip
         sbom = None
         if image.sbom is not None:
             sbom_url = f"{urls.base}/{image.sbom.path}"
             sbom = _checked(_get(transport, sbom_url, "SBOM"), image.sbom, sbom_url)
+        return manifest_data, sbom
+
+    return store_image(layout, transport, wanted, metadata, say)
+
+
+def store_image(
+    layout: NodeLayout,
+    transport: Transport,
+    wanted: Wanted,
+    metadata: Callable[[], tuple[bytes, bytes | None]],
+    say: Say,
+) -> Path:
+    """Download ``wanted`` into the store under its lock, with the manifest (and SBOM)
+    ``metadata`` gives, once the manifest is checked to describe exactly this image."""
+    store = layout.template_cache
+    target = store / f"{wanted.name}{SUFFIX}"
+    with flock(layout.lock_dir / f"{wanted.name}.pull.lck", fcntl.LOCK_EX, f"pull of {wanted.name}",
+               LOCK_TIMEOUT * 60):  # fmt: skip
+        if _in_store(target, wanted.sha256):
+            say(f"pull: {wanted.name} is already in the store")
+            return target
+        if manifest_path(target).exists():
+            existing = read_manifest(manifest_path(target))
+            if existing.image_sha256 != wanted.sha256:
+                raise EztError(f"{wanted.name} is already in the template store with other content "
+                               f"({existing.image_sha256}); 'ezt template remove {wanted.name}' first")  # fmt: skip
+        manifest_data, sbom = metadata()
+        partial = store / ".partial"
+        partial.mkdir(parents=True, exist_ok=True)
+        scratch = partial / f"{wanted.sha256}.json"
+        write_bytes(scratch, manifest_data)
+        manifest = read_manifest(scratch)
+        scratch.unlink()
+        if (manifest.image, manifest.image_sha256, manifest.image_size) != (target.name, wanted.sha256, wanted.size):
+            raise EztError(f"{wanted.name}: its manifest describes {manifest.image} ({manifest.image_sha256}), "
+                           f"not {target.name} ({wanted.sha256})")  # fmt: skip
         started = time.monotonic()
-        image_url = f"{urls.base}/{image.image.path}"
         try:
-            transport.download(image_url, target, image.image.size, part=partial / f"{image.image.sha256}.part",
-                               sha256=image.image.sha256)  # fmt: skip
+            transport.download(wanted.url, target, wanted.size, part=partial / f"{wanted.sha256}.part",
+                               sha256=wanted.sha256)  # fmt: skip
         except TransportError as exc:
-            raise EztError(f"{image.name}: {exc.message}") from None
+            raise EztError(f"{wanted.name}: {exc.message}") from None
         write_bytes(manifest_path(target), manifest_data)
         if sbom is not None:
             write_bytes(sbom_path(target), sbom)
         seconds = max(time.monotonic() - started, 1e-6)
-        say(f"pull: {image.name}: {image.image.size / 1e6:.1f} MB in {seconds:.1f}s "
-            f"({image.image.size / 1e6 / seconds:.1f} MB/s), sha256 {image.image.sha256[:16]}... verified")  # fmt: skip
+        say(f"pull: {wanted.name}: {wanted.size / 1e6:.1f} MB in {seconds:.1f}s "
+            f"({wanted.size / 1e6 / seconds:.1f} MB/s), sha256 {wanted.sha256[:16]}... verified")  # fmt: skip
         return target
