@@ -63,14 +63,23 @@ def cmd_build(args: argparse.Namespace, config: Config) -> int:
 def cmd_publish(args: argparse.Namespace, config: Config) -> int:
     from builder.publish import destination, publish
 
-    tree = destination(args.to)
-    sign_key = args.sign_key if args.sign_key is not None else config.publish_sign_key
     say = (lambda message: None) if args.json else _say
-    done = publish(config.layout.images, args.templates, tree, keep=args.keep, sign_key=sign_key, say=say)
+    if args.to.startswith("oci://"):
+        from builder import oci, ocipublish
+
+        if args.keep is not None or args.sign_key is not None:
+            raise EztError("--keep and --sign-key are for static trees; a registry keeps its own tags")
+        done = ocipublish.push(config.layout.images, args.templates, oci.parse_location(args.to), say=say)
+        where = args.to
+    else:
+        tree = destination(args.to)
+        sign_key = args.sign_key if args.sign_key is not None else config.publish_sign_key
+        done = publish(config.layout.images, args.templates, tree, keep=args.keep, sign_key=sign_key, say=say)
+        where = f"{tree}" + (" (index signed)" if sign_key else " (index NOT signed)")
     if args.json:
         print(json.dumps([row._asdict() for row in done], indent=2))
     else:
-        print(f"published {len(done)} image(s) to {tree}" + (" (index signed)" if sign_key else " (index NOT signed)"))
+        print(f"published {len(done)} image(s) to {where}")
     return 0
 
 

@@ -19,9 +19,9 @@ does. A template name's ``+`` (app caches) is ``__`` in a repository name, which
 not hold ``+``.
 
 A registry on a loopback address is spoken to over plain HTTP (as docker does for
-localhost), any other over HTTPS. Credentials: ``registry_auth`` in the configuration
-or the usual ``~/.docker/config.json`` (``auths.<host>.auth``, base64 ``user:password``);
-Basic, or Bearer tokens fetched from the realm a 401 names.
+localhost), any other over HTTPS. Credentials come from the usual
+``~/.docker/config.json`` (``$DOCKER_CONFIG``; ``auths.<host>.auth``, base64
+``user:password``): Basic, or Bearer tokens fetched from the realm a 401 names.
 """
 
 from __future__ import annotations
@@ -117,7 +117,7 @@ class Registry:
             raise EztError(f"registry {self.location.host}: {exc}") from None
         if response.status_code == 401:
             raise EztError(f"registry {self.location.host}: authentication required or refused "
-                           "(credentials from registry_auth or ~/.docker/config.json)")  # fmt: skip
+                           "(credentials from ~/.docker/config.json)")  # fmt: skip
         return response
 
     def _authenticate(self, response: requests.Response) -> bool:

@@ -41,7 +41,7 @@ def destination(text: str) -> Path:
     if is_file_url(text):
         return file_url_path(text)
     if "://" in text:
-        raise EztError(f"--to {text}: publish to a directory or a file:// URL (oci:// is not supported yet)")
+        raise EztError(f"--to {text}: publish to a directory, a file:// URL or oci://HOST[:PORT]/NAMESPACE")
     return Path(text)
 
 
@@ -90,7 +90,7 @@ def _entry(image: Path, tree: Path) -> IndexImage:
                       manifest.lock_digest, os_image)  # fmt: skip
 
 
-def _templates_with_images(images: Path) -> list[str]:
+def templates_with_images(images: Path) -> list[str]:
     try:
         names = os.listdir(images)
     except FileNotFoundError:
@@ -113,7 +113,7 @@ def publish(
         raise EztError("--keep must be at least 1")
     if sign_key is not None:
         sign_detached(b"", sign_key)  # a key that cannot sign is refused before anything is written
-    names = list(dict.fromkeys(templates)) or _templates_with_images(images_dir)
+    names = list(dict.fromkeys(templates)) or templates_with_images(images_dir)
     if not names:
         raise EztError(f"no cache images to publish in {images_dir}")
     try:

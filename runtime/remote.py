@@ -23,8 +23,20 @@ def _source(args: argparse.Namespace, config: Config) -> str:
 def command(args: argparse.Namespace, config: Config, layout: NodeLayout) -> int:
     keyring = args.keyring if args.keyring is not None else config.pull_keyring
     say = (lambda message: None) if args.json else print
+    source = _source(args, config)
+    if source.startswith("oci://"):
+        if args.action != "pull":
+            raise EztError(f"ezt template {args.action} --remote/--from oci://: only 'pull' speaks to a registry")
+        from runtime import ocipull
+
+        names = [str(name) for name in args.files]
+        if not names:
+            raise EztError("ezt template pull: name at least one template or dated image")
+        for path in ocipull.pull(layout, source, names, say):
+            print(path)
+        return 0
     with Transport(config.proxy) as transport:
-        urls, index = pull.fetch_index(transport, _source(args, config), keyring, verify=not args.no_verify)
+        urls, index = pull.fetch_index(transport, source, keyring, verify=not args.no_verify)
         if args.action == "list":
             have = {image.name for image in store.list_templates(layout)}
             rows = [{"template": image.template, "image": image.name, "size": image.image.size,
