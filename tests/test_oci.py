@@ -25,8 +25,10 @@ from tests.repo_factory import free_port
 pytestmark = [
     pytest.mark.root,
     pytest.mark.skipif(os.geteuid() != 0, reason="the image is built in a chroot (root)"),
-    pytest.mark.skipif(shutil.which("docker-registry") is None or shutil.which("skopeo") is None,
-                       reason="docker-registry and skopeo are installed by scripts/setup"),  # fmt: skip
+    pytest.mark.skipif(
+        shutil.which("docker-registry") is None or shutil.which("skopeo") is None,
+        reason="docker-registry and skopeo are installed by scripts/setup",
+    ),
 ]
 
 
