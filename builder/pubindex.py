@@ -15,7 +15,8 @@ to the index's own directory::
            "sbom": {"path": ..., "sha256": ..., "size": ...} or null,
            "lock_digest": "...",
            "os_image": {"name": "...", "sha256": "..."} or null,   # what an app cache was built on
-           "deltas": []}
+           "deltas": [{"from": "<older dated name>", "from_sha256": "...", "window_log": 28,
+                       "blob": {"path": ..., "sha256": ..., "size": ...}}]}   # builder.delta
         ]
       }
     }
@@ -51,6 +52,19 @@ class Blob(NamedTuple):
         return {"path": self.path, "sha256": self.sha256, "size": self.size}
 
 
+class Delta(NamedTuple):
+    """A ``zstd --patch-from`` delta from an older image's tar to this image's."""
+
+    from_name: str
+    from_sha256: str
+    window_log: int
+    blob: Blob
+
+    def as_json(self) -> dict[str, Any]:
+        return {"from": self.from_name, "from_sha256": self.from_sha256, "window_log": self.window_log,
+                "blob": self.blob.as_json()}  # fmt: skip
+
+
 class IndexImage(NamedTuple):
     """One dated image of a template in the index."""
 
@@ -63,6 +77,7 @@ class IndexImage(NamedTuple):
     sbom: Blob | None
     lock_digest: str
     os_image: Mapping[str, str] | None = None
+    deltas: tuple[Delta, ...] = ()
 
     @property
     def file_name(self) -> str:
@@ -78,7 +93,7 @@ class IndexImage(NamedTuple):
             "sbom": self.sbom.as_json() if self.sbom else None,
             "lock_digest": self.lock_digest,
             "os_image": dict(self.os_image) if self.os_image else None,
-            "deltas": [],
+            "deltas": [delta.as_json() for delta in self.deltas],
         }
 
 
@@ -104,6 +119,15 @@ def _blob(data: Any, where: str) -> Blob:
     return Blob(path, sha256, size)
 
 
+def _delta(data: Any, where: str) -> Delta:
+    if not isinstance(data, dict):
+        raise ValueError(f"{where} is not an object")
+    window = data.get("window_log")
+    if not isinstance(window, int) or not 10 <= window <= 31:
+        raise ValueError(f"{where}.window_log must be 10 to 31")
+    return Delta(str(data["from"]), str(data["from_sha256"]), window, _blob(data.get("blob"), f"{where}.blob"))
+
+
 def parse(data: bytes, where: str) -> Index:
     """The index in ``data``; EztError naming ``where`` if it is not a valid one."""
     try:
@@ -127,6 +151,7 @@ def parse(data: bytes, where: str) -> Index:
                     sbom=_blob(item["sbom"], f"{spot}.sbom") if item.get("sbom") else None,
                     lock_digest=str(item.get("lock_digest", "")),
                     os_image={str(k): str(v) for k, v in os_image.items()} if isinstance(os_image, dict) else None,
+                    deltas=tuple(_delta(d, f"{spot}.deltas[{n}]") for n, d in enumerate(item.get("deltas") or [])),
                 ))  # fmt: skip
             index[str(template)] = sorted(entries, key=lambda image: (image.date, image.serial))
         return index

@@ -6,7 +6,8 @@ then its detached signature ``index.json.asc``: a reader never finds the index n
 a blob that is not there yet. Publishing the same image again changes nothing; the
 same name with other content is refused. ``--keep N`` drops each template's oldest
 images beyond N from the index, and their blobs only once the new index no longer
-names them.
+names them. A new image whose template's previous image is in the tree also gets a
+delta from it (:mod:`builder.delta`), kept only when smaller than the image.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from builder import imagename, pubindex
 from builder.atomic import atomic_writer, disk_error, write_bytes
 from builder.errors import EztError
 from builder.manifest import manifest_path, read_manifest, sbom_path
-from builder.pubindex import Blob, IndexImage
+from builder.pubindex import Blob, Delta, IndexImage
 from builder.signing import sign_detached
 from builder.transport import file_url_path, is_file_url
 
@@ -90,6 +91,28 @@ def _entry(image: Path, tree: Path) -> IndexImage:
                       manifest.lock_digest, os_image)  # fmt: skip
 
 
+def _with_delta(entry: IndexImage, previous: IndexImage, tree: Path, say: Callable[[str], None]) -> IndexImage:
+    """``entry`` with a delta from ``previous`` when that is smaller than the image."""
+    from builder.chroot import remove_tree
+    from builder.delta import make_delta
+
+    old = tree / previous.image.path
+    if not old.is_file():
+        return entry
+    scratch = tree / ".delta-work"
+    out = scratch / "delta.zst"
+    try:
+        window = make_delta(old, tree / entry.image.path, out, scratch)
+        if out.stat().st_size >= entry.image.size:
+            return entry
+        blob = _copy_blob(out, tree)
+    finally:
+        remove_tree(scratch)
+    say(f"publish: delta {previous.name} -> {entry.name}: {blob.size / 1e6:.1f} MB "
+        f"({100 * blob.size / entry.image.size:.0f} % of the image)")  # fmt: skip
+    return entry._replace(deltas=(Delta(previous.name, previous.image.sha256, window, blob),))
+
+
 def templates_with_images(images: Path) -> list[str]:
     try:
         names = os.listdir(images)
@@ -133,6 +156,8 @@ def publish(
         if same and same[0].image.sha256 != entry.image.sha256:
             raise EztError(f"{entry.name} is already published with other content ({same[0].image.sha256})", tree)
         if not same:
+            if entries and (entries[-1].date, entries[-1].serial) < (entry.date, entry.serial):
+                entry = _with_delta(entry, entries[-1], tree, say)
             entries.append(entry)
             entries.sort(key=lambda e: (e.date, e.serial))
         say(f"publish: {entry.name} ({entry.image.size / 1e6:.1f} MB){' (already there)' if same else ''}")
@@ -153,7 +178,8 @@ def publish(
 def _collect_garbage(tree: Path, index: pubindex.Index) -> None:
     """Blobs no entry of the (already written) index names."""
     named = {blob.path for images in index.values() for image in images
-             for blob in (image.image, image.manifest, image.sbom) if blob is not None}  # fmt: skip
+             for blob in (image.image, image.manifest, image.sbom, *(d.blob for d in image.deltas))
+             if blob is not None}  # fmt: skip
     blobs = tree / "blobs" / "sha256"
     if not blobs.is_dir():
         return

@@ -128,6 +128,9 @@ def pull_image(layout: NodeLayout, transport: Transport, urls: Source, image: In
     """Bring one image of a static tree into the node store (see the module doc)."""
     wanted = Wanted(image.name, image.image.sha256, image.image.size, f"{urls.base}/{image.image.path}")
 
+    def via_delta(partial: Path, target: Path) -> bool:
+        return _rebuild_from_delta(layout, transport, urls, image, partial, target, say)
+
     def metadata() -> tuple[bytes, bytes | None]:
         url = f"{urls.base}/{image.manifest.path}"
         manifest_data = _checked(_get(transport, url, "manifest"), image.manifest, url)
@@ -137,7 +140,45 @@ def pull_image(layout: NodeLayout, transport: Transport, urls: Source, image: In
             sbom = _checked(_get(transport, sbom_url, "SBOM"), image.sbom, sbom_url)
         return manifest_data, sbom
 
-    return store_image(layout, transport, wanted, metadata, say)
+    return store_image(layout, transport, wanted, metadata, say, via_delta)
+
+
+def _rebuild_from_delta(
+    layout: NodeLayout, transport: Transport, urls: Source, image: IndexImage, partial: Path, target: Path, say: Say
+) -> bool:
+    """The image rebuilt from an older one the store holds and a published delta, if
+    there is such a pair and the delta is smaller; True once ``target`` is the image,
+    verified bit for bit. Any failure: False (the full image is downloaded instead)."""
+    from builder.delta import apply_delta
+
+    for delta in sorted(image.deltas, key=lambda d: d.blob.size):
+        old = layout.template_cache / f"{delta.from_name}{SUFFIX}"
+        if delta.blob.size >= image.image.size or not _in_store(old, delta.from_sha256):
+            continue
+        started = time.monotonic()
+        patch = partial / f"{delta.blob.sha256}.delta"
+        rebuilt = partial / f"{image.image.sha256}.rebuilt"
+        try:
+            transport.download(f"{urls.base}/{delta.blob.path}", patch, delta.blob.size, sha256=delta.blob.sha256,
+                               part=partial / f"{delta.blob.sha256}.part")  # fmt: skip
+            digest = apply_delta(old, patch, delta.window_log, rebuilt, partial / "work")
+        except (EztError, OSError) as exc:
+            say(f"pull: delta from {delta.from_name} not usable ({exc}); downloading the full image")
+            rebuilt.unlink(missing_ok=True)
+            continue
+        finally:
+            patch.unlink(missing_ok=True)
+        if digest != image.image.sha256:
+            say(f"pull: the image rebuilt from {delta.from_name} differs ({digest[:16]}...); "
+                "downloading the full image")  # fmt: skip
+            rebuilt.unlink(missing_ok=True)
+            continue
+        rebuilt.replace(target)
+        say(f"pull: {image.name} rebuilt from {delta.from_name} and a {delta.blob.size / 1e6:.1f} MB delta "
+            f"({100 * delta.blob.size / image.image.size:.0f} % of the image) in {time.monotonic() - started:.1f}s, "
+            "sha256 verified")  # fmt: skip
+        return True
+    return False
 
 
 def store_image(
@@ -146,6 +187,7 @@ def store_image(
     wanted: Wanted,
     metadata: Callable[[], tuple[bytes, bytes | None]],
     say: Say,
+    via_delta: Callable[[Path, Path], bool] | None = None,
 ) -> Path:
     """Download ``wanted`` into the store under its lock, with the manifest (and SBOM)
     ``metadata`` gives, once the manifest is checked to describe exactly this image."""
@@ -172,15 +214,16 @@ def store_image(
             raise EztError(f"{wanted.name}: its manifest describes {manifest.image} ({manifest.image_sha256}), "
                            f"not {target.name} ({wanted.sha256})")  # fmt: skip
         started = time.monotonic()
-        try:
-            transport.download(wanted.url, target, wanted.size, part=partial / f"{wanted.sha256}.part",
-                               sha256=wanted.sha256)  # fmt: skip
-        except TransportError as exc:
-            raise EztError(f"{wanted.name}: {exc.message}") from None
+        if via_delta is None or not via_delta(partial, target):
+            try:
+                transport.download(wanted.url, target, wanted.size, part=partial / f"{wanted.sha256}.part",
+                                   sha256=wanted.sha256)  # fmt: skip
+            except TransportError as exc:
+                raise EztError(f"{wanted.name}: {exc.message}") from None
+            seconds = max(time.monotonic() - started, 1e-6)
+            say(f"pull: {wanted.name}: {wanted.size / 1e6:.1f} MB in {seconds:.1f}s "
+                f"({wanted.size / 1e6 / seconds:.1f} MB/s), sha256 {wanted.sha256[:16]}... verified")  # fmt: skip
         write_bytes(manifest_path(target), manifest_data)
         if sbom is not None:
             write_bytes(sbom_path(target), sbom)
-        seconds = max(time.monotonic() - started, 1e-6)
-        say(f"pull: {wanted.name}: {wanted.size / 1e6:.1f} MB in {seconds:.1f}s "
-            f"({wanted.size / 1e6 / seconds:.1f} MB/s), sha256 {wanted.sha256[:16]}... verified")  # fmt: skip
         return target

@@ -61,17 +61,19 @@ class NodeImage:
         return self.images.parent
 
 
-def node_packages(out: Path) -> list[Path]:
-    """``hostbase`` and ``node-etc`` (interfaces with a line of its own, crontab, hosts)."""
+def node_packages(out: Path, etc_version: str = "1.0") -> list[Path]:
+    """``hostbase`` and ``node-etc`` (interfaces with a line of its own, crontab, hosts;
+    a later ``etc_version`` has one more line in /etc/hosts)."""
+    hosts = HOSTS if etc_version == "1.0" else HOSTS + f"# node-etc {etc_version}\n"
     return [
         build_hostbase(out),
         build_deb(
             out,
             "node-etc",
-            "1.0",
+            etc_version,
             "all",
             fields={"Depends": "hostbase", "Priority": "important"},
-            files={"/etc/network/interfaces": INTERFACES, "/etc/crontab": CRONTAB, "/etc/hosts": HOSTS},
+            files={"/etc/network/interfaces": INTERFACES, "/etc/crontab": CRONTAB, "/etc/hosts": hosts},
         ),
     ]
 
@@ -91,14 +93,16 @@ def write_recipe(recipes: Path, key: GpgKey) -> Path:
     return recipes
 
 
-def build_node_image(base: Path, key: GpgKey) -> NodeImage:
+def build_node_image(base: Path, key: GpgKey, etc_version: str = "1.0") -> NodeImage:
     """Build the image under ``base`` (``debs/``, ``repo/``, ``recipes/``, ``cache/``) with
-    the CLI and return it; RuntimeError with the build's output if the build fails."""
-    debs = base / "debs"
+    the CLI and return it; RuntimeError with the build's output if the build fails.
+    Called again on the same ``base`` with another ``etc_version``: the template's next
+    image (one package changed), built into the same cache."""
+    debs = base / f"debs-{etc_version}"
     debs.mkdir(parents=True)
-    repo = base / "repo"
-    build_repo(repo, node_packages(debs), key)
-    recipes = write_recipe(base / "recipes", key)
+    repo = base / f"repo-{etc_version}"
+    build_repo(repo, node_packages(debs, etc_version), key)
+    recipes = base / "recipes" if (base / "recipes").is_dir() else write_recipe(base / "recipes", key)
     cache = base / "cache"
     server = RepoServer(repo).start()
     try:
@@ -115,7 +119,9 @@ def build_node_image(base: Path, key: GpgKey) -> NodeImage:
     if done.returncode != 0:
         raise RuntimeError(f"building the node test image failed:\n{done.stdout}{done.stderr}")
     images = cache / "images"
-    found = sorted(images.glob(f"{TEMPLATE}-2*.tar.zst"))
-    if len(found) != 1 or not Path(f"{found[0]}.json").is_file():
-        raise RuntimeError(f"expected one image with its manifest in {images}, found {found}")
-    return NodeImage(found[0], TEMPLATE, images)
+    from builder.imagename import latest_image
+
+    found = latest_image(images, TEMPLATE)
+    if found is None or not Path(f"{found}.json").is_file():
+        raise RuntimeError(f"expected an image with its manifest in {images}, found {found}")
+    return NodeImage(found, TEMPLATE, images)

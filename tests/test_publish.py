@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from tests.cli import assert_user_error, run_ezt
-from tests.nodeimage import NodeImage
+from tests.nodeimage import NodeImage, build_node_image
 from tests.repo_factory import Fault, GpgKey, RepoServer
 
 pytestmark = [
@@ -174,3 +174,52 @@ def test_publish_errors(node_image: NodeImage, tmp_path: Path) -> None:
                       str(bad_key), "cannot use it as a signing key")  # fmt: skip
     assert not (tmp_path / "t2").exists()  # nothing written
     assert_user_error(ezt("publish", "--to", str(tmp_path / "t3"), "--keep", "0", *cache), "--keep")
+
+
+@pytest.fixture(scope="module")
+def two_images(tmp_path_factory: pytest.TempPathFactory, gpg_key: GpgKey) -> tuple[NodeImage, NodeImage]:
+    """Two consecutive images of one template: the second has one package changed."""
+    base = tmp_path_factory.mktemp("two-images")
+    first = build_node_image(base, gpg_key, "1.0")
+    return first, build_node_image(base, gpg_key, "1.1")
+
+
+def test_delta(two_images: tuple[NodeImage, NodeImage], tmp_path: Path) -> None:
+    first, second = two_images
+    assert first.path != second.path and first.template == second.template
+    tree = tmp_path / "tree"
+    cache = ("--cache-dir", str(first.cache_dir))
+    older = tmp_path / "older"
+    for suffix in ("", ".json", ".spdx.json"):
+        (older / "images").mkdir(parents=True, exist_ok=True)
+        shutil.copy(f"{first.path}{suffix}", older / "images" / f"{first.path.name}{suffix}")
+    assert ezt("publish", first.template, "--to", str(tree), "--cache-dir", str(older)).returncode == 0
+    second_run = ezt("publish", first.template, "--to", str(tree), *cache)
+    assert second_run.returncode == 0, second_run.stderr
+    entries = json.loads((tree / "index.json").read_text())["templates"][first.template]
+    assert [e["name"] for e in entries] == [first.name, second.name]
+    [delta] = entries[1]["deltas"]
+    assert delta["from"] == first.name and delta["from_sha256"] == _sha256(first.path)
+    assert delta["blob"]["size"] <= entries[1]["image"]["size"] // 4  # at most 25 % of the full image
+
+    served = RepoServer(tree).start()
+    try:
+        vz = tmp_path / "vz"
+        added = ezt("template", "add", str(first.path), "--vz-root", str(vz))
+        assert added.returncode == 0, added.stderr
+        pulled = ezt("template", "pull", first.template, "--from", served.url, "--no-verify", "--vz-root", str(vz))
+        assert pulled.returncode == 0, pulled.stderr
+        assert f"rebuilt from {first.name}" in pulled.stdout
+        assert served.count(entries[1]["image"]["path"]) == 0  # the full image was never fetched
+        assert _sha256(vz / "template" / "cache" / second.path.name) == _sha256(second.path)
+
+        # a damaged delta: the node falls back to the full image
+        (tree / delta["blob"]["path"]).write_bytes(b"not a delta")
+        other = tmp_path / "vz2"
+        assert ezt("template", "add", str(first.path), "--vz-root", str(other)).returncode == 0
+        fallback = ezt("template", "pull", first.template, "--from", served.url, "--no-verify", "--vz-root", str(other))
+        assert fallback.returncode == 0, fallback.stderr
+        assert "downloading the full image" in fallback.stdout
+        assert _sha256(other / "template" / "cache" / second.path.name) == _sha256(second.path)
+    finally:
+        served.stop()
