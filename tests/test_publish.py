@@ -14,14 +14,16 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.cli import assert_user_error, run_ezt
+from tests.cli import CLEAN_ENV, assert_user_error, run_ezt
 from tests.nodeimage import NodeImage, build_node_image
 from tests.repo_factory import Fault, GpgKey, RepoServer
+from tests.test_image import tmpfs
 
 pytestmark = [
     pytest.mark.root,
@@ -223,3 +225,55 @@ def test_delta(two_images: tuple[NodeImage, NodeImage], tmp_path: Path) -> None:
         assert _sha256(other / "template" / "cache" / second.path.name) == _sha256(second.path)
     finally:
         served.stop()
+
+
+def test_keep_update_and_concurrent_pulls(two_images: tuple[NodeImage, NodeImage], tmp_path: Path) -> None:
+    """``--keep 1`` retires the older image and its blobs; ``template update`` brings a
+    node from the older image to the newer; two pulls of one image at once fetch it once."""
+    first, second = two_images
+    tree = tmp_path / "tree"
+    older = tmp_path / "older" / "images"
+    older.mkdir(parents=True)
+    for suffix in ("", ".json", ".spdx.json"):
+        shutil.copy(f"{first.path}{suffix}", older / f"{first.path.name}{suffix}")
+    assert ezt("publish", "--to", str(tree), "--cache-dir", str(older.parent)).returncode == 0
+    served = RepoServer(tree).start()
+    try:
+        vz = tmp_path / "vz"
+        node = ("--from", served.url, "--no-verify", "--vz-root", str(vz))
+        assert ezt("template", "pull", first.template, *node).returncode == 0
+        assert ezt("publish", "--to", str(tree), "--cache-dir", str(second.cache_dir)).returncode == 0
+        served.reset()
+        procs = [subprocess.Popen([sys.executable, "-m", "builder.cli", "template", "update", *node],
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                  env={**CLEAN_ENV}) for _ in range(2)]  # fmt: skip
+        outputs = [proc.communicate(timeout=120) for proc in procs]
+        assert [proc.returncode for proc in procs] == [0, 0], outputs
+        fetched = served.count("/index.json")
+        assert fetched == 2  # each update read the index
+        index = json.loads((tree / "index.json").read_text())
+        newest = index["templates"][first.template][-1]
+        gets = [r for r in served.requests if r.path.endswith(newest["deltas"][0]["blob"]["path"])]
+        assert len(gets) == 1, outputs  # the second pull found it in the store
+        assert sum("already in the store" in out for out, _ in outputs) == 1
+        assert _sha256(vz / "template" / "cache" / second.path.name) == _sha256(second.path)
+
+        kept = ezt("publish", "--to", str(tree), "--cache-dir", str(second.cache_dir), "--keep", "1")
+        assert kept.returncode == 0 and f"retired {first.name}" in kept.stdout
+        entries = json.loads((tree / "index.json").read_text())["templates"][first.template]
+        assert [e["name"] for e in entries] == [second.name]
+        assert not (tree / index["templates"][first.template][0]["image"]["path"]).exists()
+        # the newest image's delta from it stays: a node holding the retired image still uses it
+        assert entries[0]["deltas"][0]["from"] == first.name and (tree / newest["deltas"][0]["blob"]["path"]).exists()
+        assert (tree / entries[0]["image"]["path"]).is_file()
+    finally:
+        served.stop()
+
+
+def test_pull_onto_a_full_disk(server: tuple[RepoServer, Path], node_image: NodeImage, tmp_path: Path) -> None:
+    served, _ = server
+    with tmpfs(tmp_path / "vz", "1m") as vz:
+        pulled = ezt("template", "pull", node_image.template, "--from", served.url, "--no-verify", "--vz-root",
+                     str(vz))  # fmt: skip
+        assert_user_error(pulled, "disk full while writing")
+        assert _store(vz) == []
