@@ -59,10 +59,12 @@ class _Cancelled(Exception):
     """Another download failed: stop this one (its partial file stays for a resume)."""
 
 
-class _Meter:
-    """Download progress: one updating line on a terminal, otherwise start / every 25% / done."""
+class Meter:
+    """Download progress: one updating line on a terminal (bytes, rate, time left),
+    otherwise a plain line at every 25 %. ``label`` starts each line (``fetch``, ``pull``)."""
 
-    def __init__(self, progress: Progress, files: int, total: int) -> None:
+    def __init__(self, progress: Progress, files: int, total: int, label: str = "fetch") -> None:
+        self._label = label
         self._lock = threading.Lock()
         self._files = files
         self._total = max(total, 1)
@@ -107,9 +109,11 @@ class _Meter:
 
     def _status(self) -> str:
         elapsed = max(time.monotonic() - self._started, 1e-6)
+        rate = self._bytes / elapsed
+        left = f", {(self._total - self._bytes) / rate:.0f}s left" if rate > 0 and self._bytes < self._total else ""
         return (
-            f"fetch: {self._done_files}/{self._files} files, "
-            f"{_size(self._bytes)}/{_size(self._total)}, {_size(int(self._bytes / elapsed))}/s"
+            f"{self._label}: {self._done_files}/{self._files} files, "
+            f"{_size(self._bytes)}/{_size(self._total)}, {_size(int(rate))}/s{left}"
         )
 
     def _report(self, force: bool = False) -> None:
@@ -168,7 +172,7 @@ def _describe(package: LockedPackage) -> str:
 
 
 def _fetch_one(
-    transport: Transport, package: LockedPackage, layout: CacheLayout, meter: _Meter, stop: threading.Event
+    transport: Transport, package: LockedPackage, layout: CacheLayout, meter: Meter, stop: threading.Event
 ) -> bool:
     """Download one package into the pool; False if another process put it there first."""
     tmp = layout.pool / "tmp"
@@ -229,7 +233,7 @@ def fetch_packages(
         present = list(hashing.map(lambda p: _in_pool(p, layout, verify_existing), unique))
     missing = [p for p, here in zip(unique, present, strict=True) if not here]
     reused = len(unique) - len(missing)
-    meter = _Meter(progress, len(missing), sum(p.size for p in missing))
+    meter = Meter(progress, len(missing), sum(p.size for p in missing))
     if missing:
         sources = "local files" if all(is_file_url(p.url) for p in missing) else "the network"
         meter.line(
@@ -243,7 +247,7 @@ def fetch_packages(
     return summary
 
 
-def _count_done(meter: _Meter) -> Callable[[Future[bool]], None]:
+def _count_done(meter: Meter) -> Callable[[Future[bool]], None]:
     def done(future: Future[bool]) -> None:
         if not future.cancelled() and future.exception() is None:
             meter.file_done()
@@ -252,7 +256,7 @@ def _count_done(meter: _Meter) -> Callable[[Future[bool]], None]:
 
 
 def _download_all(
-    transport: Transport, missing: list[LockedPackage], layout: CacheLayout, threads: int, meter: _Meter
+    transport: Transport, missing: list[LockedPackage], layout: CacheLayout, threads: int, meter: Meter
 ) -> None:
     transport.ensure_pool(threads)
     stop = threading.Event()

@@ -34,6 +34,10 @@ from runtime.paths import NodeLayout
 Say = Callable[[str], None]
 
 
+def quiet(message: str) -> None:
+    """The ``say`` of ``--json`` runs: nothing but the result on stdout, no progress."""
+
+
 class Source(NamedTuple):
     base: str
     index_url: str
@@ -215,11 +219,19 @@ def store_image(
                            f"not {target.name} ({wanted.sha256})")  # fmt: skip
         started = time.monotonic()
         if via_delta is None or not via_delta(partial, target):
+            import sys
+
+            from builder.fetch import Meter
+
+            progress = None if say is quiet else sys.stderr if sys.stderr.isatty() else say  # plain lines in CI
+            meter = Meter(progress, 1, wanted.size, label="pull")
             try:
                 transport.download(wanted.url, target, wanted.size, part=partial / f"{wanted.sha256}.part",
-                                   sha256=wanted.sha256)  # fmt: skip
+                                   sha256=wanted.sha256, on_bytes=meter.add)  # fmt: skip
             except TransportError as exc:
                 raise EztError(f"{wanted.name}: {exc.message}") from None
+            finally:
+                meter.finish()
             seconds = max(time.monotonic() - started, 1e-6)
             say(f"pull: {wanted.name}: {wanted.size / 1e6:.1f} MB in {seconds:.1f}s "
                 f"({wanted.size / 1e6 / seconds:.1f} MB/s), sha256 {wanted.sha256[:16]}... verified")  # fmt: skip

@@ -22,7 +22,7 @@ def _source(args: argparse.Namespace, config: Config) -> str:
 
 def command(args: argparse.Namespace, config: Config, layout: NodeLayout) -> int:
     keyring = args.keyring if args.keyring is not None else config.pull_keyring
-    say = (lambda message: None) if args.json else print
+    say = pull.quiet if args.json else print
     source = _source(args, config)
     if source.startswith("oci://"):
         if args.action != "pull":
