@@ -101,6 +101,7 @@ def _with_delta(entry: IndexImage, previous: IndexImage, tree: Path, say: Callab
         return entry
     scratch = tree / ".delta-work"
     out = scratch / "delta.zst"
+    say(f"publish: making a delta {previous.name} -> {entry.name} (zstd --patch-from)")
     try:
         window = make_delta(old, tree / entry.image.path, out, scratch)
         if out.stat().st_size >= entry.image.size:
