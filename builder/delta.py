@@ -27,7 +27,9 @@ from builder.errors import EztError
 
 LEVEL = 3
 """The builder's zstd level (builder.image.pack_root's default, which manifests use)."""
-DELTA_LEVEL = 19
+DELTA_LEVEL = 3
+"""Measured on two debian-12 images one package apart: level 3 gives a 0.23 MB delta in
+0.7 s, level 19 a 0.21 MB one in 90 s."""
 _CHUNK = 1 << 20
 
 
