@@ -69,7 +69,9 @@ def cmd_publish(args: argparse.Namespace, config: Config) -> int:
 
         if args.keep is not None or args.sign_key is not None:
             raise EztError("--keep and --sign-key are for static trees; a registry keeps its own tags")
-        done = ocipublish.push(config.layout.images, args.templates, oci.parse_location(args.to), say=say)
+        location = oci.parse_location(args.to)
+        credentials = oci.credentials_for(location.host, config.registry_auth)
+        done = ocipublish.push(config.layout.images, args.templates, location, credentials=credentials, say=say)
         where = args.to
     else:
         tree = destination(args.to)

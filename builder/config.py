@@ -53,6 +53,8 @@ class Config(NamedTuple):
     remote: str | None = None
     pull_keyring: Path | None = None
     publish_sign_key: Path | None = None
+    registry_auth: Mapping[str, str] = MappingProxyType({})
+    """OCI registry host[:port] -> ``user:password`` (else ~/.docker/config.json is asked)."""
     source: str | None = None
 
     @property
@@ -170,6 +172,12 @@ def _apply_file(config: Config, urlmap: dict[str, str], path: Path) -> Config:
             changes[key] = _node_setting(key, value, where)
         elif key == "remote":
             changes[key] = _string(value, key, where)
+        elif key == "registry_auth":
+            if not isinstance(value, dict) or not all(
+                isinstance(h, str) and isinstance(c, str) and ":" in c for h, c in value.items()
+            ):
+                raise EztError("'registry_auth' must map registry HOST[:PORT] to 'user:password'", where)
+            changes[key] = MappingProxyType(dict(value))
         elif key in ("pull", "publish"):
             wanted = "keyring" if key == "pull" else "sign_key"
             if not isinstance(value, dict) or set(value) - {wanted}:
@@ -178,6 +186,6 @@ def _apply_file(config: Config, urlmap: dict[str, str], path: Path) -> Config:
                 changes[f"{key}_{wanted}"] = base / _string(value[wanted], f"{key}.{wanted}", where)
         else:
             known = "recipes, cache_dir, urlmap, exclude, jobs, download_threads, metadata_expire, proxy, keyring, "
-            known += "vz_root, conf_dir, idmap, bridge, bridge_address, remote, pull, publish"
+            known += "vz_root, conf_dir, idmap, bridge, bridge_address, remote, pull, publish, registry_auth"
             raise EztError(f"unknown key {key!r} (known: {known})", where)
     return config._replace(**changes)

@@ -19,9 +19,10 @@ does. A template name's ``+`` (app caches) is ``__`` in a repository name, which
 not hold ``+``.
 
 A registry on a loopback address is spoken to over plain HTTP (as docker does for
-localhost), any other over HTTPS. Credentials come from the usual
-``~/.docker/config.json`` (``$DOCKER_CONFIG``; ``auths.<host>.auth``, base64
-``user:password``): Basic, or Bearer tokens fetched from the realm a 401 names.
+localhost), any other over HTTPS. Credentials: ``registry_auth`` in the configuration
+(``HOST[:PORT]: user:password``), else the usual ``~/.docker/config.json``
+(``$DOCKER_CONFIG``; ``auths.<host>.auth``, base64 ``user:password``); used for Basic,
+or to fetch a Bearer token from the realm a 401 names.
 """
 
 from __future__ import annotations
@@ -75,6 +76,14 @@ def parse_location(url: str) -> Location:
     return Location(host, namespace.strip("/"))
 
 
+def credentials_for(host: str, configured: Mapping[str, str]) -> tuple[str, str] | None:
+    """The configuration's ``registry_auth`` for ``host``, else the docker config's."""
+    if host in configured:
+        user, _, password = configured[host].partition(":")
+        return user, password
+    return docker_credentials(host)
+
+
 def docker_credentials(host: str, config: Path | None = None) -> tuple[str, str] | None:
     """``user, password`` for ``host`` from ``~/.docker/config.json``, if it holds them."""
     path = config or Path(os.environ.get("DOCKER_CONFIG", Path.home() / ".docker")) / "config.json"
@@ -116,8 +125,8 @@ class Registry:
         except requests.exceptions.RequestException as exc:
             raise EztError(f"registry {self.location.host}: {exc}") from None
         if response.status_code == 401:
-            raise EztError(f"registry {self.location.host}: authentication required or refused "
-                           "(credentials from ~/.docker/config.json)")  # fmt: skip
+            raise EztError(f"registry {self.location.host}: authentication required or refused (credentials "
+                           "from registry_auth in the configuration or ~/.docker/config.json)")  # fmt: skip
         return response
 
     def _authenticate(self, response: requests.Response) -> bool:

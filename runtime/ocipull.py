@@ -7,7 +7,7 @@ describe that very layer. The download itself is :func:`runtime.pull.store_image
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from builder import oci
@@ -26,9 +26,15 @@ def reference(name: str) -> tuple[str, str]:
     return parsed.template, f"{parsed.date:%Y%m%d}" + (f".{parsed.serial}" if parsed.serial > 1 else "")
 
 
-def pull(layout: NodeLayout, source: str, names: list[str], say: Callable[[str], None]) -> list[Path]:
+def pull(
+    layout: NodeLayout,
+    source: str,
+    names: list[str],
+    say: Callable[[str], None],
+    registry_auth: Mapping[str, str] = {},
+) -> list[Path]:
     location = oci.parse_location(source)
-    registry = oci.Registry(location)
+    registry = oci.Registry(location, oci.credentials_for(location.host, registry_auth))
     pulled = []
     try:
         for name in names:

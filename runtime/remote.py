@@ -32,7 +32,7 @@ def command(args: argparse.Namespace, config: Config, layout: NodeLayout) -> int
         names = [str(name) for name in args.files]
         if not names:
             raise EztError("ezt template pull: name at least one template or dated image")
-        for path in ocipull.pull(layout, source, names, say):
+        for path in ocipull.pull(layout, source, names, say, config.registry_auth):
             print(path)
         return 0
     with Transport(config.proxy) as transport:

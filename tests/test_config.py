@@ -48,6 +48,11 @@ def test_env_config_path(tmp_path: Path) -> None:
         ("urlmap:\n  lower: http://x.invalid\n", 1, "bad url map variable name"),
         ("jobs: [1\n", 2, "invalid YAML"),
         ("- a\n- b\n", 1, "must be a mapping"),
+        ("jobs: 1\nregistry_auth:\n  127.0.0.1:5000: nocolon\n", 2, "'registry_auth' must map"),
+        ("pull:\n  keys: x\n", 1, "'pull' must be a mapping with 'keyring'"),
+        ("publish: key.asc\n", 1, "'publish' must be a mapping with 'sign_key'"),
+        ("idmap: 0:65536\n", 1, "container root must not be host root"),
+        ("bridge_address: 198.51.100.1\n", 1, "give the prefix too"),
     ],
 )
 def test_errors_name_file_and_line(tmp_path: Path, text: str, line: int, message: str) -> None:

@@ -129,3 +129,15 @@ def test_htpasswd_auth(tmp_path_factory: pytest.TempPathFactory, node_image: Nod
                          env={"DOCKER_CONFIG": str(docker)}, timeout=120)  # fmt: skip
         assert pulled.returncode == 0, pulled.stderr
         assert _sha256(tmp_path / "vz" / "template" / "cache" / node_image.path.name) == _sha256(node_image.path)
+        # the same credentials from ezt's own configuration (registry_auth), no docker config
+        config = tmp_path / "ezt.yaml"
+        config.write_text(json.dumps({"registry_auth": {host: "ci:s3cret"}}))
+        env = {"DOCKER_CONFIG": str(empty), "EZT_CONFIG": str(config)}
+        assert run_ezt(*args, "--config", str(config), env=env, timeout=120).returncode == 0
+        again = run_ezt("template", "pull", node_image.template, "--from", target, "--vz-root", str(tmp_path / "vz2"),
+                        env=env, timeout=120)  # fmt: skip
+        assert again.returncode == 0, again.stderr
+        config.write_text(json.dumps({"registry_auth": {host: "ci:wrong"}}))
+        wrong = run_ezt("template", "pull", node_image.template, "--from", target, "--vz-root", str(tmp_path / "vz3"),
+                        env=env, timeout=120)  # fmt: skip
+        assert_user_error(wrong, "authentication required or refused")
