@@ -31,6 +31,7 @@ def _say(message: str) -> None:
     print(message, flush=True)
 
 
+
 def cmd_build(args: argparse.Namespace, config: Config) -> int:
     options = steps.BuildOptions(refresh=args.refresh, offline=args.offline, locked=args.locked)
     if args.offline and args.refresh:
@@ -71,7 +72,8 @@ def cmd_publish(args: argparse.Namespace, config: Config) -> int:
             raise EztError("--keep and --sign-key are for static trees; a registry keeps its own tags")
         location = oci.parse_location(args.to)
         credentials = oci.credentials_for(location.host, config.registry_auth)
-        done = ocipublish.push(config.layout.images, args.templates, location, credentials=credentials, say=say)
+        done = ocipublish.push(config.layout.images, args.templates, location, credentials=credentials, say=say,
+                               progress=not args.json)  # fmt: skip
         where = args.to
     else:
         tree = destination(args.to)

@@ -32,9 +32,9 @@ import hashlib
 import ipaddress
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, BinaryIO, NamedTuple
 
 import requests
 
@@ -96,6 +96,31 @@ def docker_credentials(host: str, config: Path | None = None) -> tuple[str, str]
         return user, password
     except (OSError, ValueError, AttributeError):
         return None
+
+
+class _Counted:
+    """A file being uploaded that reports the bytes read from it (upload progress);
+    ``fileno``/``tell``/``seek`` pass through, so requests still sends a Content-Length."""
+
+    mode = "rb"  # requests reads it to size a file body
+
+    def __init__(self, handle: BinaryIO, on_bytes: Callable[[int], None]) -> None:
+        self.handle = handle
+        self.on_bytes = on_bytes
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.handle.read(size)
+        self.on_bytes(len(data))
+        return data
+
+    def fileno(self) -> int:
+        return self.handle.fileno()
+
+    def tell(self) -> int:
+        return self.handle.tell()
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return self.handle.seek(offset, whence)
 
 
 class Registry:
@@ -163,7 +188,14 @@ class Registry:
         response = self.request("HEAD", f"{self.base}/{repository}/blobs/{digest}")
         return response.status_code == 200
 
-    def push_blob(self, repository: str, digest: str, size: int, source: Path | bytes) -> None:
+    def push_blob(
+        self,
+        repository: str,
+        digest: str,
+        size: int,
+        source: Path | bytes,
+        on_bytes: Callable[[int], None] | None = None,
+    ) -> None:
         if self.has_blob(repository, digest):
             return
         started = self._check(self.request("POST", f"{self.base}/{repository}/blobs/uploads/"),
@@ -177,7 +209,8 @@ class Registry:
             response = self.request("PUT", url, data=source, headers=headers)
         else:
             with open(source, "rb") as handle:
-                response = self.request("PUT", url, data=handle, headers=headers)
+                body = _Counted(handle, on_bytes) if on_bytes is not None else handle
+                response = self.request("PUT", url, data=body, headers=headers)
         self._check(response, f"uploading {digest}", (201,))
 
     def put_manifest(self, repository: str, reference: str, manifest: bytes) -> str:

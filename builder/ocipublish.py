@@ -11,6 +11,7 @@ from typing import Any
 
 from builder import __version__, imagename, oci
 from builder.errors import EztError
+from builder.fetch import Meter
 from builder.manifest import Manifest, manifest_path, read_manifest, sbom_path
 from builder.publish import Published, templates_with_images
 
@@ -72,6 +73,7 @@ def push(
     *,
     credentials: tuple[str, str] | None = None,
     say: Callable[[str], None] = print,
+    progress: bool = True,
 ) -> list[Published]:
     """Push the newest image of each template (every one with images when none is named)."""
     names = list(dict.fromkeys(templates)) or templates_with_images(images_dir)
@@ -89,7 +91,11 @@ def push(
             layer = _descriptor(oci.ZSTD_LAYER, f"sha256:{manifest.image_sha256}", manifest.image_size)
             config = image_config(manifest, diff_id(image))
             registry.push_blob(repository, _descriptor(oci.IMAGE_CONFIG, config)["digest"], len(config), config)
-            registry.push_blob(repository, layer["digest"], manifest.image_size, image)  # the registry checks it
+            meter = _meter(say if progress else None, manifest.image_size)
+            try:  # the registry checks the digest
+                registry.push_blob(repository, layer["digest"], manifest.image_size, image, on_bytes=meter.add)
+            finally:
+                meter.finish()
             document = {"schemaVersion": 2, "mediaType": oci.IMAGE_MANIFEST,
                         "config": _descriptor(oci.IMAGE_CONFIG, config), "layers": [layer],
                         "annotations": image_annotations(manifest)}  # fmt: skip
@@ -104,6 +110,13 @@ def push(
     finally:
         registry.close()
     return done
+
+
+def _meter(say: Callable[[str], None] | None, size: int) -> Meter:
+    """Upload progress: an updating line on a terminal, plain lines otherwise, none without ``say``."""
+    import sys
+
+    return Meter(None if say is None else sys.stderr if sys.stderr.isatty() else say, 1, size, label="push")
 
 
 def _push_metadata(registry: oci.Registry, repository: str, tag: str, image: Path, image_manifest: bytes) -> None:
