@@ -32,6 +32,7 @@ import hashlib
 import ipaddress
 import json
 import os
+import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, BinaryIO, NamedTuple
@@ -163,7 +164,8 @@ class Registry:
             self.session.auth = self.credentials
             return True
         if scheme.lower() == "bearer":
-            fields = dict(part.split("=", 1) for part in params.replace('"', "").split(",") if "=" in part)
+            # quoted values may hold commas (scope="repository:ns/t:pull,push")
+            fields = dict(re.findall(r'(\w+)="([^"]*)"', params))
             realm = fields.pop("realm", "")
             if not realm:
                 return False

@@ -12,9 +12,12 @@ import json
 import os
 import shutil
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
@@ -32,14 +35,16 @@ pytestmark = [
 ]
 
 
-def _registry(base: Path, auth: Path | None = None) -> Iterator[str]:
+def _registry(base: Path, htpasswd: Path | None = None, auth: dict[str, object] | None = None) -> Iterator[str]:
     """A docker-registry on 127.0.0.1 (a free port); yields HOST:PORT."""
     port = free_port()
     config = {"version": 0.1, "log": {"level": "warn"},
               "storage": {"filesystem": {"rootdirectory": str(base / "data")}},
               "http": {"addr": f"127.0.0.1:{port}"}}  # fmt: skip
+    if htpasswd is not None:
+        config["auth"] = {"htpasswd": {"realm": "ezt-tests", "path": str(htpasswd)}}
     if auth is not None:
-        config["auth"] = {"htpasswd": {"realm": "ezt-tests", "path": str(auth)}}
+        config["auth"] = auth
     (base / "config.yml").write_text(json.dumps(config))  # JSON is YAML
     with open(base / "registry.log", "wb") as log:
         process = subprocess.Popen(["docker-registry", "serve", str(base / "config.yml")], stdout=log, stderr=log)
@@ -141,3 +146,91 @@ def test_htpasswd_auth(tmp_path_factory: pytest.TempPathFactory, node_image: Nod
         wrong = run_ezt("template", "pull", node_image.template, "--from", target, "--vz-root", str(tmp_path / "vz3"),
                         env=env, timeout=120)  # fmt: skip
         assert_user_error(wrong, "authentication required or refused")
+
+
+class _TokenServer:
+    """A registry token service on 127.0.0.1 (what Docker Hub or Harbor run): it checks
+    Basic credentials and answers ``{"token": JWT}``, the JWT signed RS256 with a
+    throwaway key (``openssl``) whose certificate the registry trusts."""
+
+    def __init__(self, base: Path, issuer: str, service: str) -> None:
+        self.key, self.cert = base / "token.key", base / "token.pem"
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(self.key),
+                        "-out", str(self.cert), "-days", "2", "-subj", "/CN=ezt-test-token"],
+                       check=True, capture_output=True)  # fmt: skip
+        der = subprocess.run(["openssl", "x509", "-in", str(self.cert), "-outform", "DER"], check=True,
+                             capture_output=True).stdout  # fmt: skip
+        self.x5c = base64.b64encode(der).decode()
+        self.issuer, self.service, self.issued = issuer, service, 0
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                wanted = "Basic " + base64.b64encode(b"ci:s3cret").decode()
+                if self.headers.get("Authorization") != wanted:
+                    self.send_response(401)
+                    self.end_headers()
+                    return
+                query = parse_qs(urlsplit(self.path).query)
+                body = json.dumps({"token": server.token(query.get("scope", []))}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        self.realm = f"http://127.0.0.1:{self.httpd.server_address[1]}/token"
+
+    def token(self, scopes: list[str]) -> str:
+        def part(data: dict[str, object]) -> str:
+            return base64.urlsafe_b64encode(json.dumps(data).encode()).rstrip(b"=").decode()
+
+        access = []
+        for scope in scopes:
+            kind, name, actions = scope.split(":")
+            access.append({"type": kind, "name": name, "actions": actions.split(",")})
+        now = int(time.time())
+        claims = {"iss": self.issuer, "sub": "ci", "aud": self.service, "exp": now + 600, "nbf": now - 60,
+                  "iat": now, "jti": os.urandom(8).hex(), "access": access}  # fmt: skip
+        signed = f"{part({'typ': 'JWT', 'alg': 'RS256', 'x5c': [self.x5c]})}.{part(claims)}"
+        signature = subprocess.run(["openssl", "dgst", "-sha256", "-sign", str(self.key)], input=signed.encode(),
+                                   check=True, capture_output=True).stdout  # fmt: skip
+        self.issued += 1
+        return f"{signed}.{base64.urlsafe_b64encode(signature).rstrip(b'=').decode()}"
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+
+
+def test_bearer_token_auth(tmp_path_factory: pytest.TempPathFactory, node_image: NodeImage, tmp_path: Path) -> None:
+    """A registry behind a token service (``auth: token``): ezt follows the 401's Bearer
+    challenge to the realm with its credentials, then pushes and pulls with the token."""
+    base = tmp_path_factory.mktemp("registry-token")
+    tokens = _TokenServer(base, "ezt-test-issuer", "ezt-test-registry")
+    try:
+        auth = {"token": {"realm": tokens.realm, "service": "ezt-test-registry", "issuer": "ezt-test-issuer",
+                          "rootcertbundle": str(tokens.cert)}}  # fmt: skip
+        for host in _registry(base, auth=auth):
+            config = tmp_path / "ezt.yaml"
+            config.write_text(json.dumps({"registry_auth": {host: "ci:s3cret"}}))
+            env = {"EZT_CONFIG": str(config), "DOCKER_CONFIG": str(tmp_path)}
+            target = f"oci://{host}/ezt"
+            pushed = run_ezt("publish", node_image.template, "--to", target, "--config", str(config), "--cache-dir",
+                             str(node_image.cache_dir), env=env, timeout=120)  # fmt: skip
+            assert pushed.returncode == 0, pushed.stderr
+            pulled = run_ezt("template", "pull", node_image.template, "--from", target, "--vz-root",
+                             str(tmp_path / "vz"), env=env, timeout=120)  # fmt: skip
+            assert pulled.returncode == 0, pulled.stderr
+            assert _sha256(tmp_path / "vz" / "template" / "cache" / node_image.path.name) == _sha256(node_image.path)
+            assert tokens.issued >= 2  # push and pull each got a token
+            config.write_text(json.dumps({"registry_auth": {host: "ci:wrong"}}))
+            refused = run_ezt("template", "pull", node_image.template, "--from", target, "--vz-root",
+                              str(tmp_path / "vz2"), env=env, timeout=120)  # fmt: skip
+            assert_user_error(refused, "authentication required or refused")
+    finally:
+        tokens.stop()
