@@ -39,6 +39,7 @@ from builder.steps import (
     metadata_options,
     pack_stage,
     repository_label,
+    resolved_from,
     run_post_install,
     source_date_epoch,
     verified_pool_file,
@@ -86,6 +87,7 @@ def lock_app_cache(ctx: BuildContext, cache: AppCache) -> Lock:
         arch=template.native_arch,
         repositories=tuple(repository_label(r) for r in template.repositories),
         packages=added,
+        resolved_from=resolved_from(ctx.config, cache),
     )
     changed = lock.save(ctx.config.layout.lock_file(cache.name))
     ctx.say(f"lock {cache.name}: {len(added)} packages on top of {cache.os.name}"

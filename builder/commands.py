@@ -11,7 +11,7 @@ from typing import Any
 from builder import imagename, runner, steps
 from builder.config import Config
 from builder.errors import EztError
-from builder.lock import read_lock
+from builder.lock import lock_difference, read_lock
 from builder.recipe import AppCache, default_app_caches, find_recipes, load_buildable, os_template_names
 from builder.tasks import Buildable
 
@@ -40,7 +40,7 @@ def cmd_build(args: argparse.Namespace, config: Config) -> int:
     templates = _templates(config, args.templates)
     if options.locked or options.offline:
         for template in templates:
-            steps.load_lock(ctx, template)
+            steps.load_lock(ctx, template, current=True)
     if args.dry_run:
         rows = runner.dry_run(ctx, templates)
         if args.json:
@@ -142,8 +142,9 @@ def cmd_info(args: argparse.Namespace, config: Config) -> int:
     lock_state: dict[str, object] = {"path": str(lock_path), "exists": lock_path.exists()}
     if lock_path.exists():
         lock = read_lock(lock_path)
+        stale = lock_difference(lock.resolved_from, steps.resolved_from(config, item))
         lock_state.update(packages=len(lock.packages), digest=lock.digest(),
-                          size=sum(p.size for p in lock.packages))
+                          size=sum(p.size for p in lock.packages), up_to_date=stale is None, out_of_date=stale)
     latest = imagename.latest_image(config.layout.images, name)
     repositories = [steps.repository_label(r) + (" [trusted]" if r.trusted else "") for r in template.repositories]
     requests = tuple(r for app in item.apps for r in app.packages) if isinstance(item, AppCache) else template.packages
@@ -179,6 +180,8 @@ def cmd_info(args: argparse.Namespace, config: Config) -> int:
     print(f"packages     {' '.join(packages)}")
     if lock_state["exists"]:
         print(f"lock         {lock_path} ({lock_state['packages']} packages, {lock_state['digest']!s:.12})")
+        if lock_state["out_of_date"]:
+            print(f"             OUT OF DATE: {lock_state['out_of_date']} (run 'ezt lock {name}')")
     else:
         print(f"lock         none (run 'ezt lock {name}')")
     print(f"last image   {data['last_image'] or 'none'}")

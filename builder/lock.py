@@ -3,6 +3,12 @@
 ``cache/locks/<template>.lock.json`` pins name, version, architecture, URL, size
 and sha256 of every package, plus the resolved dependency names an installer
 needs to order them, so ``--locked`` and ``--offline`` builds need no metadata.
+
+It also records what it was resolved from (``resolved_from``: the package requests,
+the repositories with their options as expanded through the url map, the excludes,
+the architecture, and for an app cache the OS lock it stands on). ``--locked`` and
+``--offline`` build only from a lock whose record matches the recipe as it is now:
+otherwise they refuse, naming the difference, as ``cargo --locked`` and ``npm ci`` do.
 """
 
 from __future__ import annotations
@@ -10,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -32,10 +39,12 @@ class Lock:
     arch: str
     repositories: tuple[str, ...]
     packages: tuple[LockedPackage, ...]
+    resolved_from: Mapping[str, Any] | None = None
 
     def to_json(self) -> bytes:
         data = {
             "format": LOCK_FORMAT,
+            "resolved_from": self.resolved_from,
             "template": self.template,
             "family": self.family,
             "arch": self.arch,
@@ -57,6 +66,26 @@ def _package_json(package: LockedPackage) -> dict[str, Any]:
     data["pre_depends"] = list(package.pre_depends)
     data["depends"] = list(package.depends)
     return data
+
+
+def lock_difference(recorded: Mapping[str, Any] | None, current: Mapping[str, Any]) -> str | None:
+    """What changed since the lock was resolved, in a few words; None if nothing."""
+    if recorded is None:
+        return "it does not record what it was resolved from (made by an older ezt)"
+    changes = []
+    for key in sorted(set(recorded) | set(current)):
+        old, new = recorded.get(key), current.get(key)
+        if old == new:
+            continue
+        if isinstance(old, list) and isinstance(new, list):
+            added = [str(x) for x in new if x not in old]
+            removed = [str(x) for x in old if x not in new]
+            parts = [f"added {', '.join(added)}"] if added else []
+            parts += [f"removed {', '.join(removed)}"] if removed else []
+            changes.append(f"{key} {'; '.join(parts) or 'reordered'}")
+        else:
+            changes.append(f"{key} {old!r} -> {new!r}")
+    return "; ".join(changes) or None
 
 
 def read_lock(path: Path) -> Lock:
@@ -90,6 +119,8 @@ def read_lock(path: Path) -> Lock:
             if not (_SAFE_NAME.fullmatch(package.name) and _SAFE_NAME.fullmatch(package.version)
                     and _SAFE_NAME.fullmatch(package.arch) and SHA256.fullmatch(package.sha256)):
                 raise EztError(f"damaged lock file: unsafe package entry {package.name!r}", Where.of(path))
-        return Lock(data["template"], data["family"], data["arch"], tuple(data["repositories"]), packages)
+        source = data.get("resolved_from")
+        return Lock(data["template"], data["family"], data["arch"], tuple(data["repositories"]), packages,
+                    source if isinstance(source, dict) else None)  # fmt: skip
     except (KeyError, TypeError, AttributeError) as exc:
         raise EztError(f"damaged lock file: missing or bad field {exc}", Where.of(path)) from exc

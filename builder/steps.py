@@ -14,14 +14,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 from builder import chroot, rootfs
 from builder.atomic import write_bytes
 from builder.config import Config
 from builder.errors import EztError, Where
 from builder.family import InstallRequest, MetadataOptions
-from builder.lock import Lock, read_lock
-from builder.model import LockedPackage, Package, Repository
+from builder.lock import Lock, lock_difference, read_lock
+from builder.model import LockedPackage, Package, PackageRequest, Repository
 from builder.recipe import AppCache, Template
 
 
@@ -89,6 +90,38 @@ def repository_label(repo: Repository) -> str:
     return " ".join([repo.url, repo.suite, *repo.components])
 
 
+def request_text(request: PackageRequest) -> str:
+    return request.name if request.version is None else f"{request.name}={request.version}"
+
+
+def _repository_text(repo: Repository) -> str:
+    """A repository as a lock records it: URL (url map expanded), suite, components, options."""
+    options = (" [trusted=yes]" if repo.trusted else "") + (f" [signed-by={repo.signed_by}]" if repo.signed_by else "")
+    return repository_label(repo) + options
+
+
+def resolved_from(config: Config, template: Template | AppCache) -> dict[str, Any]:
+    """What a lock of ``template`` is resolved from (see :mod:`builder.lock`)."""
+    os_template = template.os if isinstance(template, AppCache) else template
+    requests = (
+        [request_text(r) for app in template.apps for r in app.packages]
+        if isinstance(template, AppCache)
+        else [request_text(r) for r in template.packages]
+    )
+    repositories = [_repository_text(r) for r in os_template.repositories]
+    source: dict[str, Any] = {
+        "requests": requests,
+        "repositories": repositories,
+        "exclude": list(config.exclude),
+        "arch": os_template.native_arch,
+        "family": os_template.family.name,
+    }
+    if isinstance(template, AppCache):
+        os_lock = config.layout.lock_file(os_template.name)
+        source["os_lock"] = read_lock(os_lock).digest() if os_lock.exists() else None
+    return source
+
+
 def lock_template(ctx: BuildContext, template: Template) -> Lock:
     """Resolve the template's packages against its repositories and write the lock."""
     from builder.resolve import resolve
@@ -104,6 +137,7 @@ def lock_template(ctx: BuildContext, template: Template) -> Lock:
         arch=template.native_arch,
         repositories=tuple(repository_label(r) for r in template.repositories),
         packages=locked,
+        resolved_from=resolved_from(ctx.config, template),
     )
     path = ctx.config.layout.lock_file(template.name)
     changed = lock.save(path)
@@ -111,11 +145,18 @@ def lock_template(ctx: BuildContext, template: Template) -> Lock:
     return lock
 
 
-def load_lock(ctx: BuildContext, template: Template | AppCache) -> Lock:
+def load_lock(ctx: BuildContext, template: Template | AppCache, *, current: bool = False) -> Lock:
+    """The template's lock; ``current``: refused unless it was resolved from the recipe
+    as it is now (``--locked``, ``--offline``)."""
     path = ctx.config.layout.lock_file(template.name)
     lock = read_lock(path)
     if lock.template != template.name:
         raise EztError(f"lock is for {lock.template!r}, not {template.name!r}", Where.of(path))
+    if current:
+        difference = lock_difference(lock.resolved_from, resolved_from(ctx.config, template))
+        if difference is not None:
+            raise EztError(f"the lock of {template.name} no longer matches its recipe: {difference}; "
+                           f"'ezt lock {template.name}' resolves it again", Where.of(path))  # fmt: skip
     return lock
 
 

@@ -19,10 +19,10 @@ from pathlib import Path
 import pytest
 
 from builder.imagename import parse_image_name
-from tests.cli import run_ezt
+from tests.cli import assert_user_error, run_ezt
 from tests.debs import build_deb
 from tests.hostbase import build_hostbase
-from tests.repo_factory import GpgKey, RepoServer, build_repo
+from tests.repo_factory import Fault, GpgKey, RepoServer, build_repo
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="installing into a chroot needs root")
 TEMPLATE = "testos-1-x86_64"
@@ -215,12 +215,43 @@ def test_new_version_gives_new_lock_and_image_then_offline(site: Site, tmp_path:
     versions = {p["name"]: p["version"] for p in json.loads(Path(f"{newest}.json").read_text())["packages"]}
     assert versions["greeting"] == "1.1"
 
-    # offline: no server at all, from the lock and the pool only
+    # offline: the mirror answers nothing (every request fails), from the lock and the pool only
     shutil.rmtree(tmp_path / "cache" / "images")
     shutil.rmtree(tmp_path / "cache" / "stage")
-    offline = build(site, tmp_path, "--offline", env={"EZT_URLMAP_TEST_SERVER": "http://127.0.0.1:9"})
+    site.server.reset()
+    site.server.fail("*", Fault("status", 503), times=10_000)
+    try:
+        offline = build(site, tmp_path, "--offline")
+    finally:
+        site.server.reset()
     assert offline.returncode == 0, offline.stderr
     assert len(images(tmp_path)) == 1
+    assert not site.server.requests
+
+
+def test_locked_and_offline_refuse_a_lock_the_recipe_left(site: Site, tmp_path: Path) -> None:
+    """Issue 11, point 1: a package added to the recipe, one removed, or the mirror's URL
+    changed after the lock was made: --offline and --locked refuse in one line naming the
+    difference and 'ezt lock', and build nothing; ezt info says the lock is out of date."""
+    recipes = site.recipe(tmp_path)
+    options = ("--recipes", str(recipes), "--cache-dir", str(tmp_path / "cache"))
+    assert build(site, tmp_path).returncode == 0
+    packages = recipes / TEMPLATE / "os_packages"
+    packages.write_text("hostbase\ntool\ngreeting\n")
+    for flag in ("--offline", "--locked"):
+        refused = build(site, tmp_path, flag)
+        assert_user_error(refused, "no longer matches its recipe", "requests added greeting", f"ezt lock {TEMPLATE}")
+    info = ezt(site, "info", TEMPLATE, *options)
+    assert "OUT OF DATE: requests added greeting" in info.stdout
+    assert json.loads(ezt(site, "info", TEMPLATE, "--json", *options).stdout)["lock"]["up_to_date"] is False
+    packages.write_text("hostbase\n")
+    assert_user_error(build(site, tmp_path, "--locked"), "requests removed tool")
+    moved = build(site, tmp_path, "--locked", env={"EZT_URLMAP_TEST_SERVER": "http://127.0.0.1:9"})
+    assert_user_error(moved, "repositories added http://127.0.0.1:9")
+    assert len(images(tmp_path)) == 1  # nothing new was built
+    assert ezt(site, "lock", TEMPLATE, *options).returncode == 0
+    assert build(site, tmp_path, "--locked").returncode == 0
+    assert json.loads(ezt(site, "info", TEMPLATE, "--json", *options).stdout)["lock"]["up_to_date"] is True
 
 
 def test_locked_build_fails_clearly_when_file_gone(site: Site, tmp_path: Path) -> None:
