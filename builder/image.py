@@ -34,6 +34,7 @@ import zstandard
 
 from builder.atomic import atomic_writer
 from builder.errors import EztError
+from builder.xattrpolicy import travels
 
 BLOCK = 512
 RECORD = 20 * BLOCK  # GNU tar and tarfile pad archives to whole records; so do we.
@@ -299,14 +300,16 @@ def _contents(path: bytes, size: int) -> Iterator[bytes]:
 
 
 def _xattrs(path: bytes) -> tuple[tuple[bytes, bytes], ...]:
-    """All extended attributes, sorted by name so the order does not depend on the filesystem."""
+    """The extended attributes images carry (:mod:`builder.xattrpolicy`), sorted by name so
+    the order does not depend on the filesystem."""
     try:
         names = os.listxattr(path, follow_symlinks=False)
     except OSError as exc:
         if exc.errno in (errno.ENOTSUP, errno.EOPNOTSUPP):
             return ()
         raise
-    return tuple(sorted((os.fsencode(key), os.getxattr(path, key, follow_symlinks=False)) for key in names))
+    kept = [os.fsencode(key) for key in names if travels(os.fsencode(key))]
+    return tuple(sorted((key, os.getxattr(path, key, follow_symlinks=False)) for key in kept))
 
 
 def _read_error(exc: OSError, path: bytes) -> EztError:

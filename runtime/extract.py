@@ -41,6 +41,7 @@ from typing import NamedTuple
 from builder.atomic import fsync_dir
 from builder.chroot import remove_tree
 from builder.errors import EztError
+from builder.xattrpolicy import travels
 from runtime import libc
 from runtime.nodeconf import IdMap
 from runtime.tarstream import BLOCK, CorruptPax, Reader, Truncated, decompressed, pax_records, pax_time, tar_number
@@ -201,7 +202,8 @@ class _Extractor:
             gid = int(fields[b"gid"]) if b"gid" in fields else tar_number(header[116:124])
             mtime = pax_time(fields[b"mtime"]) if b"mtime" in fields else tar_number(header[136:148]) * 1_000_000_000
             mode = tar_number(header[100:108]) & 0o7777
-            xattrs = [(key[len(_XATTR) :], value) for key, value in fields.items() if key.startswith(_XATTR)]
+            xattrs = [(key[len(_XATTR) :], value) for key, value in fields.items()
+                      if key.startswith(_XATTR) and travels(key[len(_XATTR) :])]  # fmt: skip
             if typeflag not in _KNOWN or any(key.startswith(b"GNU.sparse") for key in fields):
                 raise _Refused(self.member, f"has an unsupported type {typeflag!r}")
             meta = (mode, uid, gid, mtime, xattrs)

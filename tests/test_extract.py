@@ -291,3 +291,19 @@ def test_stale_tmp_is_replaced(tmp_path: Path) -> None:
     extract_image(image, tmp_path / "t")
     assert sorted(p.name for p in (tmp_path / "t").iterdir()) == ["f"]
     shutil.rmtree(tmp_path / "t")
+
+
+def test_only_root_filesystem_xattrs_are_unpacked(tmp_path: Path) -> None:
+    """Issue 11, point 8: an image's ``trusted.overlay.*`` (which would turn a directory
+    of a shared root opaque) or ``security.selinux`` is not restored; ``user.*`` is."""
+    if os.geteuid() != 0:
+        pytest.skip("restoring trusted.* attributes would need root")
+    info, data = _regular("etc/f", b"x")
+    info.pax_headers = {"SCHILY.xattr.trusted.overlay.opaque": "y", "SCHILY.xattr.security.selinux": "host_t",
+                        "SCHILY.xattr.user.kept": "1"}  # fmt: skip
+    image = _image(tmp_path / "x-20261201.tar.zst", [_dir("etc"), (info, data)])
+    extract_image(image, tmp_path / "t")
+    target = tmp_path / "t" / "etc" / "f"
+    assert os.getxattr(target, "user.kept") == b"1"
+    names = os.listxattr(target)
+    assert "trusted.overlay.opaque" not in names and "security.selinux" not in names

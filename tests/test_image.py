@@ -432,3 +432,23 @@ def extract_with_gnu_tar(archive: Path, dest: Path) -> Path:
     )
     assert result.returncode == 0 and result.stderr == b"", result.stderr
     return dest
+
+
+def test_only_root_filesystem_xattrs_are_packed(tmp_path: Path) -> None:
+    """Issue 11, point 8: the build host's own attributes (``trusted.*``, as overlayfs and
+    SELinux-like labels use) never go into an image; ``user.*`` does."""
+    if not IS_ROOT:
+        pytest.skip("setting trusted.* attributes needs root")
+    root = tmp_path / "root"
+    f = write(root / "etc/f", "x")
+    try:
+        os.setxattr(f, "trusted.overlay.opaque", b"y")
+        os.setxattr(f, "trusted.ezt-host-label", b"builder_t")
+    except OSError as exc:
+        pytest.skip(f"this file system takes no trusted.* attributes: {exc.strerror}")
+    os.setxattr(f, "user.kept", b"1")
+    out = tmp_path / "x.tar.zst"
+    pack_root(root, out, SDE)
+    pax = by_name(out)["./etc/f"].pax_headers
+    assert pax.get("SCHILY.xattr.user.kept") == "1"
+    assert not [key for key in pax if key.startswith("SCHILY.xattr.trusted.")]
