@@ -21,8 +21,8 @@ Files are created with ``O_CREAT | O_EXCL | O_NOFOLLOW`` under directories this 
 made itself in a fresh ``<target>.tmp`` (mode 0700 until the end), renamed to the
 target when complete; on any refusal or error the ``.tmp`` is removed and an
 :class:`EztError` names the image and the member. Owners (numeric), modes (setuid
-too), mtimes, symlinks, hardlinks and xattrs (pax ``SCHILY.xattr.*``, so
-``security.capability`` too) are kept.
+too), mtimes, symlinks, hardlinks and the xattrs images carry (pax ``SCHILY.xattr.*``:
+``security.capability``, POSIX ACLs, ``user.*``; :mod:`builder.xattrpolicy`) are kept.
 
 Why not GNU tar: it would have to be told about every rule above and trusted with
 each, and it follows symlinks in parent components it extracted itself; a Python
