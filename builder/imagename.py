@@ -29,9 +29,13 @@ class ImageName(NamedTuple):
     serial: int
 
     @property
+    def dated(self) -> str:
+        """``YYYYMMDD[.n]``: the date part of the name (an OCI tag)."""
+        return f"{self.date:%Y%m%d}" + (f".{self.serial}" if self.serial > 1 else "")
+
+    @property
     def filename(self) -> str:
-        suffix = f".{self.serial}" if self.serial > 1 else ""
-        return f"{self.template}-{self.date:%Y%m%d}{suffix}{SUFFIX}"
+        return f"{self.template}-{self.dated}{SUFFIX}"
 
 
 def parse_image_name(filename: str) -> ImageName | None:

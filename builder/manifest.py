@@ -170,7 +170,18 @@ def up_to_date_image(images_dir: Path, template: str, inputs_digest: str) -> Pat
 def read_manifest(path: Path) -> Manifest:
     """Read a manifest; anything missing or mistyped is one error naming the file."""
     try:
-        data = json.loads(path.read_bytes())
+        raw = path.read_bytes()
+    except FileNotFoundError as exc:
+        raise EztError("manifest not found", path) from exc
+    except OSError as exc:
+        raise EztError(f"cannot read manifest: {exc.strerror or exc}", path) from exc
+    return parse_manifest(raw, path)
+
+
+def parse_manifest(raw: bytes, path: Path | str) -> Manifest:
+    """A manifest from its bytes (fetched ones too); errors name ``path``."""
+    try:
+        data = json.loads(raw)
         if data.get("format") != FORMAT:
             raise EztError(f"not an ezt image manifest (format {data.get('format')!r})", path)
         return Manifest(
@@ -191,10 +202,6 @@ def read_manifest(path: Path) -> Manifest:
             ),
             extra=_get(data, "extra", dict),
         )
-    except FileNotFoundError as exc:
-        raise EztError("manifest not found", path) from exc
-    except OSError as exc:
-        raise EztError(f"cannot read manifest: {exc.strerror or exc}", path) from exc
     except KeyError as exc:
         raise EztError(f"malformed image manifest: {exc} is missing", path) from exc
     except (ValueError, TypeError, AttributeError) as exc:

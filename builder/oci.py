@@ -128,10 +128,10 @@ class Registry:
     """One registry, with its credentials; requests retried once after a 401 with the
     auth the registry asks for."""
 
-    def __init__(self, location: Location, credentials: tuple[str, str] | None = None) -> None:
+    def __init__(self, location: Location, credentials: tuple[str, str] | None) -> None:
         self.location = location
         self.base = f"{location.scheme}://{location.host}/v2"
-        self.credentials = credentials if credentials is not None else docker_credentials(location.host)
+        self.credentials = credentials  # credentials_for: the configuration's, else the docker config's
         self.session = requests.Session()
         self.session.headers["User-Agent"] = f"ezt/{__version__}"
 

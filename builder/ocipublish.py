@@ -39,7 +39,7 @@ def diff_id(image: Path) -> str:
 
 
 def _tag(manifest: Manifest) -> str:
-    return f"{manifest.date:%Y%m%d}" + (f".{manifest.serial}" if manifest.serial > 1 else "")
+    return imagename.ImageName(manifest.template, manifest.date, manifest.serial).dated
 
 
 def image_config(manifest: Manifest, diff: str) -> bytes:
@@ -71,7 +71,7 @@ def push(
     templates: Iterable[str],
     location: oci.Location,
     *,
-    credentials: tuple[str, str] | None = None,
+    credentials: tuple[str, str] | None,
     say: Callable[[str], None] = print,
     progress: bool = True,
 ) -> list[Published]:

@@ -47,32 +47,45 @@ def destination(text: str) -> Path:
 
 
 def _copy_blob(source: Path, tree: Path, expected: str | None = None) -> Blob:
-    """``source`` as a blob of the tree (copied once, hashed on the way)."""
+    """``source`` as a blob of the tree. With ``expected`` (an image, whose manifest
+    names its sha256) the blob's place is known: a new one is copied and hashed in one
+    pass, an existing one is only checked against the source; without it (manifest,
+    SBOM: small) the bytes are hashed in memory first."""
+    if expected is None:
+        try:
+            data = source.read_bytes()
+        except OSError as exc:
+            raise EztError(f"cannot read: {exc.strerror or exc}", source) from exc
+        sha256 = hashlib.sha256(data).hexdigest()
+        blob = Blob(pubindex.blob_path(sha256), sha256, len(data))
+        if not (tree / blob.path).is_file():
+            write_bytes(tree / blob.path, data)
+        return blob
+    target = tree / pubindex.blob_path(expected)
     digest = hashlib.sha256()
     size = 0
     try:
-        with open(source, "rb") as handle:
-            while chunk := handle.read(_CHUNK):
-                digest.update(chunk)
-                size += len(chunk)
+        if target.is_file():  # published before: the source must still be that image
+            with open(source, "rb") as handle:
+                while chunk := handle.read(_CHUNK):
+                    digest.update(chunk)
+                    size += len(chunk)
+        else:
+            with atomic_writer(target) as out, open(source, "rb") as handle:
+                while chunk := handle.read(_CHUNK):
+                    digest.update(chunk)
+                    size += len(chunk)
+                    out.write(chunk)
+                _check_digest(digest.hexdigest(), expected, source)  # inside: a bad copy never takes the name
     except OSError as exc:
         raise EztError(f"cannot read: {exc.strerror or exc}", source) from exc
-    sha256 = digest.hexdigest()
-    if expected is not None and sha256 != expected:
-        raise EztError(f"image does not match its manifest (sha256 {sha256}, manifest says {expected})", source)
-    blob = Blob(pubindex.blob_path(sha256), sha256, size)
-    target = tree / blob.path
-    if target.is_file() and target.stat().st_size == size:
-        return blob
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_writer(target) as out, open(source, "rb") as handle:
-        check = hashlib.sha256()
-        while chunk := handle.read(_CHUNK):
-            check.update(chunk)
-            out.write(chunk)
-        if check.hexdigest() != sha256:
-            raise EztError("changed while it was being published; try again", source)
-    return blob
+    _check_digest(digest.hexdigest(), expected, source)
+    return Blob(pubindex.blob_path(expected), expected, size)
+
+
+def _check_digest(found: str, expected: str, source: Path) -> None:
+    if found != expected:
+        raise EztError(f"image does not match its manifest (sha256 {found}, manifest says {expected})", source)
 
 
 def _entry(image: Path, tree: Path) -> IndexImage:

@@ -16,15 +16,13 @@ quota here (vzctl enforced it with its own quota or a ploop image).
 
 from __future__ import annotations
 
-import ipaddress
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 from builder.errors import EztError
 from runtime import container, engine, inside
 from runtime.ctconfig import join_list, split_list, write_config
 from runtime.dists import choose_dist
-from runtime.dists.base import check_hostname, check_nameservers, parse_ips
+from runtime.dists.base import check_hostname, check_nameservers, new_addresses
 from runtime.locks import container_lock
 from runtime.paths import NodeLayout, validate_ctid
 
@@ -90,30 +88,6 @@ def limit_values(
             raise EztError(f"--onboot {onboot!r}: yes or no")
         out.append(("ONBOOT", onboot))
     return tuple(out)
-
-
-def _same_address(a: str, b: str) -> bool:
-    """One address whatever the prefix (``198.51.100.7`` is ``198.51.100.7/24``)."""
-    return ipaddress.ip_interface(a).ip == ipaddress.ip_interface(b).ip
-
-
-def new_addresses(current: Sequence[str], ipdel: Sequence[str], ipadd: Sequence[str]) -> list[str]:
-    """``current`` without ``ipdel`` (``all``: everything) plus the new ``ipadd``.
-
-    Deleting an address the container does not have is an error; adding one it has
-    already changes nothing."""
-    parse_ips([a for a in ipdel if a != "all"])
-    parse_ips(ipadd)
-    kept = [] if "all" in ipdel else list(current)
-    for address in (a for a in ipdel if a != "all"):
-        match = [c for c in kept if _same_address(c, address)]
-        if not match:
-            raise EztError(f"address {address} is not one of the container's ({join_list(tuple(current)) or 'none'})")
-        kept = [c for c in kept if c not in match]
-    for address in ipadd:
-        if not any(_same_address(c, address) for c in kept):
-            kept.append(address)
-    return kept
 
 
 def apply_changes(layout: NodeLayout, ctid: str, changes: Changes) -> list[str]:

@@ -49,7 +49,7 @@ from builder.manifest import read_manifest
 from runtime import engine
 from runtime.ctconfig import join_list, merge_sample, render_config, write_config
 from runtime.dists import choose_dist
-from runtime.dists.base import check_hostname, check_nameservers, parse_ips
+from runtime.dists.base import check_hostname, check_nameservers, new_addresses, parse_ips
 from runtime.listing import ContainerInfo as ContainerInfo
 from runtime.listing import ContainerStatus as ContainerStatus
 from runtime.listing import list_containers as list_containers
@@ -227,14 +227,6 @@ def split_userpasswd(userpasswd: str) -> tuple[str, str]:
     return user, password
 
 
-def unique_addresses(ips: Sequence[str]) -> list[str]:
-    """``ips`` checked, each address once (``--ipadd`` twice collapses)."""
-    unique: dict[str, str] = {}
-    for address, text in zip(parse_ips(ips), ips, strict=True):
-        unique.setdefault(str(address.ip), text)
-    return list(unique.values())
-
-
 def refuse_used_addresses(layout: NodeLayout, ctid: str, ips: Sequence[str]) -> None:
     """EztError if another container of the node has one of ``ips`` (as vzctl does)."""
     if not ips:
@@ -275,7 +267,7 @@ def create(
         raise EztError(f"unknown layout {layout_kind!r}: use plain or shared")
     if hostname is not None:
         check_hostname(hostname)
-    ips = unique_addresses(ips)
+    ips = new_addresses([], [], ips)  # checked, each address once (--ipadd twice collapses)
     check_nameservers(nameservers)
     for domain in searchdomains:
         check_hostname(domain)

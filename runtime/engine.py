@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import IO
 
@@ -158,8 +158,21 @@ def running(layout: NodeLayout, ctid: str) -> bool:
     return init_pid(layout, ctid) is not None
 
 
-def processes(layout: NodeLayout, ctid: str) -> int:
-    """How many processes run in the container (its PID namespace), 0 when stopped."""
+def pid_namespace_counts() -> dict[str, int]:
+    """How many processes each PID namespace holds: one pass over /proc, which a listing
+    of many containers shares."""
+    counts: dict[str, int] = {}
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            with contextlib.suppress(OSError):
+                namespace = os.readlink(f"/proc/{name}/ns/pid")
+                counts[namespace] = counts.get(namespace, 0) + 1
+    return counts
+
+
+def processes(layout: NodeLayout, ctid: str, counts: Callable[[], Mapping[str, int]] = pid_namespace_counts) -> int:
+    """How many processes run in the container (its PID namespace), 0 when stopped.
+    ``counts`` gives :func:`pid_namespace_counts`, asked only when the container runs."""
     init = init_pid(layout, ctid)
     if init is None:
         return 0
@@ -167,12 +180,7 @@ def processes(layout: NodeLayout, ctid: str) -> int:
         namespace = os.readlink(f"/proc/{init}/ns/pid")
     except OSError:
         return 0
-    count = 0
-    for name in os.listdir("/proc"):
-        if name.isdigit():
-            with contextlib.suppress(OSError):
-                count += os.readlink(f"/proc/{name}/ns/pid") == namespace
-    return count
+    return counts().get(namespace, 0)
 
 
 def _in_monitor_netns(layout: NodeLayout, ctid: str, argv: list[str]) -> list[str]:

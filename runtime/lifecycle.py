@@ -133,18 +133,13 @@ def start(layout: NodeLayout, ctid: str) -> None:
         values = read_ct_config(layout, ctid)
         if engine.running(layout, ctid):
             raise EztError(f"container {ctid} is already running")
-        started = False
+        # root_mounted unmounts a shared overlay it mounted unless the container now runs
         with root_mounted(layout, ctid, values) as root:
-            try:
-                check_startable(layout, ctid, root)
-                ensure_ssh_host_keys(root)
-                if split_list(values.get("IP_ADDRESS")):
-                    ensure_bridge(layout)
-                engine.start(layout, ctid, root, values)
-                started = True
-            finally:
-                if not started and values.get("LAYOUT") == "shared":
-                    umount_shared(layout, ctid)
+            check_startable(layout, ctid, root)
+            ensure_ssh_host_keys(root)
+            if split_list(values.get("IP_ADDRESS")):
+                ensure_bridge(layout)
+            engine.start(layout, ctid, root, values)
 
 
 def stop(layout: NodeLayout, ctid: str, *, fast: bool = False, timeout: int = 60) -> None:

@@ -99,9 +99,14 @@ def status(layout: NodeLayout, ctid: str) -> ContainerStatus:
         return ContainerStatus(ctid, exists=False, mounted=False, processes=0)
     values = read_config(conf)
     kind = values.get("LAYOUT", "plain")
-    root = root_path(layout, ctid, values)
-    mounted = layout.private(ctid).is_dir() if kind == "plain" else is_mounted(root)
+    mounted = _mounted(layout, ctid, kind)
     return ContainerStatus(ctid, True, mounted, engine.processes(layout, ctid), kind, values.get("OSTEMPLATE", ""))
+
+
+def _mounted(layout: NodeLayout, ctid: str, kind: str) -> bool:
+    """Whether the root is usable: a plain one always (its private area), a shared one
+    when its overlay is mounted."""
+    return layout.private(ctid).is_dir() if kind == "plain" else is_mounted(layout.root(ctid))
 
 
 def list_containers(layout: NodeLayout, *, disk: bool = True) -> list[ContainerInfo]:
@@ -113,6 +118,14 @@ def list_containers(layout: NodeLayout, *, disk: bool = True) -> list[ContainerI
     except OSError as exc:
         raise EztError(f"cannot list configs: {exc.strerror or exc}", layout.conf_dir) from exc
     found: list[ContainerInfo] = []
+    scanned: dict[str, int] | None = None
+
+    def counts() -> dict[str, int]:  # /proc read once, and only if a container runs
+        nonlocal scanned
+        if scanned is None:
+            scanned = engine.pid_namespace_counts()
+        return scanned
+
     for name in names:
         ctid = name.removesuffix(".conf")
         if not name.endswith(".conf"):
@@ -132,8 +145,8 @@ def list_containers(layout: NodeLayout, *, disk: bool = True) -> list[ContainerI
                 ips=tuple(split_list(values.get("IP_ADDRESS"))),
                 layout=kind,
                 disk_used=_disk_used(private) if disk else 0,
-                mounted=private.is_dir() if kind == "plain" else is_mounted(layout.root(ctid)),
-                processes=engine.processes(layout, ctid),
+                mounted=_mounted(layout, ctid, kind),
+                processes=engine.processes(layout, ctid, counts),
                 onboot=values.get("ONBOOT", "").lower() == "yes",
             )
         )

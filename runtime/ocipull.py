@@ -13,6 +13,7 @@ from pathlib import Path
 from builder import oci
 from builder.errors import EztError
 from builder.imagename import SUFFIX, parse_image_name
+from builder.manifest import parse_manifest
 from builder.transport import Transport
 from runtime.paths import NodeLayout
 from runtime.pull import Wanted, store_image
@@ -23,7 +24,7 @@ def reference(name: str) -> tuple[str, str]:
     parsed = parse_image_name(name.removesuffix(SUFFIX) + SUFFIX)
     if parsed is None:
         return name, "latest"
-    return parsed.template, f"{parsed.date:%Y%m%d}" + (f".{parsed.serial}" if parsed.serial > 1 else "")
+    return parsed.template, parsed.dated
 
 
 def pull(
@@ -68,12 +69,7 @@ def _given(manifest_data: bytes, sbom: bytes | None) -> Callable[[], tuple[bytes
 
 def _dated_name(manifest_data: bytes, template: str) -> str:
     """The dated image name the ezt manifest gives (checked against the layer later)."""
-    import json
-
-    try:
-        name = str(json.loads(manifest_data)["image"]["name"])
-    except (ValueError, KeyError, TypeError):
-        raise EztError(f"the ezt manifest of {template} in the registry is malformed") from None
+    name = parse_manifest(manifest_data, f"the ezt manifest of {template} in the registry").image
     parsed = parse_image_name(name)
     if parsed is None or parsed.template != template:
         raise EztError(f"the ezt manifest in the registry names {name!r}, not an image of {template}")

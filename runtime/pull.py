@@ -25,7 +25,7 @@ from builder import pubindex
 from builder.atomic import write_bytes
 from builder.errors import EztError
 from builder.imagename import SUFFIX, parse_image_name
-from builder.manifest import manifest_path, read_manifest, sbom_path
+from builder.manifest import manifest_path, parse_manifest, read_manifest, sbom_path
 from builder.pubindex import Blob, Index, IndexImage
 from builder.transport import Transport, TransportError
 from runtime.locks import LOCK_TIMEOUT, flock
@@ -48,8 +48,6 @@ def source_urls(source: str) -> Source:
     of the tree or of its ``index.json``."""
     if "://" not in source:
         source = Path(source).absolute().as_uri()
-    if source.startswith("oci://"):
-        raise EztError(f"{source}: pulling from an OCI registry is not supported yet; use the static index")
     if source.endswith(".json"):
         return Source(source.rsplit("/", 1)[0], source)
     base = source.rstrip("/")
@@ -210,10 +208,7 @@ def store_image(
         manifest_data, sbom = metadata()
         partial = store / ".partial"
         partial.mkdir(parents=True, exist_ok=True)
-        scratch = partial / f"{wanted.sha256}.json"
-        write_bytes(scratch, manifest_data)
-        manifest = read_manifest(scratch)
-        scratch.unlink()
+        manifest = parse_manifest(manifest_data, f"manifest of {wanted.name}")
         if (manifest.image, manifest.image_sha256, manifest.image_size) != (target.name, wanted.sha256, wanted.size):
             raise EztError(f"{wanted.name}: its manifest describes {manifest.image} ({manifest.image_sha256}), "
                            f"not {target.name} ({wanted.sha256})")  # fmt: skip

@@ -20,6 +20,13 @@ def _source(args: argparse.Namespace, config: Config) -> str:
     return str(source)
 
 
+def _named(args: argparse.Namespace) -> list[str]:
+    names = [str(name) for name in args.files]
+    if not names:
+        raise EztError("ezt template pull: name at least one template or dated image")
+    return names
+
+
 def command(args: argparse.Namespace, config: Config, layout: NodeLayout) -> int:
     keyring = args.keyring if args.keyring is not None else config.pull_keyring
     say = pull.quiet if args.json else print
@@ -29,34 +36,29 @@ def command(args: argparse.Namespace, config: Config, layout: NodeLayout) -> int
             raise EztError(f"ezt template {args.action} --remote/--from oci://: only 'pull' speaks to a registry")
         from runtime import ocipull
 
-        names = [str(name) for name in args.files]
-        if not names:
-            raise EztError("ezt template pull: name at least one template or dated image")
-        for path in ocipull.pull(layout, source, names, say, config.registry_auth):
+        for path in ocipull.pull(layout, source, _named(args), say, config.registry_auth):
             print(path)
         return 0
     with Transport(config.proxy) as transport:
         urls, index = pull.fetch_index(transport, source, keyring, verify=not args.no_verify)
         if args.action == "list":
             have = {image.name for image in store.list_templates(layout)}
-            rows = [{"template": image.template, "image": image.name, "size": image.image.size,
-                     "sha256": image.image.sha256, "on_node": image.name in have}
-                    for images in index.values() for image in images]  # fmt: skip
+            offered = [image for images in index.values() for image in images]
             if args.json:
-                print(json.dumps(rows, indent=2))
-            for images in [] if args.json else index.values():
-                for image in images:
-                    mark = "*" if image.name in have else " "
-                    print(f"{mark} {image.template:<32} {image.name:<44} {image.image.size / 1e6:8.1f} MB")
+                print(json.dumps([{"template": image.template, "image": image.name, "size": image.image.size,
+                                   "sha256": image.image.sha256, "on_node": image.name in have}
+                                  for image in offered], indent=2))  # fmt: skip
+                return 0
+            for image in offered:
+                mark = "*" if image.name in have else " "
+                print(f"{mark} {image.template:<32} {image.name:<44} {image.image.size / 1e6:8.1f} MB")
             return 0
         if args.action == "update":
             names = sorted({image.template for image in store.list_templates(layout)} & set(index))
             if not names:
                 say("update: the node holds no template the index offers")
         else:
-            names = [str(name) for name in args.files]
-            if not names:
-                raise EztError("ezt template pull: name at least one template or dated image")
+            names = _named(args)
         chosen = [pull.choose(index, name, urls.index_url) for name in names]
         pulled = [pull.pull_image(layout, transport, urls, image, say) for image in chosen]
     if args.json:

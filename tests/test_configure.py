@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from builder.errors import EztError
-from runtime.configure import Changes, limit_values, new_addresses
+from runtime.configure import Changes, limit_values
+from runtime.dists.base import new_addresses
 
 
 @pytest.mark.parametrize(

@@ -53,6 +53,30 @@ def parse_ips(ips: Sequence[str]) -> list[IPInterface]:
     return parsed
 
 
+def _same_address(a: str, b: str) -> bool:
+    """One address whatever the prefix (``198.51.100.7`` is ``198.51.100.7/24``)."""
+    return ipaddress.ip_interface(a).ip == ipaddress.ip_interface(b).ip
+
+
+def new_addresses(current: Sequence[str], ipdel: Sequence[str], ipadd: Sequence[str]) -> list[str]:
+    """``current`` without ``ipdel`` (``all``: everything) plus the new ``ipadd``.
+
+    Deleting an address the container does not have is an error; adding one it has
+    already changes nothing."""
+    parse_ips([a for a in ipdel if a != "all"])
+    parse_ips(ipadd)
+    kept = [] if "all" in ipdel else list(current)
+    for address in (a for a in ipdel if a != "all"):
+        match = [c for c in kept if _same_address(c, address)]
+        if not match:
+            raise EztError(f"address {address} is not one of the container's ({' '.join(current) or 'none'})")
+        kept = [c for c in kept if c not in match]
+    for address in ipadd:
+        if not any(_same_address(c, address) for c in kept):
+            kept.append(address)
+    return kept
+
+
 def check_nameservers(nameservers: Sequence[str]) -> list[str]:
     out = []
     for text in nameservers:
