@@ -111,6 +111,8 @@ def add_parsers(sub: Commands) -> None:
     listing = sub.add_parser("list", parents=[node], help="containers, vzlist style")
     listing.add_argument("-a", "--all", action="store_true", help="also stopped containers")
     listing.add_argument("--json", action="store_true")
+    listing.add_argument("--disk", action="store_true",
+                         help="also each container's disk use (walks every file: slow for many containers)")
 
 
 def _node(args: argparse.Namespace, config: Config) -> NodeLayout:
@@ -338,14 +340,16 @@ def cmd_status(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_list(args: argparse.Namespace, config: Config) -> int:
-    rows = [c for c in container.list_containers(_node(args, config)) if args.all or c.processes]
+    rows = [c for c in container.list_containers(_node(args, config), disk=args.disk) if args.all or c.processes]
     if args.json:
         print(json.dumps([c._asdict() for c in rows], indent=2))  # every field of the record
         return 0
-    print(f"{'CTID':<10} {'NPROC':>5} {'STATUS':<9} {'HOSTNAME':<20} {'IP_ADDR':<18} {'LAYOUT':<7} {'DISK':>9} "
+    disk_head = f" {'DISK':>9}" if args.disk else ""
+    print(f"{'CTID':<10} {'NPROC':>5} {'STATUS':<9} {'HOSTNAME':<20} {'IP_ADDR':<18} {'LAYOUT':<7}{disk_head} "
           "OSTEMPLATE")
     for c in rows:
         state = "running" if c.processes else "stopped"
+        disk = f" {(c.disk_used or 0) / 1e6:8.1f}M" if args.disk else ""
         print(f"{c.ctid:<10} {c.processes:>5} {state:<9} {c.hostname or '-':<20} {' '.join(c.ips) or '-':<18} "
-              f"{c.layout:<7} {c.disk_used / 1e6:8.1f}M {c.ostemplate}")
+              f"{c.layout:<7}{disk} {c.ostemplate}")
     return 0

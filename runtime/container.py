@@ -57,6 +57,7 @@ from runtime.listing import read_ct_config as read_ct_config
 from runtime.listing import root_path as root_path
 from runtime.listing import status as status
 from runtime.locks import LOCK_TIMEOUT, container_lock, flock, image_lock_path
+from runtime.lockwait import announce_holder, image_flock
 from runtime.mounts import forget_volatile, is_mounted, mount_shared, umount_shared
 from runtime.paths import NodeLayout, validate_ctid
 from runtime.store import StoredImage, choose_image
@@ -354,14 +355,16 @@ def _hold_shared_root(layout: NodeLayout, image: StoredImage, stack: contextlib.
     target = layout.shared_root(image.name)
     lock = image_lock_path(layout, image.name)
     made = False
-    while True:
+    what = f"image {image.name}"
+    while True:  # the first create unpacks; the others wait as long as it makes progress
         if not target.is_dir():
-            with flock(lock, fcntl.LOCK_EX, f"image {image.name}", LOCK_TIMEOUT):
+            with image_flock(lock, fcntl.LOCK_EX, image.path, what, LOCK_TIMEOUT) as fd:
                 if not target.is_dir():
+                    announce_holder(fd)
                     node_dir(target.parent)
                     _unpack(layout, image, target, durable=True)  # every shared container stands on it
                     made = True
-        stack.enter_context(flock(lock, fcntl.LOCK_SH, f"image {image.name}", LOCK_TIMEOUT))
+        stack.enter_context(image_flock(lock, fcntl.LOCK_SH, image.path, what, LOCK_TIMEOUT))
         if target.is_dir():
             return made
         stack.close()  # removed in between by a failing create: unpack again

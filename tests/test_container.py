@@ -174,8 +174,9 @@ def test_shared_layout_writes_only_upper(node: NodeLayout, node_image: NodeImage
 
 
 def test_list_mount_umount(node: NodeLayout, node_image: NodeImage) -> None:
-    infos = {info.ctid: info for info in container.list_containers(node)}
+    infos = {info.ctid: info for info in container.list_containers(node, disk=True)}
     assert set(infos) == {"101", "102"}
+    assert {info.disk_used for info in container.list_containers(node)} == {None}  # no walk unless asked
     assert infos["101"].layout == "plain" and infos["102"].layout == "shared"
     assert infos["101"].ips == ("198.51.100.101",) and infos["101"].hostname == HOSTNAME
     assert infos["101"].ostemplate == infos["102"].ostemplate == node_image.name

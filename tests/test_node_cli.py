@@ -511,11 +511,15 @@ def test_mount_umount_list(node: Node) -> None:
     }
     assert {key: rows["101"][key] for key in expected} == expected
     assert rows["102"]["layout"] == "shared" and rows["102"]["mounted"] is False
+    assert rows["101"]["disk_used"] is None and rows["102"]["disk_used"] is None  # no walk of every file unless asked
+    rows = _rows(node, "-a", "--disk")
     assert isinstance(rows["101"]["disk_used"], int) and isinstance(rows["102"]["disk_used"], int)
     assert rows["101"]["disk_used"] > 10 * rows["102"]["disk_used"] > 0  # the shared one holds only its changes
 
     table = node.ok("list", "-a").splitlines()
     assert table[0].split()[0] == "CTID" and {"HOSTNAME", "LAYOUT", "OSTEMPLATE"} <= set(table[0].split())
+    assert "DISK" not in table[0].split()
+    assert "DISK" in node.ok("list", "-a", "--disk").splitlines()[0].split()
     assert [line.split()[0] for line in table[1:]] == ["101", "102"]
     assert table[0].split()[:3] == ["CTID", "NPROC", "STATUS"]
     for line, (ctid, layout) in zip(table[1:], (("101", "plain"), ("102", "shared")), strict=True):
