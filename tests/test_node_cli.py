@@ -600,3 +600,23 @@ def test_lock_excludes(node: Node) -> None:
         os.close(fd)
     out, err = waiting.communicate(timeout=30)
     assert (waiting.returncode, out, err) == (0, "web1\n", "")
+
+
+def test_shared_creates_at_once_share_one_unpack(tmp_path: Path, node_image: NodeImage) -> None:
+    """Four shared creates of one image on a node that has not unpacked it: one
+    unpacks, the others wait for it (following its progress), all four succeed on the
+    one shared root."""
+    fresh = Node(tmp_path / "vz", node_image)
+    options = ("--vz-root", str(fresh.vz), "--cache-dir", str(node_image.cache_dir))
+    argv = [sys.executable, "-m", "builder.cli", "create", "--ostemplate", node_image.template, "--layout", "shared"]
+    pipes = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "text": True, "env": CLEAN_ENV}
+    creates = [subprocess.Popen([*argv, *options, ctid], **pipes) for ctid in ("301", "302", "303", "304")]
+    results = [(process.wait(timeout=300), *process.communicate()) for process in creates]
+    assert [code for code, _, _ in results] == [0, 0, 0, 0], results
+    assert [fresh.layout.shared_root(node_image.name)] == fresh.layout.shared_roots_of(node_image.name)
+    rows = _rows(fresh, "-a")
+    assert set(rows) == {"301", "302", "303", "304"} and {row["layout"] for row in rows.values()} == {"shared"}
+    assert fresh.run("303", "cat", "/etc/hostname")[0] == 0
+    for ctid in rows:
+        fresh.ok("destroy", ctid)
+    assert not mounts_under(fresh.vz)
