@@ -31,12 +31,16 @@ def _say(message: str) -> None:
     print(message, flush=True)
 
 
+def _say_to_stderr(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
 
 def cmd_build(args: argparse.Namespace, config: Config) -> int:
     options = steps.BuildOptions(refresh=args.refresh, offline=args.offline, locked=args.locked)
     if args.offline and args.refresh:
         raise EztError("--offline and --refresh contradict each other")
-    ctx = steps.BuildContext(config, options, _say)
+    ctx = steps.BuildContext(config, options, _say_to_stderr if args.json else _say)  # --json: stdout is JSON
     templates = _templates(config, args.templates)
     if options.locked or options.offline:
         for template in templates:
@@ -54,9 +58,14 @@ def cmd_build(args: argparse.Namespace, config: Config) -> int:
         raise EztError("-j must be at least 1")
     started = time.monotonic()
     runner.run_build(ctx, templates, jobs)
-    for template in templates:
-        latest = imagename.latest_image(config.layout.images, template.name)
-        print(f"{template.name}: {latest if latest else 'no image'}")
+    latest = {template.name: imagename.latest_image(config.layout.images, template.name) for template in templates}
+    if args.json:
+        from builder.manifest import image_summary
+
+        print(json.dumps({"images": [image_summary(path) for path in latest.values() if path]}, indent=2))
+    else:
+        for name, path in latest.items():
+            print(f"{name}: {path if path else 'no image'}")
     print(f"done in {time.monotonic() - started:.1f}s", file=sys.stderr)
     return 0
 
