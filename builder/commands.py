@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import time
@@ -31,16 +32,12 @@ def _say(message: str) -> None:
     print(message, flush=True)
 
 
-def _say_to_stderr(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
 
 def cmd_build(args: argparse.Namespace, config: Config) -> int:
     options = steps.BuildOptions(refresh=args.refresh, offline=args.offline, locked=args.locked)
     if args.offline and args.refresh:
         raise EztError("--offline and --refresh contradict each other")
-    ctx = steps.BuildContext(config, options, _say_to_stderr if args.json else _say)  # --json: stdout is JSON
+    ctx = steps.BuildContext(config, options, _say)
     templates = _templates(config, args.templates)
     if options.locked or options.offline:
         for template in templates:
@@ -57,7 +54,8 @@ def cmd_build(args: argparse.Namespace, config: Config) -> int:
     if jobs < 1:
         raise EztError("-j must be at least 1")
     started = time.monotonic()
-    runner.run_build(ctx, templates, jobs)
+    with contextlib.redirect_stdout(sys.stderr) if args.json else contextlib.nullcontext():  # stdout: the JSON
+        runner.run_build(ctx, templates, jobs)
     latest = {template.name: imagename.latest_image(config.layout.images, template.name) for template in templates}
     if args.json:
         from builder.manifest import image_summary

@@ -297,7 +297,7 @@ def cmd_list_apps(args: argparse.Namespace, config: Config) -> int:
 def cmd_exec(args: argparse.Namespace, config: Config) -> int:
     argv = list(args.argv)
     if not argv:
-        raise EztError("ezt exec: no command given (ezt exec CTID -- CMD ...)")
+        raise EztError("ezt exec: no command given (ezt exec CTID CMD ...)")
     return container.exec_in(_node(args, config), validate_ctid(args.ctid), argv)
 
 
