@@ -1,5 +1,5 @@
-"""The ``ezt`` command line: build, lock, recipes, info, publish; the node commands are
-:mod:`runtime.commands`'.
+"""The ``ezt`` command line: build, lock, recipes, info, publish here, the node commands
+in :mod:`runtime.commands`.
 
 Options go anywhere on the line, as users of vzctl and most tools expect: the global
 ones (``--config``, ``--recipes``, ``--cache-dir``, ``--vz-root``) even before the

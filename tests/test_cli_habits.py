@@ -107,6 +107,21 @@ def test_global_options_before_the_command(tmp_path: Path) -> None:
     assert refused.returncode == 2 and "unrecognized arguments: --vz-root" in refused.stderr
 
 
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["--vz-root", "V", "list", "-a"], ["list", "--vz-root", "V", "-a"]),
+        (["--config=C", "--cache-dir", "D", "build", "T"], ["build", "--config=C", "--cache-dir", "D", "T"]),
+        (["list", "--vz-root", "V"], ["list", "--vz-root", "V"]),
+        (["--vz-root", "V", "--help"], ["--vz-root", "V", "--help"]),  # no command: argparse says what is wrong
+        (["--version"], ["--version"]),
+    ],
+)
+def test_command_word_first(argv: list[str], expected: list[str]) -> None:
+    """The command word goes first, so that only its parser is built (start-up time)."""
+    assert cli._command_first(argv) == expected
+
+
 def test_list_takes_the_configuration_and_shows_status(tmp_path: Path) -> None:
     """``list --config FILE`` (refused before): the file's ``vz_root`` is the node area;
     every JSON row has the table's STATUS."""
