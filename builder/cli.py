@@ -1,4 +1,9 @@
-"""The ``ezt`` command line: build, lock, recipes, info."""
+"""The ``ezt`` command line: build, lock, recipes, info, publish here, the node commands
+in :mod:`runtime.commands`.
+
+Options go anywhere on the line, as users of vzctl and most tools expect: the global
+ones (``--config``, ``--recipes``, ``--cache-dir``, ``--vz-root``) even before the
+command, and every command's options between or after its positionals."""
 
 from __future__ import annotations
 
@@ -21,12 +26,38 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"ezt: error: {self.prog}: {message} (see {self.prog} --help)\n")
 
 
+class _CommandParser(_Parser):
+    """A sub-command's parser: options and positionals intermixed (``ezt template add
+    --vz-root V IMAGE``, ``ezt install CT APP --refresh APP2``). Plain argparse ends a
+    ``nargs="*"`` positional at the first option and refuses what follows it."""
+
+    _mixing = False
+
+    def parse_known_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        if self._mixing:  # the two passes of parse_known_intermixed_args
+            return super().parse_known_args(args, namespace)
+        self._mixing = True
+        try:
+            return self.parse_known_intermixed_args(args, namespace)
+        finally:
+            self._mixing = False
+
+
 def _common() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--recipes", type=Path, metavar="DIR", help="recipe directories (default ./recipes)")
-    common.add_argument("--cache-dir", type=Path, metavar="DIR", help="build output (default ./cache)")
-    common.add_argument("--config", type=Path, metavar="FILE", help="YAML configuration file")
+    common.add_argument("--recipes", type=Path, metavar="DIR",
+                        help="recipe directories: templates, and apps for the node commands (default ./recipes)")
+    common.add_argument("--cache-dir", type=Path, metavar="DIR",
+                        help="the builder's cache: images, metadata, package pool (default ./cache)")
+    common.add_argument("--config", type=Path, metavar="FILE",
+                        help="ezt's YAML configuration (default $EZT_CONFIG, else /etc/ezt/ezt.yaml)")
     return common
+
+
+GLOBAL_OPTIONS = ("--config", "--recipes", "--cache-dir", "--vz-root")
+"""Options taking a value that may also come before the command word (``ezt --vz-root V list``)."""
 
 
 class _Unused(argparse.ArgumentParser):
@@ -59,62 +90,109 @@ class Commands:
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     """The ``ezt`` parser; ``only`` names the one sub-command to build (all when None or
     when it names none: argparse then lists them all in its error)."""
+    from runtime.commands import JSON_HELP, add_parsers
+
     common = _common()
-    parser = _Parser(prog="ezt", description="Build dated, verified template cache images.")
-    parser.add_argument("--version", action="version", version=f"ezt {__version__}")
-    choices = cast(  # the sub-commands are _Parser too (argparse makes them of the parent's class)
+    parser = _Parser(prog="ezt", description="Build dated, verified template cache images; run containers from them.")
+    parser.add_argument("--version", action="version", version=f"ezt {__version__}", help="print ezt's version")
+    choices = cast(
         "argparse._SubParsersAction[argparse.ArgumentParser]",
-        parser.add_subparsers(dest="command", required=True, metavar="COMMAND"),
-    )
+        parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_CommandParser,
+                              help="see ezt COMMAND --help"),
+    )  # fmt: skip
     sub = Commands(choices, only)
 
     build = sub.add_parser("build", parents=[common], help="build cache images (all OS templates by default)")
-    build.add_argument("templates", nargs="*", metavar="TEMPLATE")
+    build.add_argument("templates", nargs="*", metavar="TEMPLATE", help="templates or app caches (default: all)")
     build.add_argument("-j", "--jobs", type=int, help="templates built in parallel")
     build.add_argument("--locked", action="store_true", help="build exactly the existing lock")
     build.add_argument("--offline", action="store_true", help="no network: lock and pool only")
     build.add_argument("--refresh", action="store_true", help="revalidate repository metadata now")
     build.add_argument("--dry-run", action="store_true", help="say what would run and why")
-    build.add_argument("--json", action="store_true", help="machine-readable output (with --dry-run)")
+    build.add_argument("--json", action="store_true", help="the images built (or, with --dry-run, the steps) as JSON")
 
     lock = sub.add_parser("lock", parents=[common], help="resolve templates and write their lock files")
-    lock.add_argument("templates", nargs="+", metavar="TEMPLATE")
+    lock.add_argument("templates", nargs="+", metavar="TEMPLATE", help="templates or app caches to resolve")
     lock.add_argument("--refresh", action="store_true", help="revalidate repository metadata now")
 
     recipes = sub.add_parser("recipes", parents=[common], help="list recipes, templates and built images")
-    recipes.add_argument("--json", action="store_true")
+    recipes.add_argument("--json", action="store_true", help=JSON_HELP)
 
     info = sub.add_parser("info", parents=[common], help="show a template's repositories, packages and state")
-    info.add_argument("template", metavar="TEMPLATE")
-    info.add_argument("--json", action="store_true")
+    info.add_argument("template", metavar="TEMPLATE", help="a template or app cache")
+    info.add_argument("--json", action="store_true", help=JSON_HELP)
 
     publish = sub.add_parser("publish", parents=[common], help="publish cache images to a static tree")
-    publish.add_argument("templates", nargs="*", metavar="TEMPLATE")
-    publish.add_argument("--to", required=True, metavar="DEST", help="a directory or file:// URL")
+    publish.add_argument("templates", nargs="*", metavar="TEMPLATE", help="templates to publish (default: all built)")
+    publish.add_argument("--to", required=True, metavar="DEST", help="a directory, file:// URL or oci://HOST/NAMESPACE")
     publish.add_argument("--keep", type=int, metavar="N", help="keep each template's newest N images")
     publish.add_argument("--sign-key", type=Path, metavar="FILE", help="secret key signing index.json")
-    publish.add_argument("--json", action="store_true")
+    publish.add_argument("--json", action="store_true", help=JSON_HELP)
 
-    from runtime.commands import add_parsers
-
-    add_parsers(sub)
+    add_parsers(sub, common)
     if only is not None and only not in choices.choices:
         return build_parser()
     return parser
 
 
 def _config(args: argparse.Namespace) -> Config:
-    return load_config(getattr(args, "config", None)).with_paths(args.recipes, args.cache_dir)
+    try:
+        config = load_config(args.config)
+    except EztError as exc:  # vzctl's ``create --config NAME`` is ezt's --sample-config
+        if args.command == "create" and args.config is not None and not args.config.exists():
+            raise EztError(f"{exc.message} (a vzctl sample config is --sample-config NAME)", exc.where) from exc
+        raise
+    return config.with_paths(args.recipes, args.cache_dir)
+
+
+def _command_first(words: list[str]) -> list[str]:
+    """``ezt --vz-root V list`` as ``ezt list --vz-root V``: global options given before
+    the command word move after it, where its parser takes them."""
+    leading: list[str] = []
+    at = 0
+    while at < len(words):
+        name = words[at].split("=", 1)[0]
+        if name not in GLOBAL_OPTIONS:
+            break
+        width = 1 if "=" in words[at] else 2
+        leading += words[at : at + width]
+        at += width
+    if not leading or at >= len(words) or words[at].startswith("-"):
+        return words
+    return [words[at], *leading, *words[at + 1 :]]
+
+
+def _split_command(parser: argparse.ArgumentParser, words: list[str]) -> tuple[list[str], list[str] | None]:
+    """``ezt exec [OPTIONS] CTID [OPTIONS] [--] CMD...`` (vzctl's ``exec CTID CMD...``):
+    ezt's words, and the command: everything after ``--``, else from the first word
+    after the CTID that is not one of exec's options (or an option's value)."""
+    choices = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    options = choices.choices["exec"]._option_string_actions
+    ctid_seen = False
+    at = 1
+    while at < len(words):
+        word = words[at]
+        if word == "--":
+            return words[:at], words[at + 1 :]
+        if word.startswith("-") and word != "-":
+            name = word.split("=", 1)[0]
+            known = [option for option in options if option.startswith(name)] if name.startswith("--") else []
+            action = options.get(name) or (options[known[0]] if len(known) == 1 else None)
+            at += 2 if action is not None and action.nargs != 0 and "=" not in word else 1
+            continue  # an unknown option stays with ezt's words: argparse refuses it
+        if ctid_seen:
+            return words[:at], words[at:]
+        ctid_seen = True
+        at += 1
+    return words, None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    words = list(sys.argv[1:] if argv is None else argv)
+    words = _command_first(list(sys.argv[1:] if argv is None else argv))
     parser = build_parser(words[0] if words and not words[0].startswith("-") else None)
     tail: list[str] | None = None
-    if words[:1] == ["exec"] and "--" in words:
-        # ``ezt exec CTID [options] -- CMD...``: the command is everything after ``--``
-        split = words.index("--")
-        words, tail = words[:split], words[split + 1 :]
+    if words[:1] == ["exec"]:
+        words, tail = _split_command(parser, words)
     args = parser.parse_args(words)
     if tail is not None:
         args.argv = tail

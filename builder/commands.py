@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import time
@@ -53,10 +54,16 @@ def cmd_build(args: argparse.Namespace, config: Config) -> int:
     if jobs < 1:
         raise EztError("-j must be at least 1")
     started = time.monotonic()
-    runner.run_build(ctx, templates, jobs)
-    for template in templates:
-        latest = imagename.latest_image(config.layout.images, template.name)
-        print(f"{template.name}: {latest if latest else 'no image'}")
+    with contextlib.redirect_stdout(sys.stderr) if args.json else contextlib.nullcontext():  # stdout: the JSON
+        runner.run_build(ctx, templates, jobs)
+    latest = {template.name: imagename.latest_image(config.layout.images, template.name) for template in templates}
+    if args.json:
+        from builder.manifest import image_summary
+
+        print(json.dumps({"images": [image_summary(path) for path in latest.values() if path]}, indent=2))
+    else:
+        for name, path in latest.items():
+            print(f"{name}: {path if path else 'no image'}")
     print(f"done in {time.monotonic() - started:.1f}s", file=sys.stderr)
     return 0
 

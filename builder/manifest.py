@@ -178,6 +178,14 @@ def read_manifest(path: Path) -> Manifest:
     return parse_manifest(raw, path)
 
 
+def image_summary(image_path: Path) -> dict[str, Any]:
+    """An image as the commands' ``--json`` results name one (``build``, ``template add``):
+    template, dated name, path, sha256 and size, from its manifest."""
+    manifest = read_manifest(manifest_path(image_path))
+    return {"template": manifest.template, "image": image_path.name.removesuffix(".tar.zst"),
+            "path": str(image_path), "sha256": manifest.image_sha256, "size": manifest.image_size}  # fmt: skip
+
+
 def parse_manifest(raw: bytes, path: Path | str) -> Manifest:
     """A manifest from its bytes (fetched ones too); errors name ``path``."""
     try:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -20,24 +21,23 @@ if TYPE_CHECKING:
     from builder.cli import Commands
 
 
-def add_parsers(sub: Commands) -> None:
-    """Register the runtime commands; every one takes ``--vz-root DIR``.
+JSON_HELP = "machine-readable output: one JSON document on stdout"
 
-    ``--config`` is vzctl's sample config on ``create``, so the YAML configuration
-    of node commands comes from ``$EZT_CONFIG`` (or /etc/ezt/ezt.yaml).
-    """
-    node = argparse.ArgumentParser(add_help=False)
-    node.add_argument("--vz-root", type=Path, metavar="DIR", help="node area (default /vz)")
-    node.add_argument("--recipes", type=Path, metavar="DIR",
-                      help="recipe directories, for the application commands (default ./recipes)")
-    node.add_argument("--cache-dir", type=Path, metavar="DIR",
-                      help="builder cache: its images are usable too; apps use its metadata and pool")
+
+def add_parsers(sub: Commands, common: argparse.ArgumentParser) -> None:
+    """Register the runtime commands; every one takes ``--vz-root DIR`` and the
+    builder's ``common`` options (``--config FILE``, ``--recipes DIR``, ``--cache-dir
+    DIR``): one definition, so one meaning, for build and node commands alike."""
+    node = argparse.ArgumentParser(add_help=False, parents=[common])
+    node.add_argument("--vz-root", type=Path, metavar="DIR", help="node area (default /vz, or vz_root in the config)")
+    ctid_help = "container ID: a positive integer or a name of a-z, 0-9 and -"
 
     template = sub.add_parser("template", parents=[node],
                               help="the node's template caches: add, list, remove, pull, update")  # fmt: skip
-    template.add_argument("action", choices=("add", "list", "remove", "pull", "update"))
-    template.add_argument("files", nargs="*", type=Path, metavar="IMAGE")
-    template.add_argument("--json", action="store_true")
+    template.add_argument("action", choices=("add", "list", "remove", "pull", "update"), help="what to do")
+    template.add_argument("files", nargs="*", type=Path, metavar="IMAGE",
+                          help="add: image files; remove: dated images; pull: templates or dated images")
+    template.add_argument("--json", action="store_true", help=JSON_HELP)
     template.add_argument("--from", dest="source", metavar="SOURCE",
                           help="pull/update: the published tree (URL or directory; default: remote in the config)")
     template.add_argument("--remote", nargs="?", const="", metavar="SOURCE",
@@ -46,56 +46,56 @@ def add_parsers(sub: Commands) -> None:
     template.add_argument("--no-verify", action="store_true", help="take an unsigned index unchecked")
 
     create = sub.add_parser("create", parents=[node], help="create a container from a cache image")
-    create.add_argument("ctid", metavar="CTID")
-    create.add_argument("--ostemplate", required=True, metavar="TEMPLATE")
-    create.add_argument("--layout", choices=("plain", "shared"), default="plain")
-    create.add_argument("--hostname")
-    create.add_argument("--ipadd", action="append", default=[], metavar="ADDR")
-    create.add_argument("--nameserver", action="append", default=[], metavar="ADDR")
-    create.add_argument("--searchdomain", action="append", default=[], metavar="DOMAIN")
-    create.add_argument("--userpasswd", metavar="USER:PASSWORD")
-    create.add_argument("--config", dest="sample", type=Path, metavar="SAMPLE", help="sample config merged first")
+    create.add_argument("ctid", metavar="CTID", help=ctid_help)
+    create.add_argument("--ostemplate", required=True, metavar="TEMPLATE",
+                        help="a template (its newest image) or a dated image")
+    create.add_argument("--layout", choices=("plain", "shared"), default="plain",
+                        help="plain: an unpacked copy; shared: an overlay on the image's shared root")
+    _settings(create)
+    create.add_argument("--sample-config", dest="sample", metavar="NAME|FILE",
+                        help="sample config merged first: a file, or NAME for ve-NAME.conf-sample in the "
+                        "node's config directory (vzctl create's --config NAME)")  # fmt: skip
     create.add_argument("--app", action="append", default=[], metavar="APP",
                         help="application (repeatable): from the app cache if there is one, else installed")
+    create.add_argument("--json", action="store_true", help=JSON_HELP)
 
     install = sub.add_parser("install", parents=[node], help="install applications into a container")
-    install.add_argument("ctid", metavar="CTID")
-    install.add_argument("apps", nargs="+", metavar="APP")
+    install.add_argument("ctid", metavar="CTID", help=ctid_help)
+    install.add_argument("apps", nargs="+", metavar="APP", help="applications to install")
     install.add_argument("--refresh", action="store_true", help="revalidate repository metadata now")
+    install.add_argument("--json", action="store_true", help=JSON_HELP)
     remove = sub.add_parser("remove", parents=[node], help="remove applications from a container")
-    remove.add_argument("ctid", metavar="CTID")
-    remove.add_argument("apps", nargs="+", metavar="APP")
+    remove.add_argument("ctid", metavar="CTID", help=ctid_help)
+    remove.add_argument("apps", nargs="+", metavar="APP", help="applications to remove")
     update = sub.add_parser("update", parents=[node], help="upgrade a container's packages (all, or the apps')")
-    update.add_argument("ctid", metavar="CTID")
-    update.add_argument("apps", nargs="*", metavar="APP")
+    update.add_argument("ctid", metavar="CTID", help=ctid_help)
+    update.add_argument("apps", nargs="*", metavar="APP", help="only these applications' packages (default: all)")
     list_apps = sub.add_parser("list-apps", parents=[node], help="a container's applications: installed, available")
-    list_apps.add_argument("ctid", metavar="CTID")
-    list_apps.add_argument("--json", action="store_true")
+    list_apps.add_argument("ctid", metavar="CTID", help=ctid_help)
+    list_apps.add_argument("--json", action="store_true", help=JSON_HELP)
     list_apps.set_defaults(command="list_apps")  # the handler is cmd_list_apps
 
     run = sub.add_parser("exec", parents=[node], help="run a command inside a container")
-    run.add_argument("ctid", metavar="CTID")
-    run.add_argument("argv", nargs="*", metavar="-- CMD", help="the command, after --")
+    run.add_argument("ctid", metavar="CTID", help=ctid_help)
+    run.add_argument("argv", nargs="*", metavar="CMD",
+                     help="the command and its arguments: the words after the CTID (and ezt's options), or after --")
     enter = sub.add_parser("enter", parents=[node], help="an interactive shell inside a container")
-    enter.add_argument("ctid", metavar="CTID")
+    enter.add_argument("ctid", metavar="CTID", help=ctid_help)
     start = sub.add_parser("start", parents=[node], help="boot a container's init (or every ONBOOT one)")
-    start.add_argument("ctid", nargs="?", metavar="CTID")
+    start.add_argument("ctid", nargs="?", metavar="CTID", help=ctid_help)
     start.add_argument("--onboot", action="store_true", help="start every stopped container with ONBOOT=yes")
     for name, text in (("stop", "shut a container down"), ("restart", "stop, then start a container")):
         verb = sub.add_parser(name, parents=[node], help=text)
-        verb.add_argument("ctid", metavar="CTID")
+        verb.add_argument("ctid", metavar="CTID", help=ctid_help)
         verb.add_argument("--fast", action="store_true", help="kill at once instead of a clean shutdown")
         if name == "stop":
             verb.add_argument("--timeout", type=int, default=60, metavar="SECONDS",
                               help="wait this long for a clean shutdown, then kill (default 60)")
     change = sub.add_parser("set", parents=[node], help="change a container's host name, addresses, DNS, password")
-    change.add_argument("ctid", metavar="CTID")
-    change.add_argument("--hostname")
-    change.add_argument("--ipadd", action="append", default=[], metavar="ADDR")
-    change.add_argument("--ipdel", action="append", default=[], metavar="ADDR|all")
-    change.add_argument("--nameserver", action="append", default=[], metavar="ADDR")
-    change.add_argument("--searchdomain", action="append", default=[], metavar="DOMAIN")
-    change.add_argument("--userpasswd", metavar="USER:PASSWORD")
+    change.add_argument("ctid", metavar="CTID", help=ctid_help)
+    _settings(change)
+    change.add_argument("--ipdel", action="append", default=[], metavar="ADDR|all",
+                        help="remove an address (repeatable; all: every one)")
     change.add_argument("--memory", "--ram", metavar="SIZE", help="memory limit (e.g. 512M)")
     change.add_argument("--swap", metavar="SIZE", help="swap allowed beyond --memory (default none)")
     change.add_argument("--cpus", metavar="N", help="CPU time limit in CPUs (e.g. 1, 0.5)")
@@ -103,16 +103,28 @@ def add_parsers(sub: Commands) -> None:
     change.add_argument("--diskspace", metavar="SIZE", help="saved only: not enforced (see the README)")
     change.add_argument("--onboot", choices=("yes", "no"), help="start with 'ezt start --onboot'")
     state = sub.add_parser("status", parents=[node], help="whether a container exists, is mounted, is running")
-    state.add_argument("ctid", metavar="CTID")
-    state.add_argument("--json", action="store_true")
+    state.add_argument("ctid", metavar="CTID", help=ctid_help)
+    state.add_argument("--json", action="store_true", help=JSON_HELP)
     for name in ("mount", "umount", "destroy"):
         one = sub.add_parser(name, parents=[node], help=f"{name} a container")
-        one.add_argument("ctid", metavar="CTID")
+        one.add_argument("ctid", metavar="CTID", help=ctid_help)
     listing = sub.add_parser("list", parents=[node], help="containers, vzlist style")
     listing.add_argument("-a", "--all", action="store_true", help="also stopped containers")
-    listing.add_argument("--json", action="store_true")
+    listing.add_argument("--json", action="store_true", help=JSON_HELP)
     listing.add_argument("--disk", action="store_true",
                          help="also each container's disk use (walks every file: slow for many containers)")
+
+
+def _settings(parser: argparse.ArgumentParser) -> None:
+    """The settings ``create`` and ``set`` share, as vzctl spells them."""
+    parser.add_argument("--hostname", metavar="NAME", help="the container's host name")
+    parser.add_argument("--ipadd", action="append", default=[], metavar="ADDR",
+                        help="an IP address, ADDR or ADDR/PREFIX (repeatable)")
+    parser.add_argument("--nameserver", action="append", default=[], metavar="ADDR",
+                        help="a DNS server for /etc/resolv.conf (repeatable)")
+    parser.add_argument("--searchdomain", action="append", default=[], metavar="DOMAIN",
+                        help="a DNS search domain (repeatable)")
+    parser.add_argument("--userpasswd", metavar="USER:PASSWORD", help="set a user's password, hashed inside")
 
 
 def _node(args: argparse.Namespace, config: Config) -> NodeLayout:
@@ -127,6 +139,13 @@ def _node(args: argparse.Namespace, config: Config) -> NodeLayout:
     return NodeLayout(config.vz_root.absolute(), conf_dir, node)
 
 
+def _say(args: argparse.Namespace) -> Callable[[str], None]:
+    """Progress lines: stdout, but stderr under ``--json`` (stdout is the JSON alone)."""
+    if args.json:
+        return lambda message: print(message, file=sys.stderr, flush=True)
+    return lambda message: print(message, flush=True)
+
+
 def cmd_template(args: argparse.Namespace, config: Config) -> int:
     layout = _node(args, config)
     if args.action in ("pull", "update") or args.remote is not None:
@@ -136,8 +155,14 @@ def cmd_template(args: argparse.Namespace, config: Config) -> int:
     if args.action == "add":
         if not args.files:
             raise EztError("ezt template add: name at least one image file")
-        for image in args.files:
-            print(store.add_image(layout, image))
+        added = [store.add_image(layout, image) for image in args.files]
+        if args.json:
+            from builder.manifest import image_summary
+
+            print(json.dumps({"images": [image_summary(path) for path in added]}, indent=2))
+        else:
+            for path in added:
+                print(path)
         return 0
     if args.action == "remove":
         if not args.files:
@@ -156,25 +181,50 @@ def cmd_template(args: argparse.Namespace, config: Config) -> int:
     return 0
 
 
+def _sample(layout: NodeLayout, sample: str | None) -> Path | None:
+    """``--sample-config``: a file, or vzctl's NAME for ``ve-NAME.conf-sample`` in the
+    node's config directory."""
+    if sample is None:
+        return None
+    if "/" in sample or Path(sample).is_file():
+        return Path(sample)
+    named = layout.conf_dir / f"ve-{sample}.conf-sample"
+    if not named.is_file():
+        raise EztError(f"--sample-config {sample}: no such file, and no {named}")
+    return named
+
+
 def cmd_create(args: argparse.Namespace, config: Config) -> int:
     ctid = validate_ctid(args.ctid)
     layout = _node(args, config)
     extra = (config.layout.images,)
+    sample = _sample(layout, args.sample)
 
     def make(image: str, after: Callable[[], None] | None) -> Path:
         return container.create(
             layout, ctid, image, layout_kind=args.layout, hostname=args.hostname, ips=tuple(args.ipadd),
             nameservers=tuple(args.nameserver), searchdomains=tuple(args.searchdomain), userpasswd=args.userpasswd,
-            sample_config=args.sample, extra_image_dirs=extra, after=after,
+            sample_config=sample, extra_image_dirs=extra, after=after,
         )  # fmt: skip
 
     if args.app:
         from runtime import apps  # the package machinery: only when apps are asked for
 
-        path = apps.create_with_apps(config, layout, ctid, args.ostemplate, args.app, make, extra_image_dirs=extra)
+        path = apps.create_with_apps(config, layout, ctid, args.ostemplate, args.app, make, extra_image_dirs=extra,
+                                     say=_say(args))  # fmt: skip
     else:
         path = make(args.ostemplate, None)
-    print(f"container {ctid} created ({args.layout}): {path}")
+    if not args.json:
+        print(f"container {ctid} created ({args.layout}): {path}")
+        return 0
+    from runtime.ctconfig import split_list
+    from runtime.listing import read_ct_config
+
+    values, state = read_ct_config(layout, ctid), container.status(layout, ctid)
+    print(json.dumps({"ctid": ctid, "status": "running" if state.running else "stopped", "layout": state.layout,
+                      "ostemplate": state.ostemplate, "hostname": values.get("HOSTNAME", ""),
+                      "ips": split_list(values.get("IP_ADDRESS")), "apps": split_list(values.get("TEMPLATES")),
+                      "config": str(path)}, indent=2))  # fmt: skip
     return 0
 
 
@@ -186,7 +236,11 @@ def cmd_install(args: argparse.Namespace, config: Config) -> int:
     from runtime import apps
 
     ctid = validate_ctid(args.ctid)
-    done = apps.install_apps(config, _node(args, config), ctid, args.apps, refresh=args.refresh)
+    done = apps.install_apps(config, _node(args, config), ctid, args.apps, refresh=args.refresh, say=_say(args))
+    if args.json:
+        print(json.dumps({"ctid": ctid, "apps": list(done.apps), "installed": [
+            {"name": p.name, "version": p.version, "arch": p.arch} for p in done.added]}, indent=2))  # fmt: skip
+        return 0
     names = ", ".join(p.name for p in done.added)
     added = f"{_packages(len(done.added))} ({names})" if done.added else "no new packages"
     print(f"container {ctid}: installed {' '.join(done.apps)}: {added}")
@@ -245,7 +299,7 @@ def cmd_list_apps(args: argparse.Namespace, config: Config) -> int:
 def cmd_exec(args: argparse.Namespace, config: Config) -> int:
     argv = list(args.argv)
     if not argv:
-        raise EztError("ezt exec: no command given (ezt exec CTID -- CMD ...)")
+        raise EztError("ezt exec: no command given (ezt exec CTID CMD ...)")
     return container.exec_in(_node(args, config), validate_ctid(args.ctid), argv)
 
 
@@ -341,15 +395,14 @@ def cmd_status(args: argparse.Namespace, config: Config) -> int:
 
 def cmd_list(args: argparse.Namespace, config: Config) -> int:
     rows = [c for c in container.list_containers(_node(args, config), disk=args.disk) if args.all or c.processes]
-    if args.json:
-        print(json.dumps([c._asdict() for c in rows], indent=2))  # every field of the record
+    if args.json:  # every field of the record, and the table's STATUS
+        print(json.dumps([{**c._asdict(), "status": c.status} for c in rows], indent=2))
         return 0
     disk_head = f" {'DISK':>9}" if args.disk else ""
     print(f"{'CTID':<10} {'NPROC':>5} {'STATUS':<9} {'HOSTNAME':<20} {'IP_ADDR':<18} {'LAYOUT':<7}{disk_head} "
           "OSTEMPLATE")
     for c in rows:
-        state = "running" if c.processes else "stopped"
         disk = f" {(c.disk_used or 0) / 1e6:8.1f}M" if args.disk else ""
-        print(f"{c.ctid:<10} {c.processes:>5} {state:<9} {c.hostname or '-':<20} {' '.join(c.ips) or '-':<18} "
+        print(f"{c.ctid:<10} {c.processes:>5} {c.status:<9} {c.hostname or '-':<20} {' '.join(c.ips) or '-':<18} "
               f"{c.layout:<7}{disk} {c.ostemplate}")
     return 0

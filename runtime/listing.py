@@ -36,6 +36,11 @@ class ContainerInfo(NamedTuple):
     processes: int = 0
     onboot: bool = False
 
+    @property
+    def status(self) -> str:
+        """vzlist's STATUS column: ``running`` or ``stopped``."""
+        return "running" if self.processes else "stopped"
+
 
 class ContainerStatus(NamedTuple):
     """``ezt status``: whether the container exists, its root is usable (``mounted``)

@@ -67,7 +67,8 @@ def test_waits_as_long_as_the_holder_progresses(tmp_path: Path, image: Path) -> 
             waited = time.monotonic() - started
             assert process.wait(timeout=5) == 0  # we hold it only once the holder is done
     assert waited > 1.5  # longer than the patience: the progress kept it waiting
-    assert said and all(line.startswith(f"ezt: waiting for image T: pid {process.pid} is unpacking it (") for line in said)
+    prefix = f"ezt: waiting for image T: pid {process.pid} is unpacking it ("
+    assert said and all(line.startswith(prefix) for line in said)
     assert said[0].endswith("% read)")
 
 
@@ -77,7 +78,7 @@ def test_gives_up_when_the_holder_stops_moving(tmp_path: Path, image: Path) -> N
         assert progress is not None and progress.pid == process.pid and progress.total == 8 << 20
         assert progress.done > 0
         with (
-            pytest.raises(EztError, match=rf"image T is locked by another ezt command \(pid {process.pid}, no progress"),
+            pytest.raises(EztError, match=rf"image T is locked by another ezt command \(pid {process.pid}, no prog"),
             image_flock(tmp_path / "image.lck", fcntl.LOCK_SH, image, "image T", 0.5, print),
         ):
             pass

@@ -137,6 +137,12 @@ def test_template_add_and_list(tmp_path: Path, node_image: NodeImage) -> None:
     for _ in range(2):  # a second import of the same image changes nothing
         added = ezt("template", "add", str(node_image.path), "--vz-root", vz)
         assert (added.returncode, added.stdout, added.stderr) == (0, f"{store / node_image.path.name}\n", "")
+    again = ezt("template", "add", "--vz-root", vz, "--json", str(node_image.path))  # options before the image
+    assert again.returncode == 0, again.stderr
+    digest = hashlib.sha256(node_image.path.read_bytes()).hexdigest()
+    assert json.loads(again.stdout) == {"images": [{
+        "template": node_image.template, "image": node_image.name, "path": str(store / node_image.path.name),
+        "sha256": digest, "size": node_image.path.stat().st_size}]}  # fmt: skip
     assert sorted(p.name for p in store.iterdir()) == sorted(
         node_image.path.name + suffix for suffix in ("", ".json", ".spdx.json")
     )
@@ -382,6 +388,11 @@ def test_exec_status_and_streams(node: Node) -> None:
     assert (fed.returncode, fed.stdout) == (0, "through stdin\n")
     after = ezt("exec", "101", "--vz-root", str(node.vz), "--", "hostname")  # options after the CTID
     assert (after.returncode, after.stdout) == (0, "web1\n")
+    # vzctl's ``exec CTID CMD...``: no --, the command's own options are the command's
+    bare = ezt("exec", "--vz-root", str(node.vz), "102", "sh", "-c", 'echo "$0 $1"', "-l", "--vz-root")
+    assert (bare.returncode, bare.stdout) == (0, "-l --vz-root\n"), bare.stderr
+    listed = ezt("exec", "101", "--vz-root", str(node.vz), "ls", "-d", "/etc")
+    assert (listed.returncode, listed.stdout) == (0, "/etc\n"), listed.stderr
 
 
 def test_exec_missing_command_status(node: Node) -> None:
@@ -508,6 +519,7 @@ def test_mount_umount_list(node: Node) -> None:
         "mounted": True,  # plain is always usable; a shared one only when mounted
         "processes": 0,
         "onboot": False,
+        "status": "stopped",
     }
     assert {key: rows["101"][key] for key in expected} == expected
     assert rows["102"]["layout"] == "shared" and rows["102"]["mounted"] is False
@@ -532,6 +544,40 @@ def test_mount_umount_list(node: Node) -> None:
     for command in ("mount", "umount", "destroy"):
         assert_user_error(node.ezt(command, "999"), "container 999 does not exist")
         assert_user_error(node.ezt(command, "0"), "invalid container ID '0'")
+
+
+def test_create_json_configuration_and_sample(tmp_path: Path, node_image: NodeImage) -> None:
+    """``create --json``: the new container as one JSON object. ``--config FILE`` is ezt's
+    configuration here too (its ``vz_root`` is the node area); the vzctl sample config is
+    ``--sample-config``, a file or vzctl's NAME for ``ve-NAME.conf-sample``."""
+    vz = tmp_path / "vz"
+    config = tmp_path / "ezt.yaml"
+    config.write_text(f"vz_root: {vz}\n")
+    (vz / "conf").mkdir(parents=True)
+    (vz / "conf" / "ve-small.conf-sample").write_text('# a small container\nONBOOT="yes"\nHOSTNAME="sample"\n')
+    options = ("--config", str(config), "--cache-dir", str(node_image.cache_dir))
+    made = ezt("create", "120", "--ostemplate", node_image.template, "--ipadd", "198.51.100.120", "--json",
+               "--sample-config", "small", "--hostname", "h120", *options)  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    assert json.loads(made.stdout) == {
+        "ctid": "120", "status": "stopped", "layout": "plain", "ostemplate": node_image.name, "hostname": "h120",
+        "ips": ["198.51.100.120"], "apps": [], "config": str(vz / "conf" / "120.conf"),
+    }  # fmt: skip
+    written = (vz / "conf" / "120.conf").read_text()
+    assert written.startswith("# a small container\n") and 'ONBOOT="yes"' in written and 'HOSTNAME="h120"' in written
+    sample = tmp_path / "plain.sample"
+    sample.write_text('ONBOOT="no"\n')
+    shared = ezt("create", "121", "--ostemplate", node_image.template, "--layout", "shared", "--json",
+                 "--sample-config", str(sample), *options)  # fmt: skip
+    assert shared.returncode == 0, shared.stderr
+    assert {key: json.loads(shared.stdout)[key] for key in ("ctid", "status", "layout", "ips")} == {
+        "ctid": "121", "status": "stopped", "layout": "shared", "ips": []}  # fmt: skip
+    assert 'ONBOOT="no"' in (vz / "conf" / "121.conf").read_text()
+    rows = json.loads(ezt("list", "-a", "--json", "--config", str(config)).stdout)
+    assert [(row["ctid"], row["status"], row["onboot"]) for row in rows] == [("120", "stopped", True),
+                                                                             ("121", "stopped", False)]  # fmt: skip
+    for ctid in ("120", "121"):
+        assert ezt("destroy", ctid, "--config", str(config)).returncode == 0
 
 
 def test_list_empty(tmp_path: Path, node_image: NodeImage) -> None:
