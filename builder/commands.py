@@ -8,7 +8,7 @@ import sys
 import time
 from typing import Any
 
-from builder import imagename, runner, steps
+from builder import imagename, progress, runner, steps
 from builder.config import Config
 from builder.errors import EztError
 from builder.lock import lock_difference, read_lock
@@ -28,7 +28,7 @@ def _templates(config: Config, names: list[str]) -> list[Buildable]:
 
 
 def _say(message: str) -> None:
-    print(message, flush=True)
+    progress.say(message)  # a line, unless --quiet; above the live lines on a terminal
 
 
 
@@ -56,8 +56,9 @@ def cmd_build(args: argparse.Namespace, config: Config) -> int:
     runner.run_build(ctx, templates, jobs)
     for template in templates:
         latest = imagename.latest_image(config.layout.images, template.name)
-        print(f"{template.name}: {latest if latest else 'no image'}")
-    print(f"done in {time.monotonic() - started:.1f}s", file=sys.stderr)
+        _say(f"{template.name}: {latest if latest else 'no image'}")
+    if not progress.quiet():
+        print(f"done in {time.monotonic() - started:.1f}s", file=sys.stderr)
     return 0
 
 
@@ -83,7 +84,7 @@ def cmd_publish(args: argparse.Namespace, config: Config) -> int:
     if args.json:
         print(json.dumps([row._asdict() for row in done], indent=2))
     else:
-        print(f"published {len(done)} image(s) to {where}")
+        _say(f"published {len(done)} image(s) to {where}")
     return 0
 
 
@@ -92,7 +93,7 @@ def cmd_lock(args: argparse.Namespace, config: Config) -> int:
     templates = _templates(config, args.templates)
     runner.run_build(ctx, templates, 1, only=tuple(f"lock:{t.name}" for t in templates))
     for template in templates:
-        print(config.layout.lock_file(template.name))
+        _say(str(config.layout.lock_file(template.name)))
     return 0
 
 
