@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 
 from tests.cli import CLEAN_ENV, assert_user_error, run_ezt
+from tests.nodeimage import NodeImage
 from tests.repo_factory import GpgKey, RepoServer
 from tests.test_build import TEMPLATE, Site, images
 
@@ -172,3 +173,33 @@ def test_choice_of_reporter() -> None:
     assert type(progress.choose({"CI": "true"}, _FakeTerminal())) is progress.Reporter
     assert type(progress.choose({"TERM": "dumb"}, _FakeTerminal())) is progress.Reporter
     assert type(progress.choose({}, io.StringIO())) is progress.Reporter
+
+
+def test_pull_and_unpack_on_a_terminal(node_image: NodeImage, tmp_path: Path) -> None:
+    """A node's pull and a plain create's unpack have their live lines too; --quiet pulls silently."""
+    tree = tmp_path / "tree"
+    published = run_ezt("publish", node_image.template, "--to", str(tree), "--cache-dir", str(node_image.cache_dir))
+    assert published.returncode == 0, published.stderr
+    served = RepoServer(tree).start()
+    vz = tmp_path / "vz"
+    node = ["--vz-root", str(vz), "--cache-dir", str(tmp_path / "no-builder-cache")]
+    try:
+        status, out = run_on_terminal(["template", "pull", node_image.template, "--from", served.url,
+                                       "--no-verify", *node], {})  # fmt: skip
+        assert status == 0, out
+        assert re.search(r"\r\x1b\[Kpull: [01]/1 files, [\d.]+ [kM]?B/[\d.]+ MB, [\d.]+ [kMG]?B/s", out), out
+        assert ERASE.search(out) and f"pull: {node_image.name}: " in out, out
+        quiet_vz = ["--vz-root", str(tmp_path / "vz2"), "--cache-dir", str(tmp_path / "no-builder-cache")]
+        status, out = run_on_terminal(["template", "pull", node_image.template, "--from", served.url,
+                                       "--no-verify", "--quiet", *quiet_vz], {})  # fmt: skip
+        assert (status, out) == (0, "")
+        assert (tmp_path / "vz2/template/cache" / node_image.path.name).is_file()
+    finally:
+        served.stop()
+    status, out = run_on_terminal(["create", "601", "--ostemplate", node_image.template, *node], {})
+    try:
+        assert status == 0, out
+        assert re.search(r"\r\x1b\[Kunpack: [\d.]+ [kM]?B unpacked, [\d.]+ [kMG]?B/s\r\n", out), out
+        assert out.endswith(f"\x1b[Jcontainer 601 created (plain): {vz}/conf/601.conf\r\n"), out  # the live line gone
+    finally:
+        run_ezt("destroy", "601", "--vz-root", str(vz))
