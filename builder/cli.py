@@ -104,7 +104,8 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
 
     build = sub.add_parser("build", parents=[common], help="build cache images (all OS templates by default)")
     build.add_argument("templates", nargs="*", metavar="TEMPLATE", help="templates or app caches (default: all)")
-    build.add_argument("-j", "--jobs", type=int, help="templates built in parallel")
+    build.add_argument("-j", "--jobs", type=int, help="templates built in parallel (lines start with [template])")
+    build.add_argument("-q", "--quiet", action="store_true", help="no progress, no messages: errors only")
     build.add_argument("--locked", action="store_true", help="build exactly the existing lock")
     build.add_argument("--offline", action="store_true", help="no network: lock and pool only")
     build.add_argument("--refresh", action="store_true", help="revalidate repository metadata now")
@@ -114,6 +115,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     lock = sub.add_parser("lock", parents=[common], help="resolve templates and write their lock files")
     lock.add_argument("templates", nargs="+", metavar="TEMPLATE", help="templates or app caches to resolve")
     lock.add_argument("--refresh", action="store_true", help="revalidate repository metadata now")
+    lock.add_argument("-q", "--quiet", action="store_true", help="no progress, no messages: errors only")
 
     recipes = sub.add_parser("recipes", parents=[common], help="list recipes, templates and built images")
     recipes.add_argument("--json", action="store_true", help=JSON_HELP)
@@ -128,6 +130,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     publish.add_argument("--keep", type=int, metavar="N", help="keep each template's newest N images")
     publish.add_argument("--sign-key", type=Path, metavar="FILE", help="secret key signing index.json")
     publish.add_argument("--json", action="store_true", help=JSON_HELP)
+    publish.add_argument("-q", "--quiet", action="store_true", help="no progress, no messages: errors only")
 
     add_parsers(sub, common)
     if only is not None and only not in choices.choices:
@@ -196,6 +199,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(words)
     if tail is not None:
         args.argv = tail
+    if getattr(args, "quiet", False):
+        from builder import progress
+
+        progress.use(progress.Quiet())
     try:
         from runtime import commands as node_commands
 

@@ -9,7 +9,7 @@ import sys
 import time
 from typing import Any
 
-from builder import imagename, runner, steps
+from builder import imagename, progress, runner, steps
 from builder.config import Config
 from builder.errors import EztError
 from builder.lock import lock_difference, read_lock
@@ -29,7 +29,7 @@ def _templates(config: Config, names: list[str]) -> list[Buildable]:
 
 
 def _say(message: str) -> None:
-    print(message, flush=True)
+    progress.say(message)  # a line, unless --quiet; above the live lines on a terminal
 
 
 
@@ -63,8 +63,9 @@ def cmd_build(args: argparse.Namespace, config: Config) -> int:
         print(json.dumps({"images": [image_summary(path) for path in latest.values() if path]}, indent=2))
     else:
         for name, path in latest.items():
-            print(f"{name}: {path if path else 'no image'}")
-    print(f"done in {time.monotonic() - started:.1f}s", file=sys.stderr)
+            _say(f"{name}: {path if path else 'no image'}")
+    if not progress.quiet():
+        print(f"done in {time.monotonic() - started:.1f}s", file=sys.stderr)
     return 0
 
 
@@ -90,7 +91,7 @@ def cmd_publish(args: argparse.Namespace, config: Config) -> int:
     if args.json:
         print(json.dumps([row._asdict() for row in done], indent=2))
     else:
-        print(f"published {len(done)} image(s) to {where}")
+        _say(f"published {len(done)} image(s) to {where}")
     return 0
 
 
@@ -99,7 +100,7 @@ def cmd_lock(args: argparse.Namespace, config: Config) -> int:
     templates = _templates(config, args.templates)
     runner.run_build(ctx, templates, 1, only=tuple(f"lock:{t.name}" for t in templates))
     for template in templates:
-        print(config.layout.lock_file(template.name))
+        _say(str(config.layout.lock_file(template.name)))
     return 0
 
 

@@ -17,16 +17,16 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TextIO
 
 from builder.atomic import disk_error
 from builder.errors import EztError
 from builder.layout import CacheLayout
 from builder.model import LockedPackage
+from builder.progress import Meter, Say, size_text
 from builder.transport import ChecksumError, Transport, TransportError, is_file_url, sha256_file
 
-Progress = Callable[[str], None] | TextIO | None
-"""Where progress goes: a terminal stream gets one live line, a callable or other stream a few lines."""
+Progress = Say | None
+"""Where fetch's lines go (None: nowhere); the live line on a terminal is :mod:`builder.progress`'s."""
 
 
 @dataclass(frozen=True)
@@ -40,99 +40,14 @@ class FetchSummary:
 
     def __str__(self) -> str:
         rate = self.bytes / self.seconds if self.seconds > 0 else 0.0
-        text = f"fetched {self.fetched} file(s), {_size(self.bytes)}"
+        text = f"fetched {self.fetched} file(s), {size_text(self.bytes)}"
         if self.fetched:
-            text += f" in {self.seconds:.1f}s ({_size(int(rate))}/s)"
+            text += f" in {self.seconds:.1f}s ({size_text(int(rate))}/s)"
         return text + f"; {self.reused} already in the pool"
-
-
-def _size(count: int) -> str:
-    value = float(count)
-    for unit in ("B", "kB", "MB", "GB"):
-        if value < 1000 or unit == "GB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1000
-    return f"{value:.1f} GB"
 
 
 class _Cancelled(Exception):
     """Another download failed: stop this one (its partial file stays for a resume)."""
-
-
-class Meter:
-    """Download progress: one updating line on a terminal (bytes, rate, time left),
-    otherwise a plain line at every 25 %. ``label`` starts each line (``fetch``, ``pull``)."""
-
-    def __init__(self, progress: Progress, files: int, total: int, label: str = "fetch") -> None:
-        self._label = label
-        self._lock = threading.Lock()
-        self._files = files
-        self._total = max(total, 1)
-        self._done_files = 0
-        self._bytes = 0
-        self._started = time.monotonic()
-        self._last_draw = 0.0
-        self._quarter = 0
-        self._stream: TextIO | None = None
-        self._say: Callable[[str], None] | None = None
-        if progress is None:
-            return
-        if callable(progress):
-            self._say = progress
-            return
-        stream: TextIO = progress
-        if stream.isatty():
-            self._stream = stream
-        else:
-            self._say = lambda line: print(line, file=stream, flush=True)
-
-    @property
-    def bytes(self) -> int:
-        return self._bytes
-
-    def line(self, text: str) -> None:
-        if self._say is not None:
-            self._say(text)
-        elif self._stream is not None:
-            self._stream.write(f"\r\033[K{text}\n")
-            self._stream.flush()
-
-    def add(self, count: int) -> None:
-        with self._lock:
-            self._bytes += count
-            self._report()
-
-    def file_done(self) -> None:
-        with self._lock:
-            self._done_files += 1
-            self._report(force=self._done_files == self._files)
-
-    def _status(self) -> str:
-        elapsed = max(time.monotonic() - self._started, 1e-6)
-        rate = self._bytes / elapsed
-        left = f", {(self._total - self._bytes) / rate:.0f}s left" if rate > 0 and self._bytes < self._total else ""
-        return (
-            f"{self._label}: {self._done_files}/{self._files} files, "
-            f"{_size(self._bytes)}/{_size(self._total)}, {_size(int(rate))}/s{left}"
-        )
-
-    def _report(self, force: bool = False) -> None:
-        if self._stream is not None:
-            now = time.monotonic()
-            if force or now - self._last_draw >= 0.1:
-                self._last_draw = now
-                self._stream.write(f"\r\033[K{self._status()}")
-                self._stream.flush()
-        elif self._say is not None:
-            quarter = min(3, self._bytes * 4 // self._total)
-            if quarter > self._quarter and self._done_files < self._files:
-                self._quarter = quarter
-                self._say(self._status())
-
-    def finish(self) -> None:
-        if self._stream is not None:
-            self._stream.write("\r\033[K")
-            self._stream.flush()
 
 
 @contextlib.contextmanager
@@ -233,15 +148,16 @@ def fetch_packages(
         present = list(hashing.map(lambda p: _in_pool(p, layout, verify_existing), unique))
     missing = [p for p, here in zip(unique, present, strict=True) if not here]
     reused = len(unique) - len(missing)
-    meter = Meter(progress, len(missing), sum(p.size for p in missing))
-    if missing:
-        sources = "local files" if all(is_file_url(p.url) for p in missing) else "the network"
-        meter.line(
-            f"fetch: {len(missing)} package file(s), {_size(sum(p.size for p in missing))} from {sources}"
-            f" ({reused} already in the pool)"
-        )
-        _download_all(transport, missing, layout, max(1, threads), meter)
-    meter.finish()
+    meter = Meter("fetch", progress, total=sum(p.size for p in missing), items=len(missing))
+    with meter:
+        if missing:
+            sources = "local files" if all(is_file_url(p.url) for p in missing) else "the network"
+            meter.line(
+                f"fetch: {len(missing)} package file(s), {size_text(sum(p.size for p in missing))} from {sources}"
+                f" ({reused} already in the pool)"
+            )
+            meter.start()
+            _download_all(transport, missing, layout, max(1, threads), meter)
     summary = FetchSummary(len(missing), reused, meter.bytes, time.monotonic() - started)
     meter.line(f"fetch: {summary}")
     return summary
@@ -250,7 +166,7 @@ def fetch_packages(
 def _count_done(meter: Meter) -> Callable[[Future[bool]], None]:
     def done(future: Future[bool]) -> None:
         if not future.cancelled() and future.exception() is None:
-            meter.file_done()
+            meter.item_done()
 
     return done
 

@@ -34,6 +34,7 @@ import zstandard
 
 from builder.atomic import atomic_writer
 from builder.errors import EztError
+from builder.progress import Meter, say
 from builder.xattrpolicy import travels
 
 BLOCK = 512
@@ -76,10 +77,16 @@ def pack_root(root: Path, out: Path, source_date_epoch: int, level: int = 3, *, 
     if out.resolve().is_relative_to(root.resolve()):
         raise EztError(f"image {out} would be written inside the root it packs", root)
     cctx = zstandard.ZstdCompressor(level=level, threads=threads, write_checksum=True)
-    with atomic_writer(out) as handle:
+    with atomic_writer(out) as handle, Meter("pack", say, noun="of the root packed") as meter:  # live on a terminal
         sink = _HashingSink(handle)
         cobj = cctx.compressobj()
-        _TarWriter(lambda data: sink.write(cobj.compress(data)), source_date_epoch).write_tree(os.fsencode(root))
+
+        def write(data: bytes) -> None:
+            sink.write(cobj.compress(data))
+            meter.add(len(data))
+
+        meter.start()
+        _TarWriter(write, source_date_epoch).write_tree(os.fsencode(root))
         sink.write(cobj.flush())  # ends the frame; only on success, so a failure writes nothing more
     return ImageFile(out, sink.sha256.hexdigest(), sink.size)
 

@@ -11,8 +11,8 @@ from typing import Any
 
 from builder import __version__, imagename, oci
 from builder.errors import EztError
-from builder.fetch import Meter
 from builder.manifest import Manifest, manifest_path, read_manifest, sbom_path
+from builder.progress import Meter
 from builder.publish import Published, templates_with_images
 
 _ARCHES = {"x86_64": "amd64", "aarch64": "arm64", "i686": "386", "i386": "386", "ppc64le": "ppc64le",
@@ -114,9 +114,7 @@ def push(
 
 def _meter(say: Callable[[str], None] | None, size: int) -> Meter:
     """Upload progress: an updating line on a terminal, plain lines otherwise, none without ``say``."""
-    import sys
-
-    return Meter(None if say is None else sys.stderr if sys.stderr.isatty() else say, 1, size, label="push")
+    return Meter("push", say, total=size, items=1)
 
 
 def _push_metadata(registry: oci.Registry, repository: str, tag: str, image: Path, image_manifest: bytes) -> None:

@@ -1,4 +1,9 @@
-"""Runs the task graph with doit: quiet line-oriented reporting, one lock per cache."""
+"""Runs the task graph with doit: one line as each task starts, one lock per cache.
+
+Lines go through :mod:`builder.progress` (live on a terminal, plain otherwise, none with
+``--quiet``). Each task names its template as the scope of the thread that runs it, so
+under ``-j`` every line of its work starts with ``[template] ``.
+"""
 
 from __future__ import annotations
 
@@ -15,7 +20,7 @@ from typing import Any
 from doit.cmd_base import ModuleTaskLoader
 from doit.doit_cmd import DoitMain
 
-from builder import steps, tasks
+from builder import progress, steps, tasks
 from builder.errors import EztError
 
 
@@ -24,15 +29,22 @@ def task_label(task: Any) -> str:
     return str(task.title()) if task.custom_title else str(task.name).replace(":", " ", 1)
 
 
+def task_template(task: Any) -> str | None:
+    """The template (or app cache) a task works for; None for a repository's metadata,
+    which templates share."""
+    step, _, name = str(task.name).partition(":")
+    return None if step == "metadata" else name
+
+
 class LineReporter:
-    """Prints one line when a task starts; user errors are printed by the CLI."""
+    """One line when a task starts, and the task's template as its thread's scope (doit
+    calls this in the thread that then runs the task); user errors are printed by the CLI."""
 
     desc = "ezt line reporter"
 
     def __init__(self, outstream: Any, options: Any) -> None:
         self.failures: list[Any] = []
         self.runtime_errors: list[str] = []
-        self.out = sys.stdout
 
     def initialize(self, tasks: Any, selected_tasks: Any) -> None:
         pass
@@ -41,9 +53,9 @@ class LineReporter:
         pass
 
     def execute_task(self, task: Any) -> None:
+        progress.set_scope(task_template(task))
         if task.actions:
-            self.out.write(f"» {task_label(task)}\n")
-            self.out.flush()
+            progress.say(f"» {task_label(task)}")
 
     def add_failure(self, task: Any, fail: Any) -> None:
         self.failures.append((task, fail))
@@ -108,8 +120,13 @@ def run_build(
             argv += ["-n", str(jobs), "-P", "thread"]
         argv += list(only)
         doit_errors = io.StringIO()
-        with contextlib.redirect_stderr(doit_errors):
-            code = _doit(ctx, templates, failures).run(argv)
+        try:
+            # the reporter first: it must see the real stderr, not doit's redirected one
+            with progress.prefix_scopes(jobs > 1), contextlib.redirect_stderr(doit_errors):
+                code = _doit(ctx, templates, failures).run(argv)
+        finally:
+            progress.set_scope(None)  # a serial run's tasks ran in this thread
+            progress.reporter().close()
     if failures.errors:
         raise failures.errors[0]
     if code != 0:

@@ -44,6 +44,7 @@ def add_parsers(sub: Commands, common: argparse.ArgumentParser) -> None:
                           help="list: the images a published tree offers")
     template.add_argument("--keyring", type=Path, metavar="FILE", help="keyring the index must be signed with")
     template.add_argument("--no-verify", action="store_true", help="take an unsigned index unchecked")
+    template.add_argument("-q", "--quiet", action="store_true", help="pull/update: nothing but errors")
 
     create = sub.add_parser("create", parents=[node], help="create a container from a cache image")
     create.add_argument("ctid", metavar="CTID", help=ctid_help)

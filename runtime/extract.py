@@ -41,6 +41,7 @@ from typing import NamedTuple
 from builder.atomic import fsync_dir
 from builder.chroot import remove_tree
 from builder.errors import EztError
+from builder.progress import Meter, say
 from builder.xattrpolicy import travels
 from runtime import libc
 from runtime.nodeconf import IdMap
@@ -96,7 +97,9 @@ def extract_image(image: Path, target: Path, *, durable: bool = False, idmap: Id
         chunks = decompressed(handle)
         try:
             try:
-                extractor.run(chunks)
+                with Meter("unpack", say, noun="unpacked") as meter:  # a live line on a terminal
+                    meter.start()
+                    extractor.run(_metered(chunks, meter))
             finally:
                 chunks.close()  # stops and joins the decompressing thread, before the file is closed
             if durable:
@@ -118,6 +121,12 @@ def extract_image(image: Path, target: Path, *, durable: bool = False, idmap: Id
             remove_tree(tmp)
             raise
     return ExtractStats(extractor.files, extractor.bytes, time.perf_counter() - start)
+
+
+def _metered(chunks: Iterator[bytes], meter: Meter) -> Iterator[bytes]:
+    for chunk in chunks:
+        meter.add(len(chunk))
+        yield chunk
 
 
 def _syncfs(directory: Path) -> None:

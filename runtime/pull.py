@@ -214,12 +214,10 @@ def store_image(
                            f"not {target.name} ({wanted.sha256})")  # fmt: skip
         started = time.monotonic()
         if via_delta is None or not via_delta(partial, target):
-            import sys
+            from builder.progress import Meter
 
-            from builder.fetch import Meter
-
-            progress = None if say is quiet else sys.stderr if sys.stderr.isatty() else say  # plain lines in CI
-            meter = Meter(progress, 1, wanted.size, label="pull")
+            meter = Meter("pull", None if say is quiet else say, total=wanted.size, items=1)
+            meter.start()
             try:
                 transport.download(wanted.url, target, wanted.size, part=partial / f"{wanted.sha256}.part",
                                    sha256=wanted.sha256, on_bytes=meter.add)  # fmt: skip

@@ -29,7 +29,8 @@ def _named(args: argparse.Namespace) -> list[str]:
 
 def command(args: argparse.Namespace, config: Config, layout: NodeLayout) -> int:
     keyring = args.keyring if args.keyring is not None else config.pull_keyring
-    say = pull.quiet if args.json else print
+    say = pull.quiet if args.json or args.quiet else print
+    show = pull.quiet if args.quiet else print  # the result: what was pulled
     source = _source(args, config)
     if source.startswith("oci://"):
         if args.action != "pull":
@@ -37,7 +38,7 @@ def command(args: argparse.Namespace, config: Config, layout: NodeLayout) -> int
         from runtime import ocipull
 
         for path in ocipull.pull(layout, source, _named(args), say, config.registry_auth):
-            print(path)
+            show(str(path))
         return 0
     with Transport(config.proxy) as transport:
         urls, index = pull.fetch_index(transport, source, keyring, verify=not args.no_verify)
@@ -66,5 +67,5 @@ def command(args: argparse.Namespace, config: Config, layout: NodeLayout) -> int
                           for image, path in zip(chosen, pulled, strict=True)], indent=2))  # fmt: skip
     else:
         for path in pulled:
-            print(path)
+            show(str(path))
     return 0

@@ -359,5 +359,5 @@ def test_build_everything_in_parallel(site: Site, tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert len(images(tmp_path, TEMPLATE)) == 1
     assert len(images(tmp_path, f"{TEMPLATE}-small")) == 1
-    staged = [line.split()[2] for line in result.stdout.splitlines() if line.startswith("» stage")]
+    staged = [line.split()[-1] for line in result.stdout.splitlines() if "» stage " in line]  # [T] » stage T
     assert sorted(staged) == [TEMPLATE, f"{TEMPLATE}-small"]

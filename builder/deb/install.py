@@ -30,8 +30,9 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 
-from builder import rootfs
+from builder import progress, rootfs
 from builder.chroot import RootRunner, remove_tree, run_in_root
+from builder.deb.dpkglog import DPKG_LOG, configured_meter
 from builder.deb.image_sources import write_apt_sources
 from builder.deb.order import essential_closure, install_order, pre_depends_layers
 from builder.deb.packages import parse_status
@@ -94,7 +95,7 @@ def install(request: InstallRequest) -> None:
     """
     root = request.root
     started = time.monotonic()
-    say = request.progress
+    say = progress.guarded(request.progress)  # lines above the live ones on a terminal
     fresh = not (root / "var/lib/dpkg/status").exists()
     if fresh:
         prepare_root(root, native_arch(request.packages))
@@ -111,14 +112,14 @@ def install(request: InstallRequest) -> None:
     def dpkg(*args: str) -> None:
         request.run(
             root,
-            [*DPKG, *args],
+            [*DPKG, f"--log=/{DPKG_LOG}", *args],  # whatever dpkg.cfg says: configured_meter reads it
             source_date_epoch=request.source_date_epoch,
             environment=request.environment,
         )
 
     # a fresh root is a build stage: its policy-rc.d stays for the recipe's scripts, finish_root removes it
     held = contextlib.nullcontext() if request.start_services else _hold_services(root, keep=fresh)
-    with _Stager(root, request.package_file) as stager, held:
+    with _Stager(root, request.package_file) as stager, held, configured_meter(root, [p.name for p in todo], say):
         if essential:
             with _timed(say, f"deb: unpacked {len(essential)} essential packages"):
                 inside = stager.extract(stager.submit([by_name[n] for n in essential]))
