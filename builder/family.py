@@ -15,7 +15,7 @@ from typing import Protocol
 from builder.chroot import RootRunner, run_in_root
 from builder.config import DEFAULT_MAX_INDEX_SIZE, DEFAULT_MAX_RELEASE_SIZE
 from builder.errors import EztError, Where
-from builder.model import Alternatives, LockedPackage, Package, Repository
+from builder.model import Alternatives, LockedPackage, Package, PackageRequest, Repository
 
 
 @dataclass(frozen=True)
@@ -87,8 +87,8 @@ class Family(Protocol):
         """A dependency field (``Depends`` and the like) as AND-of-OR terms."""
         ...
 
-    def parse_pin(self, spec: str, where: Where) -> tuple[str, str | None]:
-        """An ``os_packages`` entry as (name, exact version or None)."""
+    def parse_pin(self, spec: str, where: Where) -> PackageRequest:
+        """An ``os_packages`` entry: a name, with an exact version or a release, or neither."""
         ...
 
     def install(self, request: InstallRequest) -> None:

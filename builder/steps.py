@@ -94,6 +94,8 @@ def repository_label(repo: Repository) -> str:
 
 
 def request_text(request: PackageRequest) -> str:
+    if request.release is not None:
+        return f"{request.name}/{request.release}"
     return request.name if request.version is None else f"{request.name}={request.version}"
 
 

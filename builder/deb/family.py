@@ -10,7 +10,7 @@ from pathlib import Path
 from builder.chroot import RootRunner, run_in_root
 from builder.errors import EztError, Where
 from builder.family import InstallRequest, MetadataOptions
-from builder.model import Alternatives, Package, Repository
+from builder.model import Alternatives, Package, PackageRequest, Repository
 
 _ARCHES = {
     "x86_64": "amd64",
@@ -24,6 +24,7 @@ _ARCHES = {
     "riscv64": "riscv64",
 }
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9+.-]+$")
+_RELEASE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.+_-]*$")
 _OPTION_RE = re.compile(r"^\[(?P<body>[^\]]*)\]\s*")
 _OPTIONS = {"arch": "arch=ARCH[,ARCH...]", "trusted": "trusted=yes", "signed-by": "signed-by=FILE"}
 
@@ -111,17 +112,23 @@ class DebFamily:
 
         return parse_relations(text)
 
-    def parse_pin(self, spec: str, where: Where) -> tuple[str, str | None]:
+    def parse_pin(self, spec: str, where: Where) -> PackageRequest:
+        """``name``, ``name=version`` or ``name/release`` (a Release's Suite or Codename, as apt takes it)."""
         from builder.deb.version import valid_version
 
         name, sep, version = spec.partition("=")
+        name, slash, release = name.partition("/")
         if not _NAME_RE.match(name):
             raise EztError(f"bad package name {name!r}", where)
+        if slash and (sep or not _RELEASE_RE.match(release)):
+            raise EztError(f"bad release in {spec!r} (expected name/suite, e.g. nginx/bookworm-backports)", where)
+        if slash:
+            return PackageRequest(name, None, where, release)
         if not sep:
-            return name, None
+            return PackageRequest(name, None, where)
         if not version or not valid_version(version):
             raise EztError(f"bad version pin {spec!r} (expected name=version)", where)
-        return name, version
+        return PackageRequest(name, version, where)
 
     def install(self, request: InstallRequest) -> None:
         from builder.deb import install

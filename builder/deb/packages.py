@@ -102,15 +102,21 @@ _STATUS_FIELD = re.compile(
 )
 
 
+_INSTALLED_STATES = frozenset({"installed", "triggers-pending", "triggers-awaited"})
+"""dpkg states whose package is there and configured: a package awaiting or owing a
+trigger run (``triggers-pending``, ``triggers-awaited``) satisfies dependencies, as
+apt and dpkg count it."""
+
+
 def parse_status(text: str) -> list[Package]:
-    """The installed packages of a dpkg ``status`` database (``Status: ... installed``)
-    as Package records without a file (no Filename, size 0, no sha256): what a root
-    already has, for resolving more packages against it."""
+    """The installed packages of a dpkg ``status`` database (``Status: ... installed``,
+    or a triggers state) as Package records without a file (no Filename, size 0, no
+    sha256): what a root already has, for resolving more packages against it."""
     packages: list[Package] = []
     for paragraph in text.split("\n\n"):
         fields = {key: _folded(value) for key, value in _STATUS_FIELD.findall("\n" + paragraph)}
         name, version = fields.get("Package"), fields.get("Version")
-        if not name or not version or not fields.get("Status", "").endswith(" installed"):
+        if not name or not version or fields.get("Status", "").rpartition(" ")[2] not in _INSTALLED_STATES:
             continue
         packages.append(_package(fields, base_url="", filename="", size=0, sha256=""))
     return packages
