@@ -288,3 +288,32 @@ def test_unknown_repository_options_are_named_in_one_error() -> None:
     with pytest.raises(EztError, match="arch= must be a comma-separated list of architectures, not 'amd64,'"):
         DebFamily().parse_repository("[arch=amd64,] http://x.invalid b main", LINE)
 
+
+
+# -- through the command line -------------------------------------------------------------------
+
+
+def test_ezt_lock_refuses_another_suite_in_one_line(
+    tmp_path: Path, make_repo: MakeRepo, gpg_key: GpgKey, http_server: RepoServer
+) -> None:
+    """``dists/bookworm`` serving a trixie Release: one line naming the recipe line, the suite
+    asked for and what the Release says; no lock written."""
+    from tests.cli import assert_user_error, run_ezt
+    from tests.test_recipe import make_recipe
+
+    info = make_repo(suite="bookworm", fields={"Suite": "testing", "Codename": "trixie"})
+    http_server.serve(info.root)
+    recipe = make_recipe(
+        tmp_path / "recipes",
+        os_repositories=f"# one line\n{http_server.url} bookworm main\n",
+        os_packages="hello\n",
+        os_keyring=str(gpg_key.keyring) + "\n",
+    )
+    cache = tmp_path / "cache"
+    result = run_ezt("lock", "debian-12-x86_64", "--recipes", str(recipe.parent), "--cache-dir", str(cache))
+    assert_user_error(
+        result,
+        f"{recipe}/os_repositories:2: {http_server.url} bookworm: the line asks for suite 'bookworm' "
+        "but its Release is Suite testing, Codename trixie",
+    )
+    assert not (cache / "locks").exists() or not any((cache / "locks").iterdir())
