@@ -28,7 +28,7 @@ import sys
 import time
 import zlib
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -423,8 +423,10 @@ def _parsed(
     sha256: str,
     origin: _Origin,
     options: MetadataOptions,
-    parse: Callable[[str, str], list[Package]],
+    parse: Callable[..., list[Package]],
 ) -> list[Package]:
+    """The index's packages: from the parse cache, else parsed (``parse(text, base_url,
+    pin=, suites=)``) and cached."""
     cache = _parsed_path(options.metadata_dir, sha256, origin)
     cached = _load_cached(cache)
     if cached is not None:
@@ -432,10 +434,10 @@ def _parsed(
     if sha256_file(path) != sha256:
         raise EztError(f"{path}: sha256 does not match the Release; refresh it (ezt lock --refresh)")
     try:
-        parsed = parse(read_index(path, options.max_index_bytes), origin.base_url)
+        text = read_index(path, options.max_index_bytes)
+        packages = parse(text, origin.base_url, pin=origin.pin, suites=origin.suites)
     except ValueError as exc:
         raise EztError(f"{path}: {exc}") from None
-    packages = [replace(p, pin=origin.pin, suites=origin.suites) for p in parsed]
     rows = [tuple(getattr(p, f.name) for f in fields(Package)) for p in packages]
     with contextlib.suppress(EztError):  # the cache is an optimisation: a full disk must not fail the build
         write_bytes(cache, marshal.dumps(rows))

@@ -39,7 +39,10 @@ def _folded(value: str) -> str:
     return " ".join(part.strip() for part in value.split("\n")).strip()
 
 
-def _package(fields: dict[str, str], *, base_url: str, filename: str, size: int, sha256: str) -> Package:
+def _package(
+    fields: dict[str, str], *, base_url: str, filename: str, size: int, sha256: str, pin: int = 500,
+    suites: tuple[str, ...] = (),
+) -> Package:  # fmt: skip
     """A Package record from a paragraph's fields (Package and Version present)."""
     source = fields.get("Source", "")
     return Package(
@@ -59,13 +62,16 @@ def _package(fields: dict[str, str], *, base_url: str, filename: str, size: int,
         priority=fields.get("Priority", ""),
         multi_arch=fields.get("Multi-Arch", ""),
         source=source.partition(" ")[0],
+        pin=pin,
+        suites=suites,
     )
 
 
-def parse_packages(text: str, base_url: str) -> list[Package]:
+def parse_packages(text: str, base_url: str, *, pin: int = 500, suites: tuple[str, ...] = ()) -> list[Package]:
     """Every paragraph of a ``Packages`` index as a Package, in index order.
 
-    ``base_url`` is the repository root that ``Filename`` is relative to. A
+    ``base_url`` is the repository root that ``Filename`` is relative to; ``pin`` and
+    ``suites`` are its repository's (see ``Package``). A
     paragraph without Package, Version, Filename or SHA256, or with a bad Size,
     raises ValueError naming the line the paragraph starts on.
     """
@@ -92,7 +98,8 @@ def parse_packages(text: str, base_url: str) -> list[Package]:
             where = f"line {_line_of(paragraphs, index)}"
             raise ValueError(f"{where}: package paragraph has an unsafe Package, Version, Architecture, "
                              f"Filename or SHA256 ({name!r} {version!r})")
-        packages.append(_package(fields, base_url=base_url, filename=filename, size=int(size), sha256=sha256))
+        packages.append(_package(fields, base_url=base_url, filename=filename, size=int(size), sha256=sha256,
+                                 pin=pin, suites=suites))  # fmt: skip
     return packages
 
 
