@@ -278,6 +278,17 @@ def test_a_line_for_other_architectures_is_not_read(
     assert names(both, options) == {"hello", "libfoo", "bigdata"}
 
 
+def test_an_images_apt_sources_keep_the_architectures(tmp_path: Path) -> None:
+    from builder.deb.image_sources import write_apt_sources
+
+    repo = DebFamily().parse_repository("[arch=amd64,i386] http://deb.example/debian bookworm main", LINE)
+    write_apt_sources(tmp_path, [repo])
+    assert (tmp_path / "etc/apt/sources.list.d/ezt.sources").read_text().splitlines() == [
+        "Types: deb", "URIs: http://deb.example/debian", "Suites: bookworm", "Components: main",
+        "Architectures: amd64 i386",
+    ]  # fmt: skip
+
+
 def test_unknown_repository_options_are_named_in_one_error() -> None:
     with pytest.raises(EztError) as error:
         DebFamily().parse_repository("[arch=amd64 lang=none check-valid-until=no] http://x.invalid b main", LINE)
