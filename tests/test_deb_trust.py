@@ -188,6 +188,15 @@ def test_an_archive_without_valid_until_older_than_the_maximum_age_is_refused(
     refresh_metadata(transport, repo, "amd64", replace(options, max_age_seconds=None, refresh=True))
 
 
+def test_a_maximum_age_needs_a_date(transport: Transport, make_repo: MakeRepo, options: MetadataOptions) -> None:
+    info = make_repo(fields={"Date": None})
+    with pytest.raises(EztError) as error:
+        refresh_metadata(transport, info.repository(), "amd64", replace(options, max_age_seconds=86400))
+    url = info.repository().url
+    assert str(error.value) == f"{url} stable: Release has neither Valid-Until nor Date (metadata_max_age is set)"
+    refresh_metadata(transport, info.repository(), "amd64", options)
+
+
 def test_valid_until_governs_where_there_is_one(
     transport: Transport, make_repo: MakeRepo, options: MetadataOptions
 ) -> None:
