@@ -13,8 +13,9 @@ lock, and so that a choice prefers what the selection needs anyway:
    name and position) is decided: the first alternative, in written order, whose
    real package or provider is available, not excluded and not in conflict with
    the selection; providers of a virtual name in apt's order (installed, the real
-   package, Essential, Priority, pin, then name); then back to 1. A term already satisfied by the selection
-   — including by a package that step 1 pulled in later — is never decided.
+   package, Essential, Priority, pin, then name); then back to 1. A term already
+   satisfied by the selection — including by a package that step 1 pulled in later —
+   is never decided.
 
 Only one architecture is built (plus ``all``), so a ``:native`` qualifier, or a
 ``Multi-Arch: foreign`` target, is satisfied by the native or ``all`` package, and
@@ -389,8 +390,10 @@ class _Resolver:
         assert self._provider_index is not None
         return policy.unknown_package(name, [*self.candidates, *self._provider_index], where)
 
-    def _set_candidate(self, package: Package) -> None:
-        self.pinned[package.name] = self.candidates[package.name] = package
+    def _set_candidate(self, package: Package, pinned: bool = True) -> None:
+        self.candidates[package.name] = package
+        if pinned:
+            self.pinned[package.name] = package
         self._provider_index = None  # the new candidate's Provides may differ
 
     def pin(self, request: PackageRequest) -> None:
@@ -428,7 +431,7 @@ class _Resolver:
                 ]  # fmt: skip
                 if fitting:
                     best = policy.newest(self.scheme.compare_versions, fitting)
-                    self._set_candidate(best)
+                    self._set_candidate(best, pinned=False)  # a request's own pin of the name still wins
                     self._follow_release(best, release)
                     break
 

@@ -88,6 +88,12 @@ def test_a_request_names_the_release_to_take_a_package_from() -> None:
     assert versions(index, "nginx/bookworm-backports") == expected
     assert versions(index, "nginx/stable-backports") == expected
     assert versions(index, "nginx/bookworm") == {"nginx": "1.22", "libnginx": "1.22", "libc6": "2.36"}
+    # A request's own choice for a dependency stands, before or after.
+    for specs in (("nginx/bookworm-backports", "libnginx=1.22"), ("libnginx=1.22", "nginx/bookworm-backports")):
+        assert refused(index, *specs) == (
+            "os_packages:2: cannot satisfy 'nginx': nginx -> libnginx (>= 1.26): "
+            "libnginx 1.22 does not satisfy libnginx (>= 1.26)"
+        )
 
 
 def test_a_release_request_that_cannot_be_met_says_why() -> None:
