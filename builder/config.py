@@ -22,6 +22,12 @@ DEFAULT_KEYRING = Path("/usr/share/keyrings/debian-archive-keyring.gpg")
 SYSTEM_CONFIG = Path("/etc/ezt/ezt.yaml")
 _DURATION = re.compile(r"^\s*(\d+)\s*([smhdw]?)\s*$")
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+_SIZE = re.compile(r"^\s*(\d+)\s*([KMG]?)i?B?\s*$", re.IGNORECASE)
+_SIZE_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+DEFAULT_MAX_RELEASE_SIZE = 10 << 20
+"""apt's ``Acquire::MaxReleaseFileSize``; Debian's InRelease is ~150 kB."""
+DEFAULT_MAX_INDEX_SIZE = 256 << 20
+"""Debian bookworm main amd64: Packages.xz ~9 MB, ~45 MB uncompressed."""
 _VAR_NAME = re.compile(r"^[A-Z][A-Z0-9_]*$")
 _PATH_KEYS = {
     "recipes": "recipes_dir",
@@ -43,6 +49,9 @@ class Config(NamedTuple):
     jobs: int = 1
     download_threads: int = 8
     metadata_expire: int = 86400
+    metadata_max_age: int | None = None
+    max_release_size: int = DEFAULT_MAX_RELEASE_SIZE
+    max_index_size: int = DEFAULT_MAX_INDEX_SIZE
     proxy: str | None = None
     keyring: Path = DEFAULT_KEYRING
     vz_root: Path = Path("/vz")
@@ -74,6 +83,14 @@ def parse_duration(value: object, where: Where) -> int:
     if isinstance(value, bool) or not match:
         raise EztError(f"bad duration {value!r} (use seconds or e.g. 30m, 6h, 1d)", where)
     return int(match.group(1)) * _UNITS[match.group(2)]
+
+
+def parse_size(value: object, key: str, where: Where) -> int:
+    """Bytes from an integer or ``512K`` / ``10M`` / ``1G`` (binary units)."""
+    match = _SIZE.match(str(value))
+    if isinstance(value, bool) or not match or int(match.group(1)) < 1:
+        raise EztError(f"'{key}' must be a size in bytes or e.g. 10M, 1G, not {value!r}", where)
+    return int(match.group(1)) * _SIZE_UNITS[match.group(2).lower()]
 
 
 def _positive_int(value: object, key: str, where: Where) -> int:
@@ -164,8 +181,10 @@ def _apply_file(config: Config, urlmap: dict[str, str], path: Path) -> Config:
             changes["exclude"] = tuple(value)
         elif key in ("jobs", "download_threads"):
             changes[key] = _positive_int(value, key, where)
-        elif key == "metadata_expire":
+        elif key in ("metadata_expire", "metadata_max_age"):
             changes[key] = parse_duration(value, where)
+        elif key in ("max_release_size", "max_index_size"):
+            changes[key] = parse_size(value, key, where)
         elif key == "proxy":
             changes[key] = _string(value, key, where)
         elif key in ("idmap", "bridge", "bridge_address"):
@@ -185,7 +204,8 @@ def _apply_file(config: Config, urlmap: dict[str, str], path: Path) -> Config:
             if wanted in value:
                 changes[f"{key}_{wanted}"] = base / _string(value[wanted], f"{key}.{wanted}", where)
         else:
-            known = "recipes, cache_dir, urlmap, exclude, jobs, download_threads, metadata_expire, proxy, keyring, "
+            known = "recipes, cache_dir, urlmap, exclude, jobs, download_threads, metadata_expire, metadata_max_age, "
+            known += "max_release_size, max_index_size, proxy, keyring, "
             known += "vz_root, conf_dir, idmap, bridge, bridge_address, remote, pull, publish, registry_auth"
             raise EztError(f"unknown key {key!r} (known: {known})", where)
     return config._replace(**changes)

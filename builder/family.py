@@ -13,8 +13,9 @@ from pathlib import Path
 from typing import Protocol
 
 from builder.chroot import RootRunner, run_in_root
+from builder.config import DEFAULT_MAX_INDEX_SIZE, DEFAULT_MAX_RELEASE_SIZE
 from builder.errors import EztError, Where
-from builder.model import Alternatives, LockedPackage, Package, Repository
+from builder.model import Alternatives, LockedPackage, Package, PackageRequest, Repository
 
 
 @dataclass(frozen=True)
@@ -27,6 +28,12 @@ class MetadataOptions:
     refresh: bool = False
     offline: bool = False
     proxy: str | None = None
+    max_release_bytes: int = DEFAULT_MAX_RELEASE_SIZE
+    """InRelease / Release / Release.gpg larger than this are refused (``max_release_size``)."""
+    max_index_bytes: int = DEFAULT_MAX_INDEX_SIZE
+    """A package index larger than this, compressed or not, is refused (``max_index_size``)."""
+    max_age_seconds: int | None = None
+    """A Release without Valid-Until older than this is refused (``metadata_max_age``)."""
 
 
 @dataclass(frozen=True)
@@ -80,8 +87,8 @@ class Family(Protocol):
         """A dependency field (``Depends`` and the like) as AND-of-OR terms."""
         ...
 
-    def parse_pin(self, spec: str, where: Where) -> tuple[str, str | None]:
-        """An ``os_packages`` entry as (name, exact version or None)."""
+    def parse_pin(self, spec: str, where: Where) -> PackageRequest:
+        """An ``os_packages`` entry: a name, with an exact version or a release, or neither."""
         ...
 
     def install(self, request: InstallRequest) -> None:

@@ -54,6 +54,12 @@ class Package:
     priority: str = ""
     multi_arch: str = ""
     source: str = ""
+    pin: int = 500
+    """The repository's priority, as apt gives it from the Release: 1 for ``NotAutomatic``,
+    100 with ``ButAutomaticUpgrades`` too, else 500. The candidate of a name is its
+    version of the highest pin (then the highest version)."""
+    suites: tuple[str, ...] = ()
+    """The Release's ``Suite`` and ``Codename``: what a ``name/suite`` request names."""
 
     @property
     def url(self) -> str:
@@ -74,6 +80,8 @@ class Repository:
     trusted: bool = False
     signed_by: str | None = None
     where: Where | None = field(default=None, compare=False)
+    architectures: tuple[str, ...] = ()
+    """``arch=``: the architectures the line is used for (empty: all)."""
 
     @property
     def ident(self) -> str:
@@ -115,6 +123,9 @@ class PackageRequest:
     name: str
     version: str | None = None
     where: Where | None = field(default=None, compare=False)
+    release: str | None = None
+    """``name/release``: take the version from the repository whose Release has this
+    ``Suite`` or ``Codename`` (apt's ``nginx/bookworm-backports``)."""
 
     @property
     def priority_class(self) -> str | None:

@@ -218,8 +218,7 @@ def read_package_requests(path: Path, family: Family, *, classes: bool = True) -
                     raise EztError(f"unknown priority class {word!r} (use @required, @important or @standard)", where)
                 packages.append(PackageRequest(word, None, where))
                 continue
-            pkg, version = family.parse_pin(word, where)
-            packages.append(PackageRequest(pkg, version, where))
+            packages.append(family.parse_pin(word, where))
     if not packages:
         raise EztError("no packages listed", Where.of(path))
     return tuple(packages)

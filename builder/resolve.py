@@ -1,8 +1,9 @@
 """The family-neutral dependency resolver: requests + package indexes → exact lock.
 
-One candidate per name (the highest version, the earlier repository on ties, or the
-version a request pins), and a selection grown from the requests and every
-Essential package by Pre-Depends and Depends (Recommends and Suggests ignored).
+One candidate per name (apt's: the version of the highest pin, then the highest
+version, the earlier repository on ties; or the version a request pins or takes from
+a release, see :mod:`builder.policy`), and a selection grown from the requests and
+every Essential package by Pre-Depends and Depends (Recommends and Suggests ignored).
 
 Choices are made in a fixed order so that the same input always gives the same
 lock, and so that a choice prefers what the selection needs anyway:
@@ -11,13 +12,15 @@ lock, and so that a choice prefers what the selection needs anyway:
 2. then the first open term with alternatives (requests first, then by package
    name and position) is decided: the first alternative, in written order, whose
    real package or provider is available, not excluded and not in conflict with
-   the selection; providers of a virtual name in order of (name differs from the
-   virtual name, name); then back to 1. A term already satisfied by the selection
-   — including by a package that step 1 pulled in later — is never decided.
+   the selection; providers of a virtual name in apt's order (installed, the real
+   package, Essential, Priority, pin, then name); then back to 1. A term already
+   satisfied by the selection — including by a package that step 1 pulled in later —
+   is never decided.
 
-Only one architecture is built (plus ``all``), so a ``:any`` or ``:native``
-qualifier, or a ``Multi-Arch: foreign`` target, is satisfied by the native or
-``all`` package; a dependency qualified with any other architecture is not.
+Only one architecture is built (plus ``all``), so a ``:native`` qualifier, or a
+``Multi-Arch: foreign`` target, is satisfied by the native or ``all`` package, and
+``:any`` by one that is ``Multi-Arch: allowed``; a dependency qualified with any
+other architecture is not.
 Conflicts and Breaks are checked on the final selection, honouring versions and
 Provides; a package never conflicts with itself, nor with a virtual name it
 provides (the usual ``Conflicts`` + ``Provides`` + ``Replaces`` pattern).
@@ -26,13 +29,13 @@ provides (the usual ``Conflicts`` + ``Provides`` + ``Replaces`` pattern).
 from __future__ import annotations
 
 import fnmatch
-import functools
 import re
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from builder import policy
 from builder.errors import EztError, Where
 from builder.model import Alternatives, LockedPackage, Package, PackageRequest, Relation
 
@@ -102,7 +105,7 @@ class _Resolver:
                 else:
                     versions.append(package)
         self.candidates: dict[str, Package] = {
-            name: versions[0] if len(versions) == 1 else self._highest(versions)
+            name: versions[0] if len(versions) == 1 else policy.candidate(scheme.compare_versions, versions)
             for name, versions in self.available.items()
         }
         self.installed = {package.name: package for package in installed}
@@ -121,13 +124,6 @@ class _Resolver:
         self.open: dict[tuple[int, str, int], _Open] = {}
 
     # -- versions and relations ------------------------------------------------
-
-    def _highest(self, versions: list[Package]) -> Package:
-        best = versions[0]
-        for package in versions[1:]:
-            if self.scheme.compare_versions(package.version, best.version) > 0:
-                best = package
-        return best
 
     def _meets(self, relation: Relation, version: str | None) -> bool:
         """Whether ``version`` meets the relation; a versionless provide meets no constraint."""
@@ -148,7 +144,15 @@ class _Resolver:
         return order > 0  # ">>"
 
     def _arch_ok(self, relation: Relation) -> bool:
+        """Whether any package of the one architecture built could meet the qualifier."""
         return relation.arch in (None, "any", "native", self.arch)
+
+    def _fits(self, relation: Relation, package: Package, negative: bool = False) -> bool:
+        """Whether ``package`` meets the relation's architecture qualifier: ``:any`` only a
+        ``Multi-Arch: allowed`` package (as dpkg and apt), except in Conflicts and Breaks."""
+        if relation.arch == "any":
+            return negative or package.multi_arch == "allowed"
+        return self._arch_ok(relation)
 
     def _relations(self, package: Package, field: str) -> tuple[Alternatives, ...]:
         text: str = getattr(package, field)
@@ -188,7 +192,7 @@ class _Resolver:
 
     def _real(self, relation: Relation) -> Package | None:
         package = self.candidates.get(relation.name)
-        if package is None or self._excluded_name(package.name) or not self._arch_ok(relation):
+        if package is None or self._excluded_name(package.name) or not self._fits(relation, package):
             return None
         return package if self._meets(relation, package.version) else None
 
@@ -199,12 +203,13 @@ class _Resolver:
             provider
             for provider in self._providers_of(relation.name)
             if not self._excluded_name(provider.name)
+            and self._fits(relation, provider)
             and any(
                 name == relation.name and self._meets(relation, version)
                 for name, version in self._provides(provider)
             )
         ]
-        return sorted(found, key=lambda package: (package.name != relation.name, package.name))
+        return sorted(found, key=lambda package: policy.provider_order(package, relation.name, self.installed))
 
     def options(self, term: Alternatives) -> tuple[Package, ...]:
         """Every available package that satisfies ``term``, in preference order."""
@@ -228,6 +233,8 @@ class _Resolver:
         if package is not None:
             if self._excluded_name(package.name):
                 return f"{relation.name} is excluded"
+            if not self._fits(relation, package):
+                return f"{relation.name} is not Multi-Arch: allowed (as {relation} needs)"
             if package.name in self.installed:
                 return f"the installed {relation.name} {package.version} does not satisfy {relation} (update first)"
             return f"{relation.name} {package.version} does not satisfy {relation}"
@@ -241,17 +248,20 @@ class _Resolver:
 
     # -- the selection ---------------------------------------------------------------
 
-    def satisfied(self, term: Alternatives, besides: str | None = None) -> list[str]:
-        """Selected packages (other than ``besides``) satisfying the first satisfied alternative."""
+    def satisfied(self, term: Alternatives, besides: str | None = None, negative: bool = False) -> list[str]:
+        """Selected packages (other than ``besides``) satisfying the first satisfied alternative
+        (``negative``: as Conflicts and Breaks match)."""
         for relation in term:
             if not self._arch_ok(relation):
                 continue
             names = []
             package = self.selected.get(relation.name)
-            if package is not None and package.name != besides and self._meets(relation, package.version):
+            if (package is not None and package.name != besides and self._fits(relation, package, negative)
+                    and self._meets(relation, package.version)):  # fmt: skip
                 names.append(package.name)
             for provider, version in self.selected_provides.get(relation.name, ()):
-                if provider.name != besides and self._meets(relation, version):
+                fits = self._fits(relation, provider, negative)
+                if provider.name != besides and fits and self._meets(relation, version):
                     names.append(provider.name)
             if names:
                 return names
@@ -306,7 +316,7 @@ class _Resolver:
         for field in ("conflicts", "breaks"):
             for term in self._relations(package, field):
                 for relation in term:
-                    for name in self.satisfied((relation,), besides=package.name):
+                    for name in self.satisfied((relation,), besides=package.name, negative=True):
                         found.append((self.selected[name], field, relation))
         for name, version in [(package.name, package.version), *self._provides(package)]:
             for other, field, relation in self.conflicts_on.get(name, ()):
@@ -342,7 +352,7 @@ class _Resolver:
             for field in ("conflicts", "breaks"):
                 for term in self._relations(package, field):
                     for relation in term:
-                        for other in sorted(self.satisfied((relation,), besides=name)):
+                        for other in sorted(self.satisfied((relation,), besides=name, negative=True)):
                             verb = "conflicts with" if field == "conflicts" else "breaks"
                             raise EztError(
                                 f"{name} {package.version} {verb} {other} {self.selected[other].version}"
@@ -375,28 +385,55 @@ class _Resolver:
 
     # -- requests ----------------------------------------------------------------------
 
+    def unknown(self, name: str, where: Where | None) -> EztError:
+        self._providers_of(name)
+        assert self._provider_index is not None
+        return policy.unknown_package(name, [*self.candidates, *self._provider_index], where)
+
+    def _set_candidate(self, package: Package, pinned: bool = True) -> None:
+        self.candidates[package.name] = package
+        if pinned:
+            self.pinned[package.name] = package
+        self._provider_index = None  # the new candidate's Provides may differ
+
     def pin(self, request: PackageRequest) -> None:
-        """Make a ``name=version`` request's version the candidate for its name."""
-        assert request.version is not None
+        """Make the version a ``name=version`` or ``name/release`` request names the candidate
+        for its name; for a release, as apt does, also that release's versions of the
+        dependencies the usual candidates leave unmet."""
         versions = self.available.get(request.name)
         if not versions:
-            raise EztError(f"unknown package {request.name!r}", request.where)
-        exact = [package for package in versions if package.version == request.version]
-        equal = [
-            package
-            for package in versions
-            if self.scheme.compare_versions(package.version, request.version) == 0
-        ]
-        if not (exact or equal):
-            order = functools.cmp_to_key(self.scheme.compare_versions)
-            listed = ", ".join(sorted({package.version for package in versions}, key=order))
-            raise EztError(
-                f"no version {request.version} of {request.name!r} (available: {listed})", request.where
-            )
-        chosen = (exact or equal)[0]
+            raise self.unknown(request.name, request.where)
+        compare = self.scheme.compare_versions
+        if request.version is not None:
+            chosen = policy.exact_version(compare, request.name, versions, request.version, request.where)
+        else:
+            assert request.release is not None
+            every = self.available.values
+            chosen = policy.from_release(compare, request.name, versions, request.release, every, request.where)
         if self.pinned.get(request.name, chosen) is not chosen:
             raise EztError(f"{request.name!r} is pinned to two different versions", request.where)
-        self.pinned[request.name] = self.candidates[request.name] = chosen
+        self._set_candidate(chosen)
+        if request.release is not None:
+            self._follow_release(chosen, request.release)
+
+    def _follow_release(self, package: Package, release: str) -> None:
+        """For each dependency term the candidates leave unmet, take the release's highest
+        version of a named package that meets it (apt's "Selected version ... because of")."""
+        for term in self._relations(package, "pre_depends") + self._relations(package, "depends"):
+            if any(self._real(relation) is not None for relation in term):
+                continue
+            for relation in term:
+                if relation.name in self.pinned or relation.name in self.installed:
+                    continue
+                fitting = [
+                    other for other in self.available.get(relation.name, ())
+                    if release in other.suites and self._fits(relation, other) and self._meets(relation, other.version)
+                ]  # fmt: skip
+                if fitting:
+                    best = policy.newest(self.scheme.compare_versions, fitting)
+                    self._set_candidate(best, pinned=False)  # a request's own pin of the name still wins
+                    self._follow_release(best, release)
+                    break
 
     def request(self, index: int, request: PackageRequest) -> None:
         root = _Root(request.name, request.where)
@@ -420,7 +457,7 @@ class _Resolver:
         elif self._providers_of(request.name):
             self._need((0, "", index), None, (Relation(request.name),), root)
         else:
-            raise EztError(f"unknown package {request.name!r}", request.where)
+            raise self.unknown(request.name, request.where)
 
     def essentials(self) -> None:
         for name in sorted(name for name, package in self.candidates.items() if package.essential):
@@ -450,7 +487,8 @@ def resolve(
     """
     resolver = _Resolver(scheme, packages, arch, exclude, installed)
     for request in requests:
-        if request.version is not None and request.priority_class is None and request.name not in resolver.installed:
+        pinned = request.version is not None or request.release is not None
+        if pinned and request.priority_class is None and request.name not in resolver.installed:
             resolver.pin(request)
     for package in installed:
         resolver.select(package, _Origin(None, package.name, _Root(package.name, None)))

@@ -64,6 +64,9 @@ def metadata_options(ctx: BuildContext, template: Template) -> MetadataOptions:
         refresh=ctx.options.refresh,
         offline=ctx.options.offline,
         proxy=ctx.config.proxy,
+        max_release_bytes=ctx.config.max_release_size,
+        max_index_bytes=ctx.config.max_index_size,
+        max_age_seconds=ctx.config.metadata_max_age,
     )
 
 
@@ -91,12 +94,15 @@ def repository_label(repo: Repository) -> str:
 
 
 def request_text(request: PackageRequest) -> str:
+    if request.release is not None:
+        return f"{request.name}/{request.release}"
     return request.name if request.version is None else f"{request.name}={request.version}"
 
 
 def _repository_text(repo: Repository) -> str:
     """A repository as a lock records it: URL (url map expanded), suite, components, options."""
     options = (" [trusted=yes]" if repo.trusted else "") + (f" [signed-by={repo.signed_by}]" if repo.signed_by else "")
+    options += f" [arch={','.join(repo.architectures)}]" if repo.architectures else ""
     return repository_label(repo) + options
 
 

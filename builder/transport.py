@@ -163,21 +163,43 @@ class Transport:
 
     # -- public API ---------------------------------------------------------------
 
-    def get_bytes(self, url: str) -> bytes:
-        """The whole body of ``url`` (for metadata: small enough to hold in memory)."""
+    def get_bytes(self, url: str, max_bytes: int | None = None) -> bytes:
+        """The whole body of ``url`` (for metadata: small enough to hold in memory).
+
+        A body over ``max_bytes`` raises SizeError as soon as that many bytes have
+        come, so a hostile server cannot fill the memory.
+        """
         if is_file_url(url):
             path = file_url_path(url)
             try:
-                return path.read_bytes()
+                with open(path, "rb") as handle:
+                    data = handle.read() if max_bytes is None else handle.read(max_bytes + 1)
             except FileNotFoundError:
                 raise TransportError(f"{url}: no such file", url, 404) from None
             except OSError as exc:
                 raise TransportError(f"{url}: {exc.strerror or exc}", url) from None
+            if max_bytes is not None and len(data) > max_bytes:
+                raise SizeError(f"{url}: larger than {max_bytes} bytes", url)
+            return data
 
         def attempt() -> bytes:
-            response = self._request("GET", url)
+            response = self._request("GET", url, stream=max_bytes is not None)
             with response:
-                return response.content
+                if max_bytes is None:
+                    return response.content
+                body = bytearray()
+                try:
+                    for chunk in response.iter_content(CHUNK):
+                        body += chunk
+                        if len(body) > max_bytes:
+                            raise SizeError(f"{url}: larger than {max_bytes} bytes", url)
+                except (
+                    requests.exceptions.ChunkedEncodingError,
+                    requests.exceptions.ConnectionError,
+                    requests.exceptions.Timeout,
+                ) as exc:
+                    raise _Transient(f"connection lost while downloading {url}: {_reason(exc)}", url) from None
+                return bytes(body)
 
         return self._retrying(url, attempt)
 

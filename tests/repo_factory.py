@@ -18,7 +18,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -203,8 +203,12 @@ def write_release(
     date: datetime,
     valid_until: datetime | None = None,
     by_hash: bool = False,
+    fields: Mapping[str, str | None] | None = None,
 ) -> Path:
-    """A Release listing ``files`` (paths relative to ``release_dir``) with MD5Sum and SHA256."""
+    """A Release listing ``files`` (paths relative to ``release_dir``) with MD5Sum and SHA256.
+
+    ``fields`` replace or add header fields (``Suite``, ``NotAutomatic``, ...); None drops one.
+    """
     lines = [
         "Origin: ezt-tests",
         "Label: ezt-tests",
@@ -221,6 +225,10 @@ def write_release(
         f"Components: {' '.join(components)}",
         "Description: ezt test repository",
     ]
+    for name, value in (fields or {}).items():
+        lines = [line for line in lines if line.partition(":")[0] != name]
+        if value is not None:
+            lines.insert(len(lines) - 1, f"{name}: {value}")
     sums: dict[str, list[str]] = {"MD5Sum": [], "SHA256": []}
     for path in sorted(files):
         data = path.read_bytes()
@@ -252,12 +260,17 @@ def build_repo(
     inline: bool = True,
     detached: bool = True,
     by_hash: bool = False,
+    fields: Mapping[str, str | None] | None = None,
+    all_debs: Sequence[Path] = (),
 ) -> RepoInfo:
     """Lay out a Debian archive under ``root`` holding ``debs``; sign it with ``key`` (None: unsigned).
 
     A ``suite`` ending in ``/`` makes a flat repository (debs, Packages and Release
     all in ``root``). Calling it again on the same root rebuilds the indexes and
     Release from the debs given (previous InRelease/Release.gpg are removed first).
+    ``fields`` override the Release's header fields (see ``write_release``);
+    ``all_debs`` go into a ``binary-all`` index of their own (then the Release lists
+    architecture ``all`` too, unless ``fields`` says otherwise).
     """
     flat = suite.endswith("/")
     release_dir = root if flat else root / "dists" / suite
@@ -265,28 +278,35 @@ def build_repo(
     release_dir.mkdir(parents=True, exist_ok=True)
     for stale in ("InRelease", "Release.gpg", "Release"):
         (release_dir / stale).unlink(missing_ok=True)
-    stanzas: list[str] = []
     packages: dict[str, RepoPackage] = {}
-    for deb in debs:
-        name = deb.name.split("_", 1)[0]
-        filename = deb.name if flat else f"pool/{component}/{name[0]}/{name}/{deb.name}"
-        target = root / filename
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if target.resolve() != deb.resolve():
-            shutil.copyfile(deb, target)
-        stanza, record = package_stanza(target, filename)
-        stanzas.append(stanza)
-        packages[record.name] = record
-    indexes = write_indexes(index_dir, "\n".join(stanzas), compressions)
+
+    def stanzas_of(group: Sequence[Path]) -> str:
+        stanzas: list[str] = []
+        for deb in group:
+            name = deb.name.split("_", 1)[0]
+            filename = deb.name if flat else f"pool/{component}/{name[0]}/{name}/{deb.name}"
+            target = root / filename
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if target.resolve() != deb.resolve():
+                shutil.copyfile(deb, target)
+            stanza, record = package_stanza(target, filename)
+            stanzas.append(stanza)
+            packages[record.name] = record
+        return "\n".join(stanzas)
+
+    indexes = write_indexes(index_dir, stanzas_of(debs), compressions)
+    if all_debs:
+        indexes += write_indexes(release_dir / component / "binary-all", stanzas_of(all_debs), compressions)
     release = write_release(
         release_dir,
         indexes,
         suite,
         () if flat else (component,),
-        arch,
+        f"all {arch}" if all_debs else arch,
         date or datetime.now(UTC).replace(microsecond=0),
         valid_until,
         by_hash,
+        fields,
     )
     if key is not None:
         sign_release(release, key, inline, detached)

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from builder.config import load_config, parse_duration
+from builder.config import load_config, parse_duration, parse_size
 from builder.errors import EztError, Where
 
 
@@ -53,6 +53,9 @@ def test_env_config_path(tmp_path: Path) -> None:
         ("publish: key.asc\n", 1, "'publish' must be a mapping with 'sign_key'"),
         ("idmap: 0:65536\n", 1, "container root must not be host root"),
         ("bridge_address: 198.51.100.1\n", 1, "give the prefix too"),
+        ("jobs: 1\nmax_index_size: 10 apples\n", 2, "'max_index_size' must be a size in bytes or e.g. 10M, 1G"),
+        ("max_release_size: 0\n", 1, "'max_release_size' must be a size"),
+        ("metadata_max_age: someday\n", 1, "bad duration"),
     ],
 )
 def test_errors_name_file_and_line(tmp_path: Path, text: str, line: int, message: str) -> None:
@@ -73,3 +76,15 @@ def test_durations() -> None:
     assert [parse_duration(v, where) for v in (90, "90", "30m", "1d", "2w")] == [90, 90, 1800, 86400, 1209600]
     with pytest.raises(EztError):
         parse_duration(True, where)
+
+
+def test_metadata_limits(tmp_path: Path) -> None:
+    """Size caps and the maximum age of repository metadata (defaults: apt's 10 MiB for a
+    Release, room for Debian's largest index, no maximum age)."""
+    defaults = load_config(_write(tmp_path, "jobs: 1\n"), environ={})
+    limits = (defaults.max_release_size, defaults.max_index_size, defaults.metadata_max_age)
+    assert limits == (10 << 20, 256 << 20, None)
+    path = _write(tmp_path, "max_release_size: 512K\nmax_index_size: 1G\nmetadata_max_age: 2w\n")
+    config = load_config(path, environ={})
+    assert (config.max_release_size, config.max_index_size, config.metadata_max_age) == (512 << 10, 1 << 30, 1209600)
+    assert parse_size(4096, "x", Where("x")) == 4096 and parse_size("64MiB", "x", Where("x")) == 64 << 20

@@ -407,11 +407,18 @@ def test_real_bookworm_inrelease_and_packages(tmp_path: Path) -> None:
     # Parsing 63k stanzas once, then loading them from the cache.
     from builder.deb.packages import parse_packages
 
+    # Debian's own archive is automatic, lists arch all packages in each architecture's index,
+    # and fits the default size limits, compressed and not.
+    assert release.pin == 500 and not release.reads_binary_all
+    defaults = MetadataOptions(metadata_dir=tmp_path, keyring=DEBIAN_KEYRING)
+    assert listed.size <= defaults.max_index_bytes
+    assert len((SHARED / "InRelease").read_bytes()) <= defaults.max_release_bytes
+    origin = metadata._Origin("http://archive.invalid/debian", release.pin, (release.suite, release.codename))
     started = time.monotonic()
-    parsed = metadata._parsed(index, listed.sha256, "http://archive.invalid/debian", tmp_path, parse_packages)
+    parsed = metadata._parsed(index, listed.sha256, origin, defaults, parse_packages)
     first = time.monotonic() - started
     started = time.monotonic()
-    cached = metadata._parsed(index, listed.sha256, "http://archive.invalid/debian", tmp_path, parse_packages)
+    cached = metadata._parsed(index, listed.sha256, origin, defaults, parse_packages)
     second = time.monotonic() - started
     assert cached == parsed and len(parsed) > 60000
     print(f"bookworm Packages.xz: parse {first:.2f}s, cached load {second:.2f}s")

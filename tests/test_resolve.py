@@ -255,7 +255,7 @@ def test_unversioned_provides_never_satisfies_a_versioned_dependency() -> None:
 def test_architecture_qualifiers() -> None:
     index = [
         pkg("a", depends="python3:any, perl:native, libx:amd64"),
-        pkg("python3"),
+        pkg("python3", multi_arch="allowed"),
         pkg("perl", arch="all"),
         pkg("libx"),
     ]
@@ -363,7 +363,7 @@ def test_locked_fields() -> None:
         pkg("a-data", arch="all", provides="a"),
         pkg("b", conflicts="c"),
         pkg("mawk", provides="awk"),
-        pkg("libc6", "2.36"),
+        pkg("libc6", "2.36", multi_arch="allowed"),
     ]
     locked = run(index, "a")
     a = locked["a"]

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from builder.transport import ChecksumError, Transport, TransportError, shared_transport
+from builder.transport import ChecksumError, SizeError, Transport, TransportError, shared_transport
 from tests.repo_factory import Fault, RepoServer, free_port
 
 
@@ -31,6 +31,28 @@ def blob(http_server: RepoServer, tmp_path: Path) -> bytes:
 def test_get_bytes_http_and_file(transport: Transport, http_server: RepoServer, blob: bytes) -> None:
     assert transport.get_bytes(f"{http_server.url}/small.txt") == b"hello\n"
     assert transport.get_bytes((http_server.root / "blob.bin").as_uri()) == blob
+
+
+def test_get_bytes_refuses_a_body_over_the_limit(transport: Transport, http_server: RepoServer, blob: bytes) -> None:
+    """A body past ``max_bytes`` stops the read (a definite answer: not retried)."""
+    url = f"{http_server.url}/blob.bin"
+    with pytest.raises(SizeError) as info:
+        transport.get_bytes(url, max_bytes=len(blob) - 1)
+    assert str(info.value) == f"{url}: larger than {len(blob) - 1} bytes"
+    assert http_server.count("/blob.bin") == 1
+    assert transport.get_bytes(url, max_bytes=len(blob)) == blob
+    local = (http_server.root / "blob.bin").as_uri()
+    with pytest.raises(SizeError):
+        transport.get_bytes(local, max_bytes=1000)
+    assert transport.get_bytes(local, max_bytes=len(blob)) == blob
+
+
+def test_get_bytes_limit_survives_a_dropped_connection(
+    transport: Transport, http_server: RepoServer, blob: bytes
+) -> None:
+    http_server.fail("/blob.bin", Fault("drop"))
+    assert transport.get_bytes(f"{http_server.url}/blob.bin", max_bytes=len(blob)) == blob
+    assert http_server.count("/blob.bin") == 2
 
 
 def test_404_is_not_retried(transport: Transport, http_server: RepoServer, blob: bytes) -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 from builder.chroot import RootRunner, run_in_root
 from builder.errors import EztError, Where
 from builder.family import InstallRequest, MetadataOptions
-from builder.model import Alternatives, Package, Repository
+from builder.model import Alternatives, Package, PackageRequest, Repository
 
 _ARCHES = {
     "x86_64": "amd64",
@@ -24,7 +24,9 @@ _ARCHES = {
     "riscv64": "riscv64",
 }
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9+.-]+$")
+_RELEASE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.+_-]*$")
 _OPTION_RE = re.compile(r"^\[(?P<body>[^\]]*)\]\s*")
+_OPTIONS = {"arch": "arch=ARCH[,ARCH...]", "trusted": "trusted=yes", "signed-by": "signed-by=FILE"}
 
 
 class DebFamily:
@@ -39,18 +41,26 @@ class DebFamily:
             raise EztError(f"unsupported architecture {template_arch!r} for dpkg") from None
 
     def parse_repository(self, line: str, where: Where) -> Repository:
-        """``[trusted=yes signed-by=K] URL suite component...`` (a leading ``deb`` is allowed)."""
+        """``[arch=A,B trusted=yes signed-by=K] URL suite component...`` (a leading ``deb`` is allowed).
+
+        Every unknown option is named in one error; ``arch=`` limits the line to those
+        architectures (apt's meaning: for others it is not read at all).
+        """
         text = line.strip()
         if text.startswith("deb "):
             text = text[4:].lstrip()
         options: dict[str, str] = {}
         match = _OPTION_RE.match(text)
         if match:
+            unknown = []
             for item in match.group("body").split():
                 key, sep, value = item.partition("=")
-                if not sep or key not in ("trusted", "signed-by", "arch"):
-                    raise EztError(f"bad repository option {item!r} (known: trusted=yes, signed-by=FILE)", where)
+                if not sep or key not in _OPTIONS:
+                    unknown.append(repr(item))
                 options[key] = value
+            if unknown:
+                raise EztError(f"bad repository option{'s' if len(unknown) > 1 else ''} {', '.join(unknown)} "
+                               f"(known: {', '.join(_OPTIONS.values())})", where)  # fmt: skip
             text = text[match.end():]
         elif text.startswith("["):
             raise EztError("repository options must be closed with ']'", where)
@@ -70,7 +80,11 @@ class DebFamily:
         signed_by = options.get("signed-by")
         if signed_by is not None and where.path and not signed_by.startswith("/"):
             signed_by = str((Path(where.path).parent / signed_by).resolve())
-        return Repository(url.rstrip("/"), suite, components, trusted == "yes", signed_by, where)
+        arches = tuple(options.get("arch", "").split(","))
+        if "arch" in options and not all(re.fullmatch(r"[a-z0-9][a-z0-9-]*", a) for a in arches):
+            raise EztError(f"arch= must be a comma-separated list of architectures, not {options['arch']!r}", where)
+        return Repository(url.rstrip("/"), suite, components, trusted == "yes", signed_by, where,
+                          arches if "arch" in options else ())  # fmt: skip
 
     def refresh_metadata(self, repo: Repository, arch: str, options: MetadataOptions) -> list[Path]:
         from builder.deb import metadata
@@ -98,17 +112,23 @@ class DebFamily:
 
         return parse_relations(text)
 
-    def parse_pin(self, spec: str, where: Where) -> tuple[str, str | None]:
+    def parse_pin(self, spec: str, where: Where) -> PackageRequest:
+        """``name``, ``name=version`` or ``name/release`` (a Release's Suite or Codename, as apt takes it)."""
         from builder.deb.version import valid_version
 
         name, sep, version = spec.partition("=")
+        name, slash, release = name.partition("/")
         if not _NAME_RE.match(name):
             raise EztError(f"bad package name {name!r}", where)
+        if slash and (sep or not _RELEASE_RE.match(release)):
+            raise EztError(f"bad release in {spec!r} (expected name/suite, e.g. nginx/bookworm-backports)", where)
+        if slash:
+            return PackageRequest(name, None, where, release)
         if not sep:
-            return name, None
+            return PackageRequest(name, None, where)
         if not version or not valid_version(version):
             raise EztError(f"bad version pin {spec!r} (expected name=version)", where)
-        return name, version
+        return PackageRequest(name, version, where)
 
     def install(self, request: InstallRequest) -> None:
         from builder.deb import install

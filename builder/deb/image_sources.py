@@ -25,6 +25,8 @@ def write_apt_sources(root: Path, repositories: Sequence[Repository]) -> None:
         lines = ["Types: deb", f"URIs: {repo.url}", f"Suites: {suite}"]
         if repo.components and not suite.endswith("/"):
             lines.append(f"Components: {' '.join(repo.components)}")
+        if repo.architectures:
+            lines.append(f"Architectures: {' '.join(repo.architectures)}")
         if repo.trusted:
             lines.append("Trusted: yes")
         if repo.signed_by:

@@ -20,13 +20,13 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import gc
-import gzip
 import hashlib
 import json
 import lzma
 import marshal
 import sys
 import time
+import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -71,11 +71,23 @@ def repo_dir(repo: Repository, options: MetadataOptions) -> Path:
     return options.metadata_dir / repo.ident
 
 
-def _index_keys(repo: Repository, arch: str) -> list[tuple[str, str]]:
-    """(state key, path prefix relative to the Release) for each index the repo line needs."""
+def _index_keys(repo: Repository, arch: str, state: dict[str, Any] | None = None) -> list[tuple[str, str]]:
+    """(state key, path prefix relative to the Release) for each index the repo line needs.
+
+    With ``state``, also the ``binary-all`` indexes its last Release said to read.
+    """
     if is_flat(repo):
         return [("flat", "")]
-    return [(f"{component}/binary-{arch}", f"{component}/binary-{arch}/") for component in repo.components]
+    keys = [(f"{component}/binary-{arch}", f"{component}/binary-{arch}/") for component in repo.components]
+    listed = state.get("binary_all") if state is not None else None
+    if isinstance(listed, list):
+        keys += [(f"{c}/binary-all", f"{c}/binary-all/") for c in repo.components if f"{c}/binary-all" in listed]
+    return keys
+
+
+def _used_for(repo: Repository, arch: str) -> bool:
+    """An ``arch=`` line is used only for the architectures it lists."""
+    return not repo.architectures or arch in repo.architectures
 
 
 # -- state ----------------------------------------------------------------------------
@@ -101,10 +113,13 @@ def _entries(state: dict[str, Any]) -> dict[str, IndexEntry]:
     return result
 
 
-def _write_state(directory: Path, fetched: float, release: Release, entries: dict[str, IndexEntry]) -> None:
+def _write_state(
+    directory: Path, fetched: float, release: Release, entries: dict[str, IndexEntry], binary_all: list[str]
+) -> None:
     state = {
         "fetched": fetched,
         "date": release.date.timestamp() if release.date else None,
+        "binary_all": sorted(binary_all),
         "indexes": {
             key: {"path": e.path, "sha256": e.sha256, "size": e.size} for key, e in sorted(entries.items())
         },
@@ -120,7 +135,7 @@ def _local_indexes(
         return None
     known = _entries(state)
     wanted: list[IndexEntry] = []
-    for key, _prefix in _index_keys(repo, arch):
+    for key, _prefix in _index_keys(repo, arch, state):
         entry = known.get(key)
         if entry is None:
             return None
@@ -161,6 +176,8 @@ def refresh_metadata(
     """
     directory = repo_dir(repo, options)
     where = label(repo)
+    if not _used_for(repo, arch):
+        return []
     if options.offline:
         local = _local_indexes(directory, _read_state(directory), repo, arch)
         if local is None:
@@ -189,6 +206,8 @@ def _fresh_indexes(
 def metadata_fresh(repo: Repository, arch: str, options: MetadataOptions) -> bool:
     """Whether ``refresh_metadata`` would touch the network (the task graph's up-to-date check)."""
     directory = repo_dir(repo, options)
+    if not _used_for(repo, arch):
+        return True
     return _fresh_indexes(directory, _read_state(directory), repo, arch, options) is not None
 
 
@@ -212,7 +231,13 @@ def _revalidate(
     state: dict[str, Any],
 ) -> list[IndexEntry]:
     where = label(repo)
-    fetched = fetch_release(transport, repo, keyring_for(repo, options))
+    fetched = fetch_release(
+        transport,
+        repo,
+        keyring_for(repo, options),
+        max_bytes=options.max_release_bytes,
+        max_age=options.max_age_seconds,
+    )
     release = fetched.release
     unchanged = _stored_raw(directory) == fetched.raw and (directory / RELEASE).is_file()
     if not unchanged and not repo.trusted:
@@ -224,14 +249,19 @@ def _revalidate(
         listed = release.files.get(entry.path)
         if listed is not None and listed.sha256 == entry.sha256 and (directory / entry.path).is_file():
             entries[key] = entry
+    binary_all = [
+        f"{c}/binary-all"
+        for c in ([] if is_flat(repo) else repo.components)
+        if release.reads_binary_all and _candidates(release, f"{c}/binary-all/")
+    ]
     wanted: list[IndexEntry] = []
-    for key, prefix in _index_keys(repo, arch):
-        entry = _refresh_index(transport, repo, arch, release, directory, key, prefix, entries.get(key))
+    for key, prefix in _index_keys(repo, arch, {"binary_all": binary_all}):
+        entry = _refresh_index(transport, repo, arch, release, directory, key, prefix, entries.get(key), options)
         entries[key] = entry
         wanted.append(entry)
     _write_release_files(directory, fetched)
     _remove_stale(directory, entries)
-    _write_state(directory, time.time(), release, entries)
+    _write_state(directory, time.time(), release, entries, binary_all)
     return wanted
 
 
@@ -262,14 +292,24 @@ def _refresh_index(
     key: str,
     prefix: str,
     current: IndexEntry | None,
+    options: MetadataOptions,
 ) -> IndexEntry:
     """Keep the local index if the Release still lists it unchanged, else download and verify one."""
     where = label(repo)
     candidates = _candidates(release, prefix)
+    component = prefix.rpartition("/binary-")[0]
+    if not candidates and component and release.components and component not in release.components:
+        listed = " ".join(release.components)
+        raise EztError(f"{where}: the Release has no component {component!r} (its components: {listed})",
+                       repo.where)  # fmt: skip
     if not candidates:
         arches = " ".join(release.architectures)
         listed = f" (Release lists architectures: {arches})" if arches else ""
         raise EztError(f"{where}: Release lists no {prefix}Packages index for {arch}{listed}")
+    too_big = [c for c in candidates if c.size > options.max_index_bytes]
+    if too_big:
+        raise EztError(f"{where}: {too_big[0].path} is {too_big[0].size} bytes, "
+                       f"over max_index_size ({options.max_index_bytes} bytes)")  # fmt: skip
     for candidate in candidates:
         if current is not None and current.path == candidate.path and current.sha256 == candidate.sha256:
             return current
@@ -331,50 +371,77 @@ def _remove_stale(directory: Path, entries: dict[str, IndexEntry]) -> None:
 def load_packages(repo: Repository, arch: str, options: MetadataOptions) -> list[Package]:
     """The repository's packages for ``arch``, from the verified local index.
 
-    Parsed lists are cached by the index file's sha256 (and base URL), so this is a
-    fast load after the first time.
+    Each carries the repository's pin and its Release's Suite and Codename (see
+    ``Package``). Parsed lists are cached by the index file's sha256 (and base URL,
+    pin and suites), so this is a fast load after the first time.
     """
     from builder.deb.packages import parse_packages
 
+    if not _used_for(repo, arch):
+        return []
     directory = repo_dir(repo, options)
     local = _local_indexes(directory, _read_state(directory), repo, arch)
     if local is None:
         raise EztError(f"{label(repo)}: no metadata for {arch} in {directory} (fetch it first: ezt lock)")
-    base_url = package_base_url(repo)
+    release = read_release(repo, options)
+    suites = tuple(dict.fromkeys(name for name in (release.suite, release.codename) if name))
+    origin = _Origin(package_base_url(repo), release.pin, suites)
     packages: list[Package] = []
     for entry in local:
         index = directory / entry.path
-        packages.extend(_parsed(index, entry.sha256, base_url, options.metadata_dir, parse_packages))
+        packages.extend(_parsed(index, entry.sha256, origin, options, parse_packages))
+    if len(local) > len(repo.components or ("flat",)):  # binary-all too: its packages may be in both
+        seen: set[tuple[str, str, str]] = set()
+        unique = []
+        for package in packages:
+            key = (package.name, package.version, package.arch)
+            if key not in seen:
+                seen.add(key)
+                unique.append(package)
+        packages = unique
     return packages
 
 
-def _parsed_path(metadata_dir: Path, sha256: str, base_url: str) -> Path:
-    """``parsed/<index sha256>-<hash of base URL and record format>.marshal``."""
-    variant = hashlib.sha256(f"{_PARSED_FORMAT}\0{base_url}".encode()).hexdigest()[:16]
+@dataclass(frozen=True)
+class _Origin:
+    """What every package of one repository shares besides its index stanza."""
+
+    base_url: str
+    pin: int
+    suites: tuple[str, ...]
+
+
+def _parsed_path(metadata_dir: Path, sha256: str, origin: _Origin) -> Path:
+    """``parsed/<index sha256>-<hash of base URL, pin, suites and record format>.marshal``."""
+    key = f"{_PARSED_FORMAT}\0{origin.base_url}\0{origin.pin}\0{' '.join(origin.suites)}"
+    variant = hashlib.sha256(key.encode()).hexdigest()[:16]
     return metadata_dir / "parsed" / f"{sha256}-{variant}.marshal"
 
 
 def _parsed(
     path: Path,
     sha256: str,
-    base_url: str,
-    metadata_dir: Path,
-    parse: Callable[[str, str], list[Package]],
+    origin: _Origin,
+    options: MetadataOptions,
+    parse: Callable[..., list[Package]],
 ) -> list[Package]:
-    cache = _parsed_path(metadata_dir, sha256, base_url)
+    """The index's packages: from the parse cache, else parsed (``parse(text, base_url,
+    pin=, suites=)``) and cached."""
+    cache = _parsed_path(options.metadata_dir, sha256, origin)
     cached = _load_cached(cache)
     if cached is not None:
         return cached
     if sha256_file(path) != sha256:
         raise EztError(f"{path}: sha256 does not match the Release; refresh it (ezt lock --refresh)")
     try:
-        packages = parse(read_index(path), base_url)
+        text = read_index(path, options.max_index_bytes)
+        packages = parse(text, origin.base_url, pin=origin.pin, suites=origin.suites)
     except ValueError as exc:
         raise EztError(f"{path}: {exc}") from None
     rows = [tuple(getattr(p, f.name) for f in fields(Package)) for p in packages]
     with contextlib.suppress(EztError):  # the cache is an optimisation: a full disk must not fail the build
         write_bytes(cache, marshal.dumps(rows))
-        _prune_parsed(metadata_dir, keep=cache)
+        _prune_parsed(options.metadata_dir, keep=cache)
     return packages
 
 
@@ -407,17 +474,45 @@ def _prune_parsed(metadata_dir: Path, keep: Path) -> None:
                 cached.unlink()
 
 
-def read_index(path: Path) -> str:
-    """A Packages file's text, decompressing by its suffix."""
+def read_index(path: Path, max_bytes: int | None = None) -> str:
+    """A Packages file's text, decompressing by its suffix; more than ``max_bytes``
+    of text (a decompression bomb) is refused before it is all in memory."""
     try:
         data = path.read_bytes()
-        if path.suffix == ".xz":
-            data = lzma.decompress(data)
-        elif path.suffix == ".gz":
-            data = gzip.decompress(data)
-    except (OSError, lzma.LZMAError, EOFError) as exc:
+        if path.suffix in (".xz", ".gz"):
+            data = _decompress(data, path.suffix, max_bytes)
+    except (OSError, lzma.LZMAError, zlib.error, EOFError) as exc:
         raise EztError(f"{path}: cannot read package index: {exc}") from None
+    if max_bytes is not None and len(data) > max_bytes:
+        raise EztError(f"{path}: package index is over max_index_size ({max_bytes} bytes) uncompressed")
     return data.decode("utf-8", errors="replace")
+
+
+def _decompress(data: bytes, suffix: str, max_bytes: int | None) -> bytes:
+    """``data`` decompressed, at most ``max_bytes + 1`` bytes of it (all of every stream)."""
+    limit = -1 if max_bytes is None else max_bytes + 1
+    out = bytearray()
+    first = True
+    while data:
+        try:
+            if suffix == ".xz":
+                xz = lzma.LZMADecompressor()
+                out += xz.decompress(data, limit if limit < 0 else limit - len(out))
+                done, data = xz.eof, xz.unused_data
+            else:
+                gz = zlib.decompressobj(16 + zlib.MAX_WBITS)
+                out += gz.decompress(data, 0 if limit < 0 else limit - len(out))
+                done, data = gz.eof, gz.unused_data
+        except (lzma.LZMAError, zlib.error):
+            if first:
+                raise
+            break  # padding or garbage after a complete stream, as lzma/gzip.decompress ignore it
+        first = False
+        if limit >= 0 and len(out) >= limit:
+            break
+        if not done:
+            raise EOFError("compressed data ended before the end-of-stream marker")
+    return bytes(out)
 
 
 def read_release(repo: Repository, options: MetadataOptions) -> Release:

@@ -39,7 +39,10 @@ def _folded(value: str) -> str:
     return " ".join(part.strip() for part in value.split("\n")).strip()
 
 
-def _package(fields: dict[str, str], *, base_url: str, filename: str, size: int, sha256: str) -> Package:
+def _package(
+    fields: dict[str, str], *, base_url: str, filename: str, size: int, sha256: str, pin: int = 500,
+    suites: tuple[str, ...] = (),
+) -> Package:  # fmt: skip
     """A Package record from a paragraph's fields (Package and Version present)."""
     source = fields.get("Source", "")
     return Package(
@@ -59,13 +62,16 @@ def _package(fields: dict[str, str], *, base_url: str, filename: str, size: int,
         priority=fields.get("Priority", ""),
         multi_arch=fields.get("Multi-Arch", ""),
         source=source.partition(" ")[0],
+        pin=pin,
+        suites=suites,
     )
 
 
-def parse_packages(text: str, base_url: str) -> list[Package]:
+def parse_packages(text: str, base_url: str, *, pin: int = 500, suites: tuple[str, ...] = ()) -> list[Package]:
     """Every paragraph of a ``Packages`` index as a Package, in index order.
 
-    ``base_url`` is the repository root that ``Filename`` is relative to. A
+    ``base_url`` is the repository root that ``Filename`` is relative to; ``pin`` and
+    ``suites`` are its repository's (see ``Package``). A
     paragraph without Package, Version, Filename or SHA256, or with a bad Size,
     raises ValueError naming the line the paragraph starts on.
     """
@@ -92,7 +98,8 @@ def parse_packages(text: str, base_url: str) -> list[Package]:
             where = f"line {_line_of(paragraphs, index)}"
             raise ValueError(f"{where}: package paragraph has an unsafe Package, Version, Architecture, "
                              f"Filename or SHA256 ({name!r} {version!r})")
-        packages.append(_package(fields, base_url=base_url, filename=filename, size=int(size), sha256=sha256))
+        packages.append(_package(fields, base_url=base_url, filename=filename, size=int(size), sha256=sha256,
+                                 pin=pin, suites=suites))  # fmt: skip
     return packages
 
 
@@ -102,15 +109,21 @@ _STATUS_FIELD = re.compile(
 )
 
 
+_INSTALLED_STATES = frozenset({"installed", "triggers-pending", "triggers-awaited"})
+"""dpkg states whose package is there and configured: a package awaiting or owing a
+trigger run (``triggers-pending``, ``triggers-awaited``) satisfies dependencies, as
+apt and dpkg count it."""
+
+
 def parse_status(text: str) -> list[Package]:
-    """The installed packages of a dpkg ``status`` database (``Status: ... installed``)
-    as Package records without a file (no Filename, size 0, no sha256): what a root
-    already has, for resolving more packages against it."""
+    """The installed packages of a dpkg ``status`` database (``Status: ... installed``,
+    or a triggers state) as Package records without a file (no Filename, size 0, no
+    sha256): what a root already has, for resolving more packages against it."""
     packages: list[Package] = []
     for paragraph in text.split("\n\n"):
         fields = {key: _folded(value) for key, value in _STATUS_FIELD.findall("\n" + paragraph)}
         name, version = fields.get("Package"), fields.get("Version")
-        if not name or not version or not fields.get("Status", "").endswith(" installed"):
+        if not name or not version or fields.get("Status", "").rpartition(" ")[2] not in _INSTALLED_STATES:
             continue
         packages.append(_package(fields, base_url="", filename="", size=0, sha256=""))
     return packages

@@ -21,7 +21,7 @@ from builder.family import MetadataOptions
 from builder.model import Repository
 from builder.signing import gpgv, keyring_file
 from builder.signing import status_problem as _status_problem  # noqa: F401 (tests read it here)
-from builder.transport import Transport, TransportError
+from builder.transport import SizeError, Transport, TransportError
 
 _BEGIN_SIGNED = "-----BEGIN PGP SIGNED MESSAGE-----"
 _BEGIN_SIGNATURE = "-----BEGIN PGP SIGNATURE-----"
@@ -50,6 +50,23 @@ class Release:
     components: tuple[str, ...] = ()
     acquire_by_hash: bool = False
     files: dict[str, IndexFile] = field(default_factory=dict, hash=False)
+    not_automatic: bool = False
+    but_automatic_upgrades: bool = False
+    all_in_arch_indexes: bool = False
+    """``No-Support-for-Architecture-all: Packages``: arch ``all`` packages are listed in
+    every architecture's index, so ``binary-all`` need not be read."""
+
+    @property
+    def pin(self) -> int:
+        """The priority apt gives the repository's packages (``apt-cache policy``)."""
+        if self.not_automatic:
+            return 100 if self.but_automatic_upgrades else 1
+        return 500
+
+    @property
+    def reads_binary_all(self) -> bool:
+        """Whether ``binary-all`` indexes hold packages the architecture indexes lack (as apt decides)."""
+        return "all" in self.architectures and not self.all_in_arch_indexes
 
 
 @dataclass(frozen=True)
@@ -146,7 +163,41 @@ def parse_release(text: str, where: str) -> Release:
         components=tuple(one("components").split()),
         acquire_by_hash=one("acquire-by-hash").lower() == "yes",
         files=files,
+        not_automatic=one("notautomatic").lower() == "yes",
+        but_automatic_upgrades=one("butautomaticupgrades").lower() == "yes",
+        all_in_arch_indexes="Packages" in one("no-support-for-architecture-all").split(),
     )
+
+
+def check_suite(release: Release, repo: Repository) -> None:
+    """A Release of another suite (a mirror serving trixie, sid or an old bookworm under
+    ``dists/bookworm``) is refused, however validly signed: apt's ``CheckDist``.
+
+    The line's suite may be a Suite (``stable``) or a Codename (``bookworm``); for
+    ``buster/updates`` the part before the last ``/`` counts too. A flat repository
+    names no suite.
+    """
+    asked = "" if is_flat(repo) else repo.suite
+    if not asked or asked in (release.suite, release.codename):
+        return
+    trimmed = asked.rpartition("/")[0] if "/" in asked else asked
+    if trimmed in ("", ".") or trimmed in (release.suite, release.codename):
+        return
+    says = f"Suite {release.suite or '(none)'}, Codename {release.codename or '(none)'}"
+    raise EztError(f"{label(repo)}: the line asks for suite {asked!r} but its Release is {says}", repo.where)
+
+
+def check_max_age(release: Release, where: str, max_age: int | None, now: datetime | None = None) -> None:
+    """Without Valid-Until an archive never expires; ``metadata_max_age`` bounds its Date."""
+    if max_age is None or release.valid_until is not None:
+        return
+    if release.date is None:
+        raise EztError(f"{where}: Release has neither Valid-Until nor Date (metadata_max_age is set)")
+    now = now or datetime.now(UTC)
+    if (now - release.date).total_seconds() > max_age:
+        stamp = release.date.strftime("%Y-%m-%d %H:%M:%S UTC")
+        raise EztError(f"{where}: Release dated {stamp} is older than metadata_max_age "
+                       f"({max_age} s) and has no Valid-Until; the mirror is out of date")  # fmt: skip
 
 
 def check_valid_until(release: Release, where: str, now: datetime | None = None) -> None:
@@ -229,9 +280,11 @@ def verify_detached(release: bytes, signature: bytes, keyring: Path, where: str)
 # -- fetching --------------------------------------------------------------------------
 
 
-def _get_optional(transport: Transport, url: str) -> bytes | None:
+def _get_optional(transport: Transport, url: str, max_bytes: int | None) -> bytes | None:
     try:
-        return transport.get_bytes(url)
+        return transport.get_bytes(url, max_bytes=max_bytes)
+    except SizeError:
+        raise EztError(f"{url}: larger than max_release_size ({max_bytes} bytes)") from None
     except TransportError as exc:
         if exc.not_found:
             return None
@@ -239,17 +292,25 @@ def _get_optional(transport: Transport, url: str) -> bytes | None:
 
 
 def fetch_release(
-    transport: Transport, repo: Repository, keyring: Path, now: datetime | None = None
+    transport: Transport,
+    repo: Repository,
+    keyring: Path,
+    now: datetime | None = None,
+    *,
+    max_bytes: int | None = None,
+    max_age: int | None = None,
 ) -> FetchedRelease:
     """Download, verify and parse the repository's InRelease (or Release + Release.gpg).
 
     An InRelease that is present but not validly signed is an error; there is no
     falling back to Release then, as an attacker could simply drop the bad file.
-    ``trusted=yes`` repositories skip signature and Valid-Until checks.
+    The Release must be of the suite the line asks for. ``trusted=yes``
+    repositories skip signature, Valid-Until and ``max_age`` checks. Files over
+    ``max_bytes`` are refused before they are read whole.
     """
     where = label(repo)
     base = release_dir_url(repo)
-    inrelease = _get_optional(transport, base + "InRelease")
+    inrelease = _get_optional(transport, base + "InRelease", max_bytes)
     if inrelease is not None:
         if repo.trusted:
             text = clearsigned_body(inrelease.decode("utf-8", errors="replace"))
@@ -259,10 +320,10 @@ def fetch_release(
             signed = True
         raw = {"InRelease": inrelease}
     else:
-        plain = _get_optional(transport, base + "Release")
+        plain = _get_optional(transport, base + "Release", max_bytes)
         if plain is None:
             raise EztError(f"{where}: no InRelease or Release file under {base} (is the suite right?)")
-        signature = _get_optional(transport, base + "Release.gpg")
+        signature = _get_optional(transport, base + "Release.gpg", max_bytes)
         raw = {"Release": plain}
         signed = False
         if signature is not None:
@@ -279,6 +340,8 @@ def fetch_release(
         except UnicodeDecodeError:
             raise EztError(f"{where}: Release is not UTF-8 text") from None
     release = parse_release(text, where)
+    check_suite(release, repo)
     if not repo.trusted:
         check_valid_until(release, where, now)
+        check_max_age(release, where, max_age, now)
     return FetchedRelease(release, raw, signed)
