@@ -9,10 +9,11 @@ import time
 from typing import Any
 
 from builder import imagename, runner, steps
+from builder.appcaches import default_app_caches
 from builder.config import Config
 from builder.errors import EztError
 from builder.lock import lock_difference, read_lock
-from builder.recipe import AppCache, default_app_caches, find_recipes, load_buildable, os_template_names
+from builder.recipe import AppCache, find_recipes, load_buildable, os_template_names
 from builder.tasks import Buildable
 
 
