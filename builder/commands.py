@@ -56,8 +56,8 @@ def cmd_build(args: argparse.Namespace, config: Config) -> int:
     started = time.monotonic()
     runner.run_build(ctx, templates, jobs)
     for template in templates:
-        latest = imagename.latest_image(config.layout.images, template.name)
-        print(f"{template.name}: {latest if latest else 'no image'}")
+        current = imagename.current_image(config.layout.images, template.name)
+        print(f"{template.name}: {current if current else 'no image'}")
     print(f"done in {time.monotonic() - started:.1f}s", file=sys.stderr)
     return 0
 
@@ -89,7 +89,7 @@ def cmd_publish(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_lock(args: argparse.Namespace, config: Config) -> int:
-    ctx = steps.BuildContext(config, steps.BuildOptions(refresh=args.refresh), _say)
+    ctx = steps.BuildContext(config, steps.BuildOptions(refresh=args.refresh, lock_only=True), _say)
     templates = _templates(config, args.templates)
     runner.run_build(ctx, templates, 1, only=tuple(f"lock:{t.name}" for t in templates))
     for template in templates:
@@ -146,7 +146,7 @@ def cmd_info(args: argparse.Namespace, config: Config) -> int:
         stale = lock_difference(lock.resolved_from, steps.resolved_from(config, item))
         lock_state.update(packages=len(lock.packages), digest=lock.digest(),
                           size=sum(p.size for p in lock.packages), up_to_date=stale is None, out_of_date=stale)
-    latest = imagename.latest_image(config.layout.images, name)
+    latest = imagename.current_image(config.layout.images, name)
     repositories = [steps.repository_label(r) + (" [trusted]" if r.trusted else "") for r in template.repositories]
     requests = tuple(r for app in item.apps for r in app.packages) if isinstance(item, AppCache) else template.packages
     packages = [p.name + (f"={p.version}" if p.version else "") for p in requests]

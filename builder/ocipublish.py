@@ -83,7 +83,7 @@ def push(
     done = []
     try:
         for template in names:
-            image = imagename.latest_image(images_dir, template)
+            image = imagename.current_image(images_dir, template)
             if image is None:
                 raise EztError(f"no image of {template} in {images_dir} (build it first)")
             manifest = read_manifest(manifest_path(image))

@@ -161,7 +161,7 @@ def publish(
     index = pubindex.parse(index_file.read_bytes(), str(index_file)) if index_file.is_file() else {}
     done: list[Published] = []
     for template in names:
-        newest = imagename.latest_image(images_dir, template)
+        newest = imagename.current_image(images_dir, template)
         if newest is None:
             raise EztError(f"no image of {template} in {images_dir} (build it first)")
         entry = _entry(newest, tree)
