@@ -374,9 +374,9 @@ class ImageInputs:
     def digest(self) -> str:
         return inputs_digest(self.lock.digest(), self.recipe_digest, self.installer)
 
-    def reason(self, ctx: BuildContext) -> str | None:
-        """Why the build must pack or find another image (None: it ended with this one)."""
-        return uptodate.image_reason(ctx.config.layout, self.name, self.digest(), self.lock.digest(), self.installer)
+    def compared(self) -> tuple[str, str, str]:
+        """What :func:`builder.uptodate.image_reason` compares with an image's manifest."""
+        return self.digest(), self.lock.digest(), self.installer
 
 
 def pack_stage(ctx: BuildContext, inputs: ImageInputs) -> Path:

@@ -17,7 +17,7 @@ from typing import Any
 from builder import appsteps, steps
 from builder.errors import EztError
 from builder.recipe import AppCache, Template
-from builder.uptodate import Check, stage_reason
+from builder.uptodate import Check, image_reason, stage_reason
 
 Buildable = Template | AppCache
 
@@ -108,7 +108,7 @@ def template_tasks(ctx: steps.BuildContext, template: Template, failures: Failur
         "name": name,
         "actions": [failures.guard(steps.image_template, ctx, template)],
         "task_dep": [f"stage:{name}"],
-        "uptodate": [Check(lambda: steps.os_image_inputs(ctx, template).reason(ctx))],
+        "uptodate": [Check(lambda: image_reason(layout, name, lambda: steps.os_image_inputs(ctx, template).compared()))],  # noqa: E501
         "targets": [str(layout.image_state(name))],
         "verbosity": 2,
     }
@@ -149,7 +149,7 @@ def app_cache_tasks(ctx: steps.BuildContext, cache: AppCache, failures: Failures
         "name": name,
         "actions": [failures.guard(appsteps.image_app_cache, ctx, cache)],
         "task_dep": [f"stage:{name}", f"image:{base}"],
-        "uptodate": [Check(lambda: appsteps.app_image_inputs(ctx, cache).reason(ctx))],
+        "uptodate": [Check(lambda: image_reason(layout, name, lambda: appsteps.app_image_inputs(ctx, cache).compared()))],  # noqa: E501
         "targets": [str(layout.image_state(name))],
         "verbosity": 2,
     }

@@ -136,9 +136,10 @@ def stage_reason(layout: CacheLayout, name: str, now: Callable[[], Mapping[str, 
     return difference(read_record(layout.stage_stamp(name)), now(), "never built")
 
 
-def image_reason(layout: CacheLayout, name: str, digest: str, lock_digest: str, installer: str) -> str | None:
+def image_reason(layout: CacheLayout, name: str, now: Callable[[], tuple[str, str, str]]) -> str | None:
     """Why a build of ``name`` must pack (or find) another image: the image the last
-    build ended with is gone or was made from other inputs."""
+    build ended with is gone or was made from other inputs than ``now()``'s (inputs
+    digest, lock digest, installer)."""
     from builder.manifest import manifest_path, read_manifest
 
     recorded = read_record(layout.image_state(name))
@@ -148,6 +149,7 @@ def image_reason(layout: CacheLayout, name: str, digest: str, lock_digest: str, 
     if not image.is_file():
         return f"its image {image.name} is gone"
     manifest = read_manifest(manifest_path(image))
+    digest, lock_digest, installer = now()
     if manifest.inputs_digest == digest:
         return None
     if manifest.lock_digest != lock_digest:
