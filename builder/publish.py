@@ -144,7 +144,7 @@ def publish(
     sign_key: Path | None = None,
     say: Callable[[str], None] = print,
 ) -> list[Published]:
-    """Publish the newest image of each template (every template with images when
+    """Publish the current image of each template (every template with images when
     none is named) into ``tree``; returns what each one did."""
     if keep is not None and keep < 1:
         raise EztError("--keep must be at least 1")
