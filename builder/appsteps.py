@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from builder import uptodate
-from builder.atomic import write_bytes, write_if_changed
+from builder.atomic import write_if_changed
 from builder.errors import EztError
 from builder.family import InstallRequest
 from builder.lock import Lock
@@ -140,10 +140,9 @@ def stage_app_cache(ctx: BuildContext, cache: AppCache) -> None:
                     run_post_install(app.post_install.path, work, epoch, env)
         family.finish_root(work)
 
-    record = stage_record(ctx, cache)
+    stamp = (ctx.config.layout.stage_stamp(cache.name), stage_stamp(stage_record(ctx, cache), epoch))
     started = time.monotonic()
-    build_stage(ctx.config.layout.stage_root(cache.name), fill, start_from=os_stage(ctx, cache))
-    write_bytes(ctx.config.layout.stage_stamp(cache.name), stage_stamp(record, epoch))
+    build_stage(ctx.config.layout.stage_root(cache.name), fill, start_from=os_stage(ctx, cache), stamp=stamp)
     ctx.say(f"stage {cache.name}: added {len(lock.packages)} packages to {cache.os.name} "
             f"in {time.monotonic() - started:.1f}s")  # fmt: skip
 

@@ -297,18 +297,21 @@ def stage_template(ctx: BuildContext, template: Template) -> None:
             chroot.run_host_script(template.post_cache.path, work, source_date_epoch=epoch, environment=env)
         template.family.finish_root(work)
 
-    record = stage_record(ctx, template)
+    stamp = (ctx.config.layout.stage_stamp(template.name), stage_stamp(stage_record(ctx, template), epoch))
     started = time.monotonic()
-    build_stage(ctx.config.layout.stage_root(template.name), fill)
-    write_bytes(ctx.config.layout.stage_stamp(template.name), stage_stamp(record, epoch))
+    build_stage(ctx.config.layout.stage_root(template.name), fill, stamp=stamp)
     ctx.say(f"stage {template.name}: installed {len(lock.packages)} packages in {time.monotonic() - started:.1f}s")
 
 
-def build_stage(final: Path, fill: Callable[[Path], None], start_from: Path | None = None) -> None:
+def build_stage(
+    final: Path, fill: Callable[[Path], None], start_from: Path | None = None, stamp: tuple[Path, bytes] | None = None
+) -> None:
     """Make the stage root ``final`` with ``fill(work)`` in a fresh ``root.new`` beside
     it (a copy of ``start_from`` if given) and swap it in only when complete, so a
-    failed build leaves the previous stage as it was. A script's full output goes to
-    ``error.log`` beside the stage; the error names that file."""
+    failed build leaves the previous stage as it was, its ``stamp`` (path, record) too:
+    the new record is written once the new root is in place, the old one removed before
+    the old root goes, so no record ever describes another root. A script's full output
+    goes to ``error.log`` beside the stage; the error names that file."""
     work = final.with_name("root.new")
     chroot.remove_tree(work)
     work.parent.mkdir(parents=True, exist_ok=True)
@@ -328,8 +331,12 @@ def build_stage(final: Path, fill: Callable[[Path], None], start_from: Path | No
     except BaseException:
         chroot.remove_tree(work)
         raise
+    if stamp is not None:
+        stamp[0].unlink(missing_ok=True)
     chroot.remove_tree(final)
     work.rename(final)
+    if stamp is not None:
+        write_bytes(*stamp)
 
 
 def run_post_install(
