@@ -226,5 +226,6 @@ def test_a_crlf_script_is_named(tmp_path: Path, kind: str) -> None:
         load_buildable("debian-12-x86_64+web", tmp_path, URLMAP)
     assert str(caught.value.where) == f"{tmp_path}/debian-12-x86_64/{kind}:1"
     assert "CRLF" in caught.value.message and "dos2unix" in caught.value.message
-    info = run_ezt("info", "debian-12-x86_64+web", "--recipes", str(tmp_path), "--cache-dir", str(tmp_path / "c"))
+    info = run_ezt("info", "debian-12-x86_64+web", "--recipes", str(tmp_path), "--cache-dir", str(tmp_path / "c"),
+                   env={"EZT_URLMAP_SEC": URLMAP["SEC"]})  # fmt: skip
     assert_user_error(info, f"{kind}:1: script has CRLF (Windows) line ends")
