@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 from builder import imagename, runner, steps
@@ -104,7 +105,11 @@ def cmd_recipes(args: argparse.Namespace, config: Config) -> int:
             {
                 "recipe": recipe.name,
                 "templates": [
-                    {"template": t, "images": [p.name for p in imagename.list_images(config.layout.images, t)]}
+                    {
+                        "template": t,
+                        "images": [p.name for p in imagename.list_images(config.layout.images, t)],
+                        "current": _name(imagename.current_image(config.layout.images, t)),
+                    }
                     for t in recipe.os_templates()
                 ],
                 "apps": recipe.apps(),
@@ -124,15 +129,27 @@ def cmd_recipes(args: argparse.Namespace, config: Config) -> int:
     for row in rows:
         print(row["recipe"])
         for template in row["templates"]:
-            images = template["images"]
-            latest = f"  newest {images[-1]} ({len(images)} image(s))" if images else "  no image"
-            print(f"  {template['template']}{latest}")
+            print(f"  {template['template']}{_images_text(config, template['template'])}")
         if row["apps"]:
             print(f"  apps: {', '.join(row['apps'])}")
         for cache in row["appcaches"]:
-            images = imagename.list_images(config.layout.images, cache)
-            print(f"  {cache}  newest {images[-1].name} ({len(images)} image(s))")
+            print(f"  {cache}{_images_text(config, cache)}")
     return 0
+
+
+def _name(path: Path | None) -> str | None:
+    return path.name if path is not None else None
+
+
+def _images_text(config: Config, template: str) -> str:
+    """``  newest X (N image(s))``, and the current image when a build went back to an
+    earlier one (an edit reverted)."""
+    images = imagename.list_images(config.layout.images, template)
+    if not images:
+        return "  no image"
+    current = imagename.current_image(config.layout.images, template)
+    also = f", current {current.name}" if current is not None and current != images[-1] else ""
+    return f"  newest {images[-1].name} ({len(images)} image(s){also})"
 
 
 def cmd_info(args: argparse.Namespace, config: Config) -> int:

@@ -111,6 +111,7 @@ def test_a_reverted_edit_reuses_the_earlier_image(site: Site, tmp_path: Path) ->
     assert reverted.stdout.strip().endswith(f"{TEMPLATE}: {tmp_path / 'cache' / 'images' / one}")
     paths = ("--recipes", str(recipes), "--cache-dir", str(tmp_path / "cache"))
     assert json.loads(ezt(site, "info", TEMPLATE, "--json", *paths).stdout)["last_image"] == one
+    assert f"{TEMPLATE}  newest {two} (2 image(s), current {one})" in ezt(site, "recipes", *paths).stdout
     published = ezt(site, "publish", TEMPLATE, "--to", str(tmp_path / "tree"), "--json", *paths)
     assert [row["name"] for row in json.loads(published.stdout)] == [one.removesuffix(".tar.zst")]
     assert ran_tasks(build(site, tmp_path).stdout) == []
