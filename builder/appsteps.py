@@ -23,8 +23,10 @@ import hashlib
 import json
 import time
 from pathlib import Path
+from typing import Any
 
-from builder.atomic import write_bytes
+from builder import uptodate
+from builder.atomic import write_if_changed
 from builder.errors import EztError
 from builder.family import InstallRequest
 from builder.lock import Lock
@@ -36,14 +38,17 @@ from builder.steps import (
     ImageInputs,
     build_stage,
     load_lock,
+    lock_record,
     metadata_options,
     pack_stage,
     repository_label,
     resolved_from,
     run_post_install,
     source_date_epoch,
+    stage_stamp,
     verified_pool_file,
 )
+from builder.uptodate import record_bytes
 
 
 def app_environment(cache: AppCache, epoch: int) -> dict[str, str]:
@@ -90,20 +95,22 @@ def lock_app_cache(ctx: BuildContext, cache: AppCache) -> Lock:
         resolved_from=resolved_from(ctx.config, cache),
     )
     changed = lock.save(ctx.config.layout.lock_file(cache.name))
+    write_if_changed(ctx.config.layout.lock_inputs(cache.name), record_bytes(lock_record(ctx, cache)))
     ctx.say(f"lock {cache.name}: {len(added)} packages on top of {cache.os.name}"
             f"{' (changed)' if changed else ' (unchanged)'}")  # fmt: skip
     return lock
 
 
-def _stage_stamp(ctx: BuildContext, cache: AppCache, lock: Lock, epoch: int) -> bytes:
+def stage_record(ctx: BuildContext, cache: AppCache) -> dict[str, Any]:
+    """What the app stage is made from: the app lock, the app files, ezt's installer and
+    the OS stage (by its record: an OS stage made again gives a new app stage)."""
     os_stamp = ctx.config.layout.stage_stamp(cache.os.name).read_bytes()
-    data = {
-        "lock": lock.digest(),
-        "recipe": cache.digest(),
+    return {
+        "lock": load_lock(ctx, cache).digest(),
+        "files": uptodate.file_digests(cache.digest_files()),
+        "installer": uptodate.family_installer(cache.os.family),
         "os_stage": hashlib.sha256(os_stamp).hexdigest(),
-        "source_date_epoch": epoch,
     }
-    return (json.dumps(data, sort_keys=True) + "\n").encode()
 
 
 def stage_app_cache(ctx: BuildContext, cache: AppCache) -> None:
@@ -133,9 +140,9 @@ def stage_app_cache(ctx: BuildContext, cache: AppCache) -> None:
                     run_post_install(app.post_install.path, work, epoch, env)
         family.finish_root(work)
 
+    stamp = (ctx.config.layout.stage_stamp(cache.name), stage_stamp(stage_record(ctx, cache), epoch))
     started = time.monotonic()
-    build_stage(ctx.config.layout.stage_root(cache.name), fill, start_from=os_stage(ctx, cache))
-    write_bytes(ctx.config.layout.stage_stamp(cache.name), _stage_stamp(ctx, cache, lock, epoch))
+    build_stage(ctx.config.layout.stage_root(cache.name), fill, start_from=os_stage(ctx, cache), stamp=stamp)
     ctx.say(f"stage {cache.name}: added {len(lock.packages)} packages to {cache.os.name} "
             f"in {time.monotonic() - started:.1f}s")  # fmt: skip
 
@@ -153,29 +160,31 @@ def os_image(ctx: BuildContext, cache: AppCache) -> Path:
     return path
 
 
-def image_app_cache(ctx: BuildContext, cache: AppCache) -> Path:
-    """Pack the app stage into a new dated image unless the newest has the same
-    inputs: the app lock, the app files and the OS image (by its sha256)."""
+def app_image_inputs(ctx: BuildContext, cache: AppCache) -> ImageInputs:
+    """The app lock, the app files and the OS image (by its sha256)."""
     base = os_image(ctx, cache)
     base_manifest = read_manifest(manifest_path(base))
     os_lock, lock = load_lock(ctx, cache.os), load_lock(ctx, cache)
     recipe_digest = hashlib.sha256(f"{cache.digest()}\n{base_manifest.image_sha256}\n".encode()).hexdigest()
-    return pack_stage(
-        ctx,
-        ImageInputs(
-            name=cache.name,
-            lock=lock,
-            recipe_digest=recipe_digest,
-            packages=tuple(sorted((*os_lock.packages, *lock.packages), key=lambda p: (p.name, p.arch))),
-            distribution=cache.os.distribution or cache.os.recipe.split("-")[0],
-            purl_type=cache.os.family.name,
-            extra={
-                "kind": "appcache",
-                "os_template": cache.os.name,
-                "os_image": base.name,
-                "os_image_sha256": base_manifest.image_sha256,
-                "apps": list(cache.app_names),
-                "distribution": cache.os.distribution,
-            },
-        ),
+    return ImageInputs(
+        name=cache.name,
+        lock=lock,
+        recipe_digest=recipe_digest,
+        installer=uptodate.family_installer(cache.os.family),
+        packages=tuple(sorted((*os_lock.packages, *lock.packages), key=lambda p: (p.name, p.arch))),
+        distribution=cache.os.distribution or cache.os.recipe.split("-")[0],
+        purl_type=cache.os.family.name,
+        extra={
+            "kind": "appcache",
+            "os_template": cache.os.name,
+            "os_image": base.name,
+            "os_image_sha256": base_manifest.image_sha256,
+            "apps": list(cache.app_names),
+            "distribution": cache.os.distribution,
+        },
     )
+
+
+def image_app_cache(ctx: BuildContext, cache: AppCache) -> Path:
+    """Pack the app stage into a new dated image unless one has the same inputs."""
+    return pack_stage(ctx, app_image_inputs(ctx, cache))

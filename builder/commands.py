@@ -7,13 +7,15 @@ import contextlib
 import json
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 from builder import imagename, progress, runner, steps
+from builder.appcaches import default_app_caches
 from builder.config import Config
 from builder.errors import EztError
 from builder.lock import lock_difference, read_lock
-from builder.recipe import AppCache, default_app_caches, find_recipes, load_buildable, os_template_names
+from builder.recipe import AppCache, find_recipes, load_buildable, os_template_names
 from builder.tasks import Buildable
 
 
@@ -56,7 +58,7 @@ def cmd_build(args: argparse.Namespace, config: Config) -> int:
     started = time.monotonic()
     with contextlib.redirect_stdout(sys.stderr) if args.json else contextlib.nullcontext():  # stdout: the JSON
         runner.run_build(ctx, templates, jobs)
-    latest = {template.name: imagename.latest_image(config.layout.images, template.name) for template in templates}
+    latest = {template.name: imagename.current_image(config.layout.images, template.name) for template in templates}
     if args.json:
         from builder.manifest import image_summary
 
@@ -96,7 +98,7 @@ def cmd_publish(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_lock(args: argparse.Namespace, config: Config) -> int:
-    ctx = steps.BuildContext(config, steps.BuildOptions(refresh=args.refresh), _say)
+    ctx = steps.BuildContext(config, steps.BuildOptions(refresh=args.refresh, lock_only=True), _say)
     templates = _templates(config, args.templates)
     runner.run_build(ctx, templates, 1, only=tuple(f"lock:{t.name}" for t in templates))
     for template in templates:
@@ -111,7 +113,11 @@ def cmd_recipes(args: argparse.Namespace, config: Config) -> int:
             {
                 "recipe": recipe.name,
                 "templates": [
-                    {"template": t, "images": [p.name for p in imagename.list_images(config.layout.images, t)]}
+                    {
+                        "template": t,
+                        "images": [p.name for p in imagename.list_images(config.layout.images, t)],
+                        "current": _name(imagename.current_image(config.layout.images, t)),
+                    }
                     for t in recipe.os_templates()
                 ],
                 "apps": recipe.apps(),
@@ -131,15 +137,27 @@ def cmd_recipes(args: argparse.Namespace, config: Config) -> int:
     for row in rows:
         print(row["recipe"])
         for template in row["templates"]:
-            images = template["images"]
-            latest = f"  newest {images[-1]} ({len(images)} image(s))" if images else "  no image"
-            print(f"  {template['template']}{latest}")
+            print(f"  {template['template']}{_images_text(config, template['template'])}")
         if row["apps"]:
             print(f"  apps: {', '.join(row['apps'])}")
         for cache in row["appcaches"]:
-            images = imagename.list_images(config.layout.images, cache)
-            print(f"  {cache}  newest {images[-1].name} ({len(images)} image(s))")
+            print(f"  {cache}{_images_text(config, cache)}")
     return 0
+
+
+def _name(path: Path | None) -> str | None:
+    return path.name if path is not None else None
+
+
+def _images_text(config: Config, template: str) -> str:
+    """``  newest X (N image(s))``, and the current image when a build went back to an
+    earlier one (an edit reverted)."""
+    images = imagename.list_images(config.layout.images, template)
+    if not images:
+        return "  no image"
+    current = imagename.current_image(config.layout.images, template)
+    also = f", current {current.name}" if current is not None and current != images[-1] else ""
+    return f"  newest {images[-1].name} ({len(images)} image(s){also})"
 
 
 def cmd_info(args: argparse.Namespace, config: Config) -> int:
@@ -153,7 +171,7 @@ def cmd_info(args: argparse.Namespace, config: Config) -> int:
         stale = lock_difference(lock.resolved_from, steps.resolved_from(config, item))
         lock_state.update(packages=len(lock.packages), digest=lock.digest(),
                           size=sum(p.size for p in lock.packages), up_to_date=stale is None, out_of_date=stale)
-    latest = imagename.latest_image(config.layout.images, name)
+    latest = imagename.current_image(config.layout.images, name)
     repositories = [steps.repository_label(r) + (" [trusted]" if r.trusted else "") for r in template.repositories]
     requests = tuple(r for app in item.apps for r in app.packages) if isinstance(item, AppCache) else template.packages
     packages = [p.name + (f"={p.version}" if p.version else "") for p in requests]

@@ -58,6 +58,9 @@ class Family(Protocol):
     """One package family: metadata, versions, relations, installation."""
 
     name: str
+    manager_package: str
+    """The package an OS needs to manage its packages (``apt``): what tells an OS set
+    from an app in a recipe (:meth:`builder.recipe.RecipeDir.kind_of`)."""
 
     def native_arch(self, template_arch: str) -> str:
         """The family's name for a template's architecture (x86_64 -> amd64)."""

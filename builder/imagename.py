@@ -8,6 +8,7 @@ template's image look like another's.
 
 from __future__ import annotations
 
+import json
 import re
 from datetime import date
 from pathlib import Path
@@ -70,6 +71,24 @@ def latest_image(images_dir: Path, template: str) -> Path | None:
     """The template's newest image, or None if it has none."""
     images = list_images(images_dir, template)
     return images[-1] if images else None
+
+
+def current_image(images_dir: Path, template: str) -> Path | None:
+    """The template's current image: the one its last build ended with, which is not
+    the newest by name when that build found an earlier image with the same inputs (an
+    edit reverted); else the newest. The build records it in ``<cache>/state/`` beside
+    ``<cache>/images``; a directory of images alone (a node's) has only the newest."""
+    from builder.layout import CacheLayout
+
+    try:
+        recorded = json.loads(CacheLayout(images_dir.parent).image_state(template).read_bytes())["image"]
+    except (OSError, ValueError, KeyError, TypeError):
+        recorded = None
+    if isinstance(recorded, str):
+        parsed = parse_image_name(recorded)
+        if parsed is not None and parsed.template == template and (images_dir / recorded).is_file():
+            return images_dir / recorded
+    return latest_image(images_dir, template)
 
 
 def next_image_name(images_dir: Path, template: str, today: date) -> str:

@@ -49,6 +49,10 @@ class CacheLayout(NamedTuple):
     def lock_file(self, template: str) -> Path:
         return self.locks / f"{template}.lock.json"
 
+    def lock_inputs(self, template: str) -> Path:
+        """What the lock was made from besides what it records (:mod:`builder.uptodate`)."""
+        return self.state / f"{template}.lock-inputs.json"
+
     def stage_root(self, template: str) -> Path:
         return self.stage / template / "root"
 

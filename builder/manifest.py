@@ -25,7 +25,7 @@ from urllib.parse import quote
 from builder import __version__
 from builder.atomic import write_bytes
 from builder.errors import EztError
-from builder.imagename import latest_image, next_image_name, parse_image_name
+from builder.imagename import list_images, next_image_name, parse_image_name
 
 if TYPE_CHECKING:
     from builder.image import ImageFile
@@ -160,11 +160,15 @@ def build_image(
 
 
 def up_to_date_image(images_dir: Path, template: str, inputs_digest: str) -> Path | None:
-    """The template's newest image if it was built from ``inputs_digest``: no rebuild needed."""
-    image = latest_image(images_dir, template)
-    if image is None or not manifest_path(image).exists():
-        return None
-    return image if read_manifest(manifest_path(image)).inputs_digest == inputs_digest else None
+    """The template's newest image built from ``inputs_digest``, if any: no new image is
+    needed (an edit reverted gives back the image made before the edit)."""
+    for image in reversed(list_images(images_dir, template)):
+        try:
+            if read_manifest(manifest_path(image)).inputs_digest == inputs_digest:
+                return image
+        except EztError:
+            continue  # an image without a readable manifest is no match
+    return None
 
 
 def read_manifest(path: Path) -> Manifest:

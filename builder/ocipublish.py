@@ -75,7 +75,7 @@ def push(
     say: Callable[[str], None] = print,
     progress: bool = True,
 ) -> list[Published]:
-    """Push the newest image of each template (every one with images when none is named)."""
+    """Push the current image of each template (every one with images when none is named)."""
     names = list(dict.fromkeys(templates)) or templates_with_images(images_dir)
     if not names:
         raise EztError(f"no cache images to publish in {images_dir}")
@@ -83,7 +83,7 @@ def push(
     done = []
     try:
         for template in names:
-            image = imagename.latest_image(images_dir, template)
+            image = imagename.current_image(images_dir, template)
             if image is None:
                 raise EztError(f"no image of {template} in {images_dir} (build it first)")
             manifest = read_manifest(manifest_path(image))

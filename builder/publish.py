@@ -144,7 +144,7 @@ def publish(
     sign_key: Path | None = None,
     say: Callable[[str], None] = print,
 ) -> list[Published]:
-    """Publish the newest image of each template (every template with images when
+    """Publish the current image of each template (every template with images when
     none is named) into ``tree``; returns what each one did."""
     if keep is not None and keep < 1:
         raise EztError("--keep must be at least 1")
@@ -161,7 +161,7 @@ def publish(
     index = pubindex.parse(index_file.read_bytes(), str(index_file)) if index_file.is_file() else {}
     done: list[Published] = []
     for template in names:
-        newest = imagename.latest_image(images_dir, template)
+        newest = imagename.current_image(images_dir, template)
         if newest is None:
             raise EztError(f"no image of {template} in {images_dir} (build it first)")
         entry = _entry(newest, tree)

@@ -41,6 +41,16 @@ _VAR_RE = re.compile(
 )
 _ENV_RE = re.compile(r"^(?P<key>[A-Za-z_][A-Za-z0-9_]*)=(?P<value>.*)$")
 _RECIPE_NAME_RE = re.compile(r"^(?P<os>[a-z][a-z0-9.]*)-(?P<version>[A-Za-z0-9.]+)-(?P<arch>[a-z0-9_]+)$")
+_NOT_RECIPE_FILES = frozenset(("appcaches", "README", "README.md"))
+_PRIORITY_RE = re.compile(r"^@(required|important|standard|optional|extra)$")
+
+
+def ignored_file(name: str) -> bool:
+    """Files a recipe directory may hold that are no recipe file: hidden files and
+    editors' leftovers (``*~``, ``.#*``, ``#*#``), patch leftovers (``*.orig``,
+    ``*.rej``), and the ``appcaches`` list and READMEs."""
+    return (name.startswith((".", "#")) or name.endswith(("~", ".orig", ".rej"))
+            or name in _NOT_RECIPE_FILES)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -109,16 +119,34 @@ class RecipeDir:
         return sorted(n for n in self.files if n != "os")
 
     def kind_of(self, name: str) -> str:
-        """``set`` or ``app`` for listings: set-only files or a priority class make a set."""
-        kinds = set(self.files.get(name, {}))
-        if kinds & SET_ONLY_KINDS:
+        """``set`` or ``app``. A set is an OS: it has an OS-only file (``_repositories``,
+        ``_pre-cache``, ...), or its ``_packages`` names a priority class (``@required``)
+        or the family's package manager (``apt``), as an OS's package list does and an
+        app's, which only adds to an OS, never does. Anything else is an app."""
+        files = self.files.get(name, {})
+        if set(files) & SET_ONLY_KINDS:
             return "set"
-        if kinds & {"pre-install"}:
+        if "pre-install" in files:
             return "app"
-        packages = self.files.get(name, {}).get("packages")
-        if packages is not None and "@" in _strip_comments(packages.read_text(errors="replace")):
+        packages = files.get("packages")
+        if packages is None:
+            return "app"
+        words = _strip_comments(packages.read_text(errors="replace")).split()
+        manager = self.manager_package()
+        if any(word.startswith("@") or word.split("=", 1)[0] == manager for word in words):
             return "set"
         return "app"
+
+    def manager_package(self) -> str | None:
+        """The package that manages packages in an OS of this recipe (``apt``), or None
+        when ``os_package_manager`` is missing or unknown (loading the template says so)."""
+        path = self.files.get("os", {}).get("package_manager")
+        if path is None:
+            return None
+        try:
+            return family_for(path.read_text(errors="replace")).manager_package
+        except EztError:
+            return None
 
     def sets(self) -> list[str]:
         return [n for n in self.names() if "packages" in self.files[n] and self.kind_of(n) == "set"]
@@ -141,7 +169,7 @@ def read_recipe_dir(path: Path) -> RecipeDir:
         raise EztError("no such recipe directory", Where.of(path))
     groups: dict[str, dict[str, Path]] = {}
     for entry in sorted(path.iterdir()):
-        if entry.name.startswith(".") or entry.name in ("appcaches", "README", "README.md"):
+        if ignored_file(entry.name):
             continue
         match = _KIND_RE.match(entry.name)
         if not match or not entry.is_file():
@@ -174,7 +202,7 @@ def split_template_name(name: str, recipes_dir: Path) -> tuple[str, str | None, 
     raise EztError(f"unknown template {name!r}: no recipe directory for it in {recipes_dir}")
 
 
-def _text_lines(path: Path) -> list[tuple[int, str]]:
+def text_lines(path: Path) -> list[tuple[int, str]]:
     """Non-empty, non-comment lines with their line numbers."""
     try:
         text = path.read_text()
@@ -208,7 +236,7 @@ def read_package_requests(path: Path, family: Family, *, classes: bool = True) -
     """A ``*_packages`` file: names, ``name=version`` pins and (for OS templates)
     ``@priority`` classes, each with its file and line; at least one."""
     packages = []
-    for number, line in _text_lines(path):
+    for number, line in text_lines(path):
         where = Where.of(path, number)
         for word in line.split():
             if word.startswith("@"):
@@ -229,7 +257,7 @@ def read_environment(path: Path | None) -> tuple[tuple[str, str], ...]:
     environment: list[tuple[str, str]] = []
     if path is None:
         return ()
-    for number, line in _text_lines(path):
+    for number, line in text_lines(path):
         match = _ENV_RE.match(line.removeprefix("export ").strip())
         if not match:
             raise EztError(f"expected KEY=VALUE, got {line!r}", Where.of(path, number))
@@ -244,10 +272,8 @@ def load_template(name: str, recipes_dir: Path, urlmap: Mapping[str, str]) -> Te
         raise EztError(f"{name!r} is an application cache; application templates are not supported yet")
     recipe = read_recipe_dir(recipes_dir / recipe_name)
     own = dict(recipe.files.get(set_name, {})) if set_name else {}
-    if set_name and "packages" not in own:
-        known = ", ".join(f"{recipe_name}-{s}" for s in recipe.names()) or "none"
-        raise EztError(f"unknown template {name!r}: no {set_name}_packages in the recipe (sets: {known})",
-                       Where.of(recipe.path))
+    if set_name:
+        check_set_name(recipe, set_name)
     base = recipe.files.get("os", {})
     chosen = {kind: own.get(kind) or base.get(kind) for kind in OS_KINDS}
     files = tuple(p for p in chosen.values() if p is not None)
@@ -259,7 +285,7 @@ def load_template(name: str, recipes_dir: Path, urlmap: Mapping[str, str]) -> Te
         return path
 
     manager_path = required("package_manager")
-    manager_lines = _text_lines(manager_path)
+    manager_lines = text_lines(manager_path)
     if len(manager_lines) != 1:
         raise EztError("os_package_manager must hold one word (dpkg or rpm)", Where.of(manager_path, 1))
     line_no, manager = manager_lines[0]
@@ -267,10 +293,10 @@ def load_template(name: str, recipes_dir: Path, urlmap: Mapping[str, str]) -> Te
     arch = recipe.arch()
     native = family.native_arch(arch)
 
-    distribution = " ".join(text for _, text in _text_lines(chosen["distribution"])) if chosen["distribution"] else ""
+    distribution = " ".join(text for _, text in text_lines(chosen["distribution"])) if chosen["distribution"] else ""
     repos_path = required("repositories")
     repositories = []
-    for number, line in _text_lines(repos_path):
+    for number, line in text_lines(repos_path):
         where = Where.of(repos_path, number)
         repositories.append(family.parse_repository(expand_vars(line, urlmap, arch, native, where), where))
     if not repositories:
@@ -281,7 +307,7 @@ def load_template(name: str, recipes_dir: Path, urlmap: Mapping[str, str]) -> Te
 
     keyring = None
     if chosen["keyring"]:
-        keyring_lines = _text_lines(chosen["keyring"])
+        keyring_lines = text_lines(chosen["keyring"])
         if len(keyring_lines) != 1:
             raise EztError("os_keyring must hold one path", Where.of(chosen["keyring"]))
         keyring = (recipe.path / keyring_lines[0][1]).resolve()
@@ -290,7 +316,7 @@ def load_template(name: str, recipes_dir: Path, urlmap: Mapping[str, str]) -> Te
 
     def script(kind: str) -> Script | None:
         path = chosen[kind]
-        return Script(path) if path else None
+        return read_script(path) if path else None
 
     def text(kind: str) -> str:
         path = chosen[kind]
@@ -316,6 +342,40 @@ def load_template(name: str, recipes_dir: Path, urlmap: Mapping[str, str]) -> Te
         summary=text("summary"),
         files=files,
     )
+
+
+def check_set_name(recipe: RecipeDir, set_name: str) -> None:
+    """Refuse ``<recipe>-<name>`` unless ``name`` is an OS set of the recipe: an app
+    built as a set would give an OS of the app's packages alone (no apt)."""
+    files = recipe.files.get(set_name, {})
+    if "packages" in files and recipe.kind_of(set_name) == "app":
+        raise EztError(f"{set_name} is an application: did you mean {recipe.name}+{set_name}? (an OS set's "
+                       f"_packages names a priority class such as @required, or {recipe.manager_package() or 'apt'})",
+                       Where.of(files["packages"]))  # fmt: skip
+    if "packages" in files:
+        return
+    left, _, right = set_name.rpartition("-")
+    if left and right and recipe.kind_of(left) == "set" and recipe.kind_of(right) == "app" \
+            and "packages" in recipe.files.get(left, {}) and "packages" in recipe.files.get(right, {}):
+        hint = f": did you mean {recipe.name}-{left}+{right}?"
+    else:
+        hint = f" (sets: {', '.join(f'{recipe.name}-{s}' for s in recipe.sets()) or 'none'})"
+    raise EztError(f"unknown template {recipe.name}-{set_name!s}: no {set_name}_packages in the recipe{hint}",
+                   Where.of(recipe.path))
+
+
+def read_script(path: Path) -> Script:
+    """A recipe script, refused if its ``#!`` line ends in CR (a file saved with CRLF
+    line ends): the kernel would look for an interpreter named ``/bin/sh\\r``."""
+    try:
+        with open(path, "rb") as handle:
+            first = handle.readline()
+    except OSError as exc:
+        raise EztError(f"cannot read script: {exc.strerror or exc}", Where.of(path)) from exc
+    if first.startswith(b"#!") and first.endswith(b"\r\n"):
+        raise EztError("script has CRLF (Windows) line ends: its #! line names an interpreter ending in "
+                       "'\\r'; convert it with dos2unix or sed -i 's/\\r$//'", Where.of(path, 1))  # fmt: skip
+    return Script(path)
 
 
 def os_template_names(recipes_dir: Path) -> list[str]:
@@ -367,8 +427,11 @@ def load_app(recipe: RecipeDir, name: str, family: Family) -> App:
     files = recipe.files.get(name, {})
     if name == "os" or "packages" not in files or recipe.kind_of(name) != "app":
         known = ", ".join(recipe.apps()) or "none"
-        what = "an OS set, not an application" if files and recipe.kind_of(name) == "set" else "no such application"
-        raise EztError(f"{name!r}: {what} in {recipe.name} (applications: {known})", Where.of(recipe.path))
+        if name != "os" and "packages" in files:
+            raise EztError(f"{name!r}: an OS set, not an application in {recipe.name}: did you mean "
+                           f"{recipe.name}-{name}? (applications: {known})", Where.of(recipe.path))  # fmt: skip
+        raise EztError(f"{name!r}: no such application in {recipe.name} (applications: {known})",
+                       Where.of(recipe.path))
 
     def text(kind: str) -> str:
         path = files.get(kind)
@@ -378,8 +441,8 @@ def load_app(recipe: RecipeDir, name: str, family: Family) -> App:
         name=name,
         packages=read_package_requests(files["packages"], family, classes=False),
         environment=read_environment(files.get("environment")),
-        pre_install=Script(files["pre-install"]) if "pre-install" in files else None,
-        post_install=Script(files["post-install"]) if "post-install" in files else None,
+        pre_install=read_script(files["pre-install"]) if "pre-install" in files else None,
+        post_install=read_script(files["post-install"]) if "post-install" in files else None,
         description=text("description"),
         summary=text("summary"),
         files=tuple(files[kind] for kind in sorted(files)),
@@ -402,15 +465,3 @@ def load_app_cache(name: str, recipes_dir: Path, urlmap: Mapping[str, str]) -> A
 def load_buildable(name: str, recipes_dir: Path, urlmap: Mapping[str, str]) -> Template | AppCache:
     """An OS template or, for a name with ``+``, an application cache."""
     return load_app_cache(name, recipes_dir, urlmap) if "+" in name else load_template(name, recipes_dir, urlmap)
-
-
-def default_app_caches(recipe: RecipeDir) -> list[str]:
-    """The recipe's ``appcaches`` file: app caches built by default, one a line
-    (``nginx`` or ``nginx+mariadb``, relative to the recipe's OS template, or a full name)."""
-    path = recipe.path / "appcaches"
-    if not path.is_file():
-        return []
-    names = []
-    for _, line in _text_lines(path):
-        names.append(line if line.startswith(recipe.name) else f"{recipe.name}+{line}")
-    return names

@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import io
-import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from doit.cmd_base import ModuleTaskLoader
+from doit.dependency import JsonDB
 from doit.doit_cmd import DoitMain
 
 from builder import progress, steps, tasks
@@ -86,7 +86,7 @@ class LineReporter:
 def cache_lock(cache_dir: Path) -> Iterator[None]:
     """One build per cache directory at a time: a second waits, then sees the work done."""
     cache_dir.mkdir(parents=True, exist_ok=True)
-    with open(cache_dir / ".lock", "w") as handle:
+    with open(cache_dir / ".lock", "a") as handle:  # "a": a build with nothing to do writes nothing
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -95,17 +95,35 @@ def cache_lock(cache_dir: Path) -> Iterator[None]:
         yield
 
 
+class StateDB(JsonDB):  # type: ignore[misc]
+    """doit's JSON state, written only when it changed: a build with nothing to do writes
+    nothing. (Whether a step runs is its own check, :mod:`builder.uptodate`; doit keeps
+    only its bookkeeping here.)"""
+
+    def dump(self) -> None:
+        data = self.codec.encode(self._db)
+        try:
+            with open(self.name) as handle:
+                if handle.read() == data:
+                    return
+        except OSError:
+            pass
+        with open(self.name, "w") as handle:
+            handle.write(data)
+
+
 def _doit(ctx: steps.BuildContext, templates: list[tasks.Buildable], failures: tasks.Failures) -> DoitMain:
     namespace = {
         "task_ezt": tasks.task_generator(ctx, templates, failures),
         "DOIT_CONFIG": {
             "dep_file": str(ctx.config.layout.state / "doit.json"),
-            "backend": "json",
+            "backend": "ezt-json",
             "reporter": LineReporter,
             "verbosity": 2,
         },
     }
-    return DoitMain(ModuleTaskLoader(namespace), config_filenames=())
+    return DoitMain(ModuleTaskLoader(namespace), config_filenames=(),
+                    extra_config={"BACKEND": {"ezt-json": "builder.runner:StateDB"}})  # fmt: skip
 
 
 def run_build(
@@ -138,50 +156,26 @@ def run_build(
 
 
 def dry_run(ctx: steps.BuildContext, templates: list[tasks.Buildable]) -> list[tuple[str, str, str]]:
-    """(task, status, reason) for each task, without running anything."""
-    from doit.dependency import Dependency, JSONCodec, JsonDB, MD5Checker
-
-    failures = tasks.Failures([])
-    generator = tasks.task_generator(ctx, templates, failures)
-    dep_file = ctx.config.layout.state / "doit.json"
-    rows: list[tuple[str, str, str]] = []
-    if dep_file.exists():
-        dependency = Dependency(JsonDB, str(dep_file), checker_cls=MD5Checker, codec_cls=JSONCodec)
-    else:
-        dependency = None
+    """(task, status, reason) for each task in the order a build takes them, without
+    running anything: each task's own check says whether and why it runs; a task whose
+    inputs an earlier task would make again is ``maybe``."""
     from doit.task import dict_to_task
 
-    task_objects = [
-        dict_to_task({k: v for k, v in t.items() if k != "basename"} | {"name": f"{t['basename']}:{t['name']}"})
-        for t in generator()
-    ]
-    by_name = {t.name: t for t in task_objects}
+    failures = tasks.Failures([])
+    rows: list[tuple[str, str, str]] = []
     will_run: set[str] = set()
-    for task in task_objects:
+    for spec in tasks.task_generator(ctx, templates, failures)():
+        task = dict_to_task({k: v for k, v in spec.items() if k != "basename"}
+                            | {"name": f"{spec['basename']}:{spec['name']}"})  # fmt: skip
+        reason = next((why for check in spec["uptodate"] if (why := check.reason()) is not None), None)
         upstream = [d for d in task.task_dep if d in will_run]
-        if dependency is None:
-            status, reason = "run", "never built in this cache"
-        else:
-            result = dependency.get_status(task, by_name, get_log=True)
-            status = "up-to-date" if result.status == "up-to-date" else "run"
-            reason = _reason(result.reasons) if status == "run" else ""
-        if status == "up-to-date" and upstream:
+        if reason is not None:
+            status = "run"
+        elif upstream:
             status, reason = "maybe", f"after {', '.join(upstream)} runs"
+        else:
+            status, reason = "up-to-date", ""
         if status != "up-to-date":
             will_run.add(task.name)
         rows.append((task_label(task), status, reason))
     return rows
-
-
-def _reason(reasons: dict[str, Any]) -> str:
-    if "uptodate_false" in reasons:
-        return "out of date (expired metadata or missing pool files)"
-    if "missing_target" in reasons:
-        return "output missing: " + ", ".join(os.path.basename(str(t)) for t in reasons["missing_target"])
-    if "changed_file_dep" in reasons:
-        return "changed: " + ", ".join(os.path.basename(str(f)) for f in reasons["changed_file_dep"])
-    if "missing_file_dep" in reasons:
-        return "input missing: " + ", ".join(os.path.basename(str(f)) for f in reasons["missing_file_dep"])
-    if "has_no_dependencies" in reasons:
-        return "always runs"
-    return ", ".join(sorted(reasons))

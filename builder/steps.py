@@ -16,14 +16,15 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-from builder import chroot, rootfs
-from builder.atomic import write_bytes
+from builder import chroot, rootfs, uptodate
+from builder.atomic import write_bytes, write_if_changed
 from builder.config import Config
 from builder.errors import EztError, Where
 from builder.family import InstallRequest, MetadataOptions
 from builder.lock import Lock, lock_difference, read_lock
 from builder.model import LockedPackage, Package, PackageRequest, Repository
 from builder.recipe import AppCache, Template
+from builder.uptodate import read_record, record_bytes
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,8 @@ class BuildOptions:
     refresh: bool = False
     offline: bool = False
     locked: bool = False
+    lock_only: bool = False
+    """``ezt lock``: an app cache is resolved against its OS stage as it is, never restaged."""
     source_date_epoch: int | None = None
     today: date | None = None
 
@@ -84,9 +87,11 @@ def refresh_repository(ctx: BuildContext, template: Template, repo: Repository) 
         raise
 
 
-def metadata_fresh(ctx: BuildContext, template: Template, repo: Repository) -> bool:
-    """The metadata task's up-to-date check: fresh metadata needs no task run."""
-    return template.family.metadata_fresh(repo, template.native_arch, metadata_options(ctx, template))
+def metadata_reason(ctx: BuildContext, template: Template, repo: Repository) -> str | None:
+    """Why the repository's metadata must be fetched (None: it is complete and fresh)."""
+    if template.family.metadata_fresh(repo, template.native_arch, metadata_options(ctx, template)):
+        return None
+    return "--refresh" if ctx.options.refresh else "metadata missing or older than metadata_expire"
 
 
 def repository_label(repo: Repository) -> str:
@@ -147,8 +152,42 @@ def lock_template(ctx: BuildContext, template: Template) -> Lock:
     )
     path = ctx.config.layout.lock_file(template.name)
     changed = lock.save(path)
+    write_if_changed(ctx.config.layout.lock_inputs(template.name), record_bytes(lock_record(ctx, template)))
     ctx.say(f"lock {template.name}: {len(locked)} packages{' (changed)' if changed else ' (unchanged)'}")
     return lock
+
+
+def lock_record(ctx: BuildContext, template: Template | AppCache) -> dict[str, Any]:
+    """What a lock is made from besides what it records itself: the repositories'
+    verified metadata and, for an app cache, the OS stage it is resolved against."""
+    layout = ctx.config.layout
+    os_template = template.os if isinstance(template, AppCache) else template
+    record: dict[str, Any] = {"metadata": {
+        repo.ident: _file_digest(layout.metadata / repo.ident / "Release") for repo in os_template.repositories
+    }}  # fmt: skip
+    if isinstance(template, AppCache):
+        record["os_stage"] = _file_digest(layout.stage_stamp(os_template.name))
+    return record
+
+
+def _file_digest(path: Path) -> str | None:
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except FileNotFoundError:
+        return None
+
+
+def lock_reason(ctx: BuildContext, template: Template | AppCache) -> str | None:
+    """Why the lock of ``template`` must be resolved again (None: it was resolved from
+    the recipe and the metadata as they are now)."""
+    path = ctx.config.layout.lock_file(template.name)
+    if not path.exists():
+        return "never locked"
+    difference = lock_difference(read_lock(path).resolved_from, resolved_from(ctx.config, template))
+    if difference is not None:
+        return difference
+    return uptodate.difference(read_record(ctx.config.layout.lock_inputs(template.name)),
+                               lock_record(ctx, template), "never locked")  # fmt: skip
 
 
 def load_lock(ctx: BuildContext, template: Template | AppCache, *, current: bool = False) -> Lock:
@@ -166,12 +205,15 @@ def load_lock(ctx: BuildContext, template: Template | AppCache, *, current: bool
     return lock
 
 
-def pool_complete(ctx: BuildContext, template: Template | AppCache) -> bool:
-    """Whether every locked package is already in the pool (doit's up-to-date check)."""
+def fetch_reason(ctx: BuildContext, template: Template | AppCache) -> str | None:
+    """Why packages must be fetched (None: the pool holds every locked package)."""
     from builder.fetch import missing_from_pool
 
     path = ctx.config.layout.lock_file(template.name)
-    return path.exists() and not missing_from_pool(read_lock(path).packages, ctx.config.layout)
+    if not path.exists():
+        return "never locked"
+    missing = missing_from_pool(read_lock(path).packages, ctx.config.layout)
+    return f"{len(missing)} package(s) not in the pool" if missing else None
 
 
 def fetch_template(ctx: BuildContext, template: Template | AppCache) -> None:
@@ -210,9 +252,18 @@ def verified_pool_file(ctx: BuildContext, package: LockedPackage) -> Path:
     return path
 
 
-def stage_stamp(lock: Lock, template: Template, epoch: int) -> bytes:
-    data = {"lock": lock.digest(), "recipe": template.digest(), "source_date_epoch": epoch}
-    return (json.dumps(data, sort_keys=True) + "\n").encode()
+def stage_record(ctx: BuildContext, template: Template) -> dict[str, Any]:
+    """What the stage of an OS template is made from (see :mod:`builder.uptodate`)."""
+    return {
+        "lock": load_lock(ctx, template).digest(),
+        "files": uptodate.file_digests(template.files),
+        "installer": uptodate.family_installer(template.family),
+    }
+
+
+def stage_stamp(record: dict[str, Any], epoch: int) -> bytes:
+    """The stage's record as written beside it, with the source date its files got."""
+    return record_bytes({**record, "source_date_epoch": epoch})
 
 
 def _environment(template: Template, epoch: int) -> dict[str, str]:
@@ -252,17 +303,21 @@ def stage_template(ctx: BuildContext, template: Template) -> None:
             chroot.run_host_script(template.post_cache.path, work, source_date_epoch=epoch, environment=env)
         template.family.finish_root(work)
 
+    stamp = (ctx.config.layout.stage_stamp(template.name), stage_stamp(stage_record(ctx, template), epoch))
     started = time.monotonic()
-    build_stage(ctx.config.layout.stage_root(template.name), fill)
-    write_bytes(ctx.config.layout.stage_stamp(template.name), stage_stamp(lock, template, epoch))
+    build_stage(ctx.config.layout.stage_root(template.name), fill, stamp=stamp)
     ctx.say(f"stage {template.name}: installed {len(lock.packages)} packages in {time.monotonic() - started:.1f}s")
 
 
-def build_stage(final: Path, fill: Callable[[Path], None], start_from: Path | None = None) -> None:
+def build_stage(
+    final: Path, fill: Callable[[Path], None], start_from: Path | None = None, stamp: tuple[Path, bytes] | None = None
+) -> None:
     """Make the stage root ``final`` with ``fill(work)`` in a fresh ``root.new`` beside
     it (a copy of ``start_from`` if given) and swap it in only when complete, so a
-    failed build leaves the previous stage as it was. A script's full output goes to
-    ``error.log`` beside the stage; the error names that file."""
+    failed build leaves the previous stage as it was, its ``stamp`` (path, record) too:
+    the new record is written once the new root is in place, the old one removed before
+    the old root goes, so no record ever describes another root. A script's full output
+    goes to ``error.log`` beside the stage; the error names that file."""
     work = final.with_name("root.new")
     chroot.remove_tree(work)
     work.parent.mkdir(parents=True, exist_ok=True)
@@ -282,8 +337,12 @@ def build_stage(final: Path, fill: Callable[[Path], None], start_from: Path | No
     except BaseException:
         chroot.remove_tree(work)
         raise
+    if stamp is not None:
+        stamp[0].unlink(missing_ok=True)
     chroot.remove_tree(final)
     work.rename(final)
+    if stamp is not None:
+        write_bytes(*stamp)
 
 
 def run_post_install(
@@ -306,9 +365,10 @@ def run_post_install(
         rootfs.remove_file(root, inside)
 
 
-def inputs_digest(lock_digest: str, recipe_digest: str) -> str:
-    """What decides whether a new image is needed: the lock and every recipe file."""
-    return hashlib.sha256(f"{lock_digest}\n{recipe_digest}\n".encode()).hexdigest()
+def inputs_digest(lock_digest: str, recipe_digest: str, installer: str) -> str:
+    """What decides whether a new image is needed: the lock, every recipe file and
+    ezt's installer (a fix to it gives a new image)."""
+    return hashlib.sha256(f"{lock_digest}\n{recipe_digest}\n{installer}\n".encode()).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -318,10 +378,18 @@ class ImageInputs:
     name: str
     lock: Lock
     recipe_digest: str
+    installer: str
     packages: tuple[LockedPackage, ...]
     distribution: str
     purl_type: str
     extra: dict[str, object]
+
+    def digest(self) -> str:
+        return inputs_digest(self.lock.digest(), self.recipe_digest, self.installer)
+
+    def compared(self) -> tuple[str, str, str]:
+        """What :func:`builder.uptodate.image_reason` compares with an image's manifest."""
+        return self.digest(), self.lock.digest(), self.installer
 
 
 def pack_stage(ctx: BuildContext, inputs: ImageInputs) -> Path:
@@ -331,10 +399,10 @@ def pack_stage(ctx: BuildContext, inputs: ImageInputs) -> Path:
 
     layout = ctx.config.layout
     lock_digest = inputs.lock.digest()
-    digest = inputs_digest(lock_digest, inputs.recipe_digest)
+    digest = inputs.digest()
     current = manifest.up_to_date_image(layout.images, inputs.name, digest)
     if current is not None:
-        ctx.say(f"image {inputs.name}: unchanged, newest is {current.name}")
+        ctx.say(f"image {inputs.name}: unchanged, {current.name} has the same inputs")
         write_image_state(ctx, inputs.name, current)
         return current
     stamp = json.loads(layout.stage_stamp(inputs.name).read_bytes())
@@ -351,7 +419,7 @@ def pack_stage(ctx: BuildContext, inputs: ImageInputs) -> Path:
         packages=inputs.packages,
         distribution=inputs.distribution,
         purl_type=inputs.purl_type,
-        extra=inputs.extra,
+        extra={**inputs.extra, "installer": inputs.installer},
     )
     path = layout.images / built.image
     elapsed = time.monotonic() - started
@@ -360,30 +428,23 @@ def pack_stage(ctx: BuildContext, inputs: ImageInputs) -> Path:
     return path
 
 
-def image_template(ctx: BuildContext, template: Template) -> Path:
-    """Pack the OS template's stage (see :func:`pack_stage`)."""
+def os_image_inputs(ctx: BuildContext, template: Template) -> ImageInputs:
     lock = load_lock(ctx, template)
-    return pack_stage(
-        ctx,
-        ImageInputs(
-            name=template.name,
-            lock=lock,
-            recipe_digest=template.digest(),
-            packages=lock.packages,
-            distribution=template.distribution or template.recipe.split("-")[0],
-            purl_type=template.family.name,
-            extra={"kind": "os", "recipe": template.recipe, "distribution": template.distribution},
-        ),
+    return ImageInputs(
+        name=template.name,
+        lock=lock,
+        recipe_digest=template.digest(),
+        installer=uptodate.family_installer(template.family),
+        packages=lock.packages,
+        distribution=template.distribution or template.recipe.split("-")[0],
+        purl_type=template.family.name,
+        extra={"kind": "os", "recipe": template.recipe, "distribution": template.distribution},
     )
 
 
-def image_present(ctx: BuildContext, template_name: str) -> bool:
-    """Whether the image the last build recorded is still there (doit's up-to-date check)."""
-    try:
-        recorded = json.loads(ctx.config.layout.image_state(template_name).read_bytes())["image"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return False
-    return (ctx.config.layout.images / str(recorded)).is_file()
+def image_template(ctx: BuildContext, template: Template) -> Path:
+    """Pack the OS template's stage (see :func:`pack_stage`)."""
+    return pack_stage(ctx, os_image_inputs(ctx, template))
 
 
 def write_image_state(ctx: BuildContext, name: str, path: Path) -> None:

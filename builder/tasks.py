@@ -1,12 +1,14 @@
 """The doit task graph: per template, metadata → lock → fetch → stage → image.
 
-No build logic lives here: each task calls one function of ``builder.steps`` and
-declares the files it reads (``file_dep``) and writes (``targets``), so doit knows
-what is up to date and which templates can run in parallel.
+No build logic lives here: each task calls one function of ``builder.steps``, says
+what it writes (``targets``) and runs after what it reads (``task_dep``). Whether it
+must run is a :class:`builder.uptodate.Check` that compares the step's record with its
+inputs as they are now, never doit's memory of earlier runs (a failed run erases it).
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,10 +17,9 @@ from typing import Any
 from builder import appsteps, steps
 from builder.errors import EztError
 from builder.recipe import AppCache, Template
+from builder.uptodate import Check, image_reason, stage_reason
 
 Buildable = Template | AppCache
-
-LOCK_INPUT_KINDS = ("packages", "repositories", "package_manager", "keyring", "mirrorlist")
 
 
 @dataclass
@@ -47,11 +48,6 @@ class Failures:
         return run
 
 
-def lock_inputs(template: Template) -> list[str]:
-    """The recipe files that decide the package set (scripts do not)."""
-    return sorted(str(p) for p in template.files if p.name.split("_", 1)[1] in LOCK_INPUT_KINDS)
-
-
 def release_file(ctx: steps.BuildContext, repo_ident: str) -> str:
     return str(ctx.config.layout.metadata / repo_ident / "Release")
 
@@ -67,9 +63,8 @@ def fetch_task(
         "basename": "fetch",
         "name": item.name,
         "actions": [failures.guard(steps.fetch_template, ctx, item)],
-        "file_dep": [str(ctx.config.layout.lock_file(item.name))],
         "task_dep": [*after, *([] if locked else [f"lock:{item.name}"])],
-        "uptodate": [lambda: steps.pool_complete(ctx, item)],
+        "uptodate": [Check(lambda: steps.fetch_reason(ctx, item))],
         "verbosity": 2,
     }
 
@@ -77,7 +72,6 @@ def fetch_task(
 def template_tasks(ctx: steps.BuildContext, template: Template, failures: Failures) -> Iterator[dict[str, Any]]:
     layout = ctx.config.layout
     name = template.name
-    lock_file = str(layout.lock_file(name))
     locked = ctx.options.locked or ctx.options.offline
     if not locked:
         for repo in template.repositories:
@@ -86,7 +80,7 @@ def template_tasks(ctx: steps.BuildContext, template: Template, failures: Failur
                 "name": repo.ident,
                 "title": lambda task, r=repo: f"metadata {steps.repository_label(r)}",
                 "actions": [failures.guard(steps.refresh_repository, ctx, template, repo)],
-                "uptodate": [lambda t=template, r=repo: steps.metadata_fresh(ctx, t, r)],
+                "uptodate": [Check(functools.partial(steps.metadata_reason, ctx, template, repo))],
                 "targets": [release_file(ctx, repo.ident)],
                 "verbosity": 2,
             }
@@ -94,75 +88,69 @@ def template_tasks(ctx: steps.BuildContext, template: Template, failures: Failur
             "basename": "lock",
             "name": name,
             "actions": [failures.guard(steps.lock_template, ctx, template)],
-            "file_dep": lock_inputs(template) + [release_file(ctx, r.ident) for r in template.repositories],
             "task_dep": [f"metadata:{r.ident}" for r in template.repositories],
-            "targets": [lock_file],
+            "uptodate": [Check(lambda: steps.lock_reason(ctx, template))],
+            "targets": [str(layout.lock_file(name))],
             "verbosity": 2,
         }
     yield fetch_task(ctx, template, failures)
-    stamp = str(layout.stage_stamp(name))
     yield {
         "basename": "stage",
         "name": name,
         "actions": [failures.guard(steps.stage_template, ctx, template)],
-        "file_dep": sorted({lock_file, *(str(p) for p in template.files)}),
         "task_dep": [f"fetch:{name}"],
-        "targets": [stamp],
-        "uptodate": [lambda: layout.stage_root(name).is_dir()],
+        "uptodate": [Check(lambda: stage_reason(layout, name, lambda: steps.stage_record(ctx, template)))],
+        "targets": [str(layout.stage_stamp(name))],
         "verbosity": 2,
     }
     yield {
         "basename": "image",
         "name": name,
         "actions": [failures.guard(steps.image_template, ctx, template)],
-        "file_dep": [stamp, lock_file],
         "task_dep": [f"stage:{name}"],
+        "uptodate": [Check(lambda: image_reason(layout, name, lambda: steps.os_image_inputs(ctx, template).compared()))],  # noqa: E501
         "targets": [str(layout.image_state(name))],
-        "uptodate": [lambda: steps.image_present(ctx, name)],
         "verbosity": 2,
     }
 
 
 def app_cache_tasks(ctx: steps.BuildContext, cache: AppCache, failures: Failures) -> Iterator[dict[str, Any]]:
-    """lock → fetch → stage → image of an app cache, after its OS template's tasks."""
+    """lock → fetch → stage → image of an app cache, after its OS template's tasks.
+
+    The app lock is resolved against the OS stage; ``ezt lock`` takes that stage as it
+    is when there is one (only the OS lock is brought up to date), never restaging it."""
     layout = ctx.config.layout
     name, base = cache.name, cache.os.name
-    lock_file = str(layout.lock_file(name))
-    os_stamp = str(layout.stage_stamp(base))
-    app_files = sorted(str(p) for p in cache.digest_files())
     locked = ctx.options.locked or ctx.options.offline
     if not locked:
+        lock_only = ctx.options.lock_only and layout.stage_root(base).is_dir()
         yield {
             "basename": "lock",
             "name": name,
             "actions": [failures.guard(appsteps.lock_app_cache, ctx, cache)],
-            "file_dep": [p for p in app_files if p.endswith("_packages")]
-            + [os_stamp]
-            + [release_file(ctx, r.ident) for r in cache.os.repositories],
-            "task_dep": [f"stage:{base}"] + [f"metadata:{r.ident}" for r in cache.os.repositories],
-            "targets": [lock_file],
+            "task_dep": [f"lock:{base}" if lock_only else f"stage:{base}"]
+            + [f"metadata:{r.ident}" for r in cache.os.repositories],
+            "uptodate": [Check(lambda: steps.lock_reason(ctx, cache))],
+            "targets": [str(layout.lock_file(name))],
             "verbosity": 2,
         }
     yield fetch_task(ctx, cache, failures, after=(f"stage:{base}",))
-    stamp = str(layout.stage_stamp(name))
     yield {
         "basename": "stage",
         "name": name,
         "actions": [failures.guard(appsteps.stage_app_cache, ctx, cache)],
-        "file_dep": sorted({lock_file, os_stamp, *app_files}),
         "task_dep": [f"fetch:{name}", f"stage:{base}"],
-        "targets": [stamp],
-        "uptodate": [lambda: layout.stage_root(name).is_dir()],
+        "uptodate": [Check(lambda: stage_reason(layout, name, lambda: appsteps.stage_record(ctx, cache)))],
+        "targets": [str(layout.stage_stamp(name))],
         "verbosity": 2,
     }
     yield {
         "basename": "image",
         "name": name,
         "actions": [failures.guard(appsteps.image_app_cache, ctx, cache)],
-        "file_dep": [stamp, lock_file, str(layout.image_state(base))],
         "task_dep": [f"stage:{name}", f"image:{base}"],
+        "uptodate": [Check(lambda: image_reason(layout, name, lambda: appsteps.app_image_inputs(ctx, cache).compared()))],  # noqa: E501
         "targets": [str(layout.image_state(name))],
-        "uptodate": [lambda: steps.image_present(ctx, name)],
         "verbosity": 2,
     }
 

@@ -125,7 +125,8 @@ def test_app_cache_builds_its_os_template_first_and_by_default(site: Site, tmp_p
     ("template", "files", "fragments"),
     [
         (f"{TEMPLATE}+nope", {}, ("'nope': no such application in testos-1-x86_64", "applications: web")),
-        (f"{TEMPLATE}+small", {}, ("'small': an OS set, not an application",)),
+        (f"{TEMPLATE}+small", {}, ("'small': an OS set, not an application", f"did you mean {TEMPLATE}-small?")),
+        (f"{TEMPLATE}-web", {}, (f"web_packages: web is an application: did you mean {TEMPLATE}+web?",)),
         (f"{TEMPLATE}+web+web", {}, ("names an application twice",)),
         (APP, {"web_packages": "webapp\nghost\n"}, ("web_packages:2", "unknown package 'ghost'")),
         (APP, {"web_packages": "@required\n"}, ("web_packages:1", "priority class '@required' is for OS")),
@@ -145,3 +146,22 @@ def test_app_cache_errors(site: Site, tmp_path: Path, template: str, files: dict
     for fragment in fragments:
         assert fragment in result.stderr
     assert images(tmp_path) == os_images and images(tmp_path, template) == []
+
+
+def test_lock_of_an_app_cache_never_restages_the_os(site: Site, tmp_path: Path) -> None:
+    """Issue 11, point 7: the app lock is resolved against the OS stage as it is."""
+    recipes = app_recipe(site, tmp_path)
+    assert build(site, tmp_path, template=APP).returncode == 0
+    post_cache = recipes / TEMPLATE / "os_post-cache"
+    post_cache.write_text(post_cache.read_text() + "echo edited > \"$1/etc/edited\"\n")
+    stage = tmp_path / "cache" / "stage" / TEMPLATE / "root"
+    inode = stage.stat().st_ino
+    locked = ezt(site, "lock", APP, "--recipes", str(recipes), "--cache-dir", str(tmp_path / "cache"))
+    assert locked.returncode == 0, locked.stderr
+    assert ran_tasks(locked.stdout) == [], locked.stdout
+    assert stage.stat().st_ino == inode
+    (recipes / TEMPLATE / "web_packages").write_text("webapp\nlibweb\n")
+    relocked = ezt(site, "lock", APP, "--recipes", str(recipes), "--cache-dir", str(tmp_path / "cache"))
+    assert relocked.returncode == 0, relocked.stderr
+    assert ran_tasks(relocked.stdout) == [f"lock {APP}"], relocked.stdout
+    assert stage.stat().st_ino == inode

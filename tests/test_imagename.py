@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import json
 from datetime import date
 from pathlib import Path
 
 import pytest
 
 from builder.errors import EztError
-from builder.imagename import ImageName, latest_image, list_images, next_image_name, parse_image_name
+from builder.imagename import ImageName, current_image, latest_image, list_images, next_image_name, parse_image_name
+from builder.layout import CacheLayout
 
 DAY = date(2026, 11, 27)
 T = "debian-12-x86_64"
@@ -128,3 +130,20 @@ def test_image_name_unpacks_as_a_tuple() -> None:
 def test_bad_template_names(tmp_path: Path, template: str) -> None:
     with pytest.raises(EztError, match="cannot name an image"):
         next_image_name(tmp_path, template, DAY)
+
+
+def test_current_image_is_the_one_the_last_build_ended_with(tmp_path: Path) -> None:
+    """Issue 11, point 7: a build that reverts an edit ends with the earlier image (same
+    inputs); that one is the template's current image, not the newest by name."""
+    layout = CacheLayout(tmp_path / "cache")
+    touch(layout.images, f"{T}-20261127.tar.zst", f"{T}-20261127.2.tar.zst")
+    assert current_image(layout.images, T) == layout.images / f"{T}-20261127.2.tar.zst"  # nothing recorded
+    layout.state.mkdir()
+    layout.image_state(T).write_text(json.dumps({"image": f"{T}-20261127.tar.zst"}))
+    assert current_image(layout.images, T) == layout.images / f"{T}-20261127.tar.zst"
+    for recorded in (f"{T}-20261126.tar.zst", f"{T}-minimal-20261127.tar.zst", "../x", 7):  # gone, another's, junk
+        layout.image_state(T).write_text(json.dumps({"image": recorded}))
+        assert current_image(layout.images, T) == layout.images / f"{T}-20261127.2.tar.zst"
+    layout.image_state(T).write_text("{")
+    assert current_image(layout.images, T) == layout.images / f"{T}-20261127.2.tar.zst"
+    assert current_image(layout.images, f"{T}-minimal") is None

@@ -286,4 +286,6 @@ def test_up_to_date_image(root: Path, tmp_path: Path) -> None:
     assert up_to_date_image(tmp_path, T, "changed") is None
     second = publish(root, tmp_path, inputs_digest="changed")
     assert up_to_date_image(tmp_path, T, "changed") == tmp_path / second.image
-    assert up_to_date_image(tmp_path, T, "i" * 64) is None  # only the newest image counts
+    assert up_to_date_image(tmp_path, T, "i" * 64) == tmp_path / first.image  # an edit reverted: the earlier image
+    (tmp_path / f"{first.image}.json").write_text("{")
+    assert up_to_date_image(tmp_path, T, "i" * 64) is None  # no readable manifest, no match

@@ -33,6 +33,7 @@ class DebFamily:
     """dpkg-based distributions (Debian, Ubuntu)."""
 
     name = "deb"
+    manager_package = "apt"
 
     def native_arch(self, template_arch: str) -> str:
         try:
