@@ -143,10 +143,24 @@ def choose_image(layout: NodeLayout, name: str, extra_dirs: Iterable[Path] = ())
             return image
     newest = [image for image in images if image.template == name]
     if newest:
-        return newest[-1]
+        return _current_in_cache(newest, extra_dirs) or newest[-1]
     if not images:
         raise EztError(f"no cache image {name!r}: the template store {layout.template_cache} is empty")
     raise EztError(f"no cache image {name!r}; available: {_summary(images)}")
+
+
+def _current_in_cache(images: list[StoredImage], extra_dirs: Iterable[Path]) -> StoredImage | None:
+    """When the template's newest image comes from a builder's cache, the image that
+    cache's last build ended with: an edit reverted reuses an earlier image with the
+    same inputs, which is then what the template means, not the newest by name."""
+    from builder.imagename import current_image
+
+    newest = images[-1]
+    for directory in extra_dirs:
+        if newest.path.parent == directory:
+            current = current_image(directory, newest.template)
+            return next((image for image in images if image.path == current), None)
+    return None
 
 
 def _summary(images: list[StoredImage]) -> str:

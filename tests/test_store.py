@@ -164,6 +164,20 @@ def test_choose_image(layout: NodeLayout, built: Path, tmp_path: Path) -> None:
     assert choose_image(layout, f"{T}-20261111", [built]).path == newest_local
 
 
+def test_choose_image_takes_a_builder_cache_s_current_image(layout: NodeLayout, built: Path, tmp_path: Path) -> None:
+    """A build that found an earlier image with its inputs (an edit reverted) ends with
+    that image: a create from the builder's cache takes it, not the newest by name."""
+    reused = make_image(built, tmp_path, day=date(2026, 11, 9))
+    edited = make_image(built, tmp_path, day=date(2026, 11, 10), content="edited")
+    assert choose_image(layout, T, [built]).path == edited  # no build record: the newest
+    state = built.parent / "state" / f"{T}.image.json"
+    state.parent.mkdir(parents=True)
+    state.write_text(json.dumps({"image": reused.name}))
+    assert choose_image(layout, T, [built]).path == reused
+    add_image(layout, make_image(tmp_path / "elsewhere", tmp_path, day=date(2026, 11, 12)))
+    assert choose_image(layout, T, [built]).date == date(2026, 11, 12)  # the node's own newer image wins
+
+
 def test_choose_unknown_lists_what_exists(layout: NodeLayout, built: Path, tmp_path: Path) -> None:
     with pytest.raises(EztError, match=r"template store .* is empty"):
         choose_image(layout, T)
