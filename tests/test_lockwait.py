@@ -29,9 +29,10 @@ fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
 fcntl.flock(fd, fcntl.LOCK_EX)
 announce_holder(fd)
 with open(image, "rb") as handle:
-    print("locked", flush=True)
-    for _ in range(chunks):
+    for number in range(chunks):
         handle.read(1 << 20)
+        if number == 0:
+            print("locked", flush=True)  # and the first MiB read
         time.sleep(pause)
     time.sleep(stall)
 """
