@@ -33,10 +33,11 @@ from pathlib import Path
 from builder import rootfs
 from builder.chroot import RootRunner, remove_tree, run_in_root
 from builder.deb.image_sources import write_apt_sources
-from builder.deb.order import essential_closure, install_order, pre_depends_layers
+from builder.deb.order import essential_closure, install_order, pre_depends_layers, unpack_first
 from builder.deb.packages import parse_status
 from builder.deb.rawdeb import write_uncompressed
 from builder.deb.rootpath import POLICY_RC_D, POLICY_RC_D_TEXT, STAGING, in_root, is_ezt_policy
+from builder.deb.upgrade import plan_upgrade, read_declared, split_runs
 from builder.errors import EztError, Where
 from builder.family import InstallRequest
 from builder.model import LockedPackage, Package
@@ -96,17 +97,26 @@ def install(request: InstallRequest) -> None:
     started = time.monotonic()
     say = request.progress
     fresh = not (root / "var/lib/dpkg/status").exists()
+    package_file = _once(request.package_file)
     if fresh:
         prepare_root(root, native_arch(request.packages))
-        installed: dict[str, str] = {}
+        records: list[Package] = []
     else:
-        installed = {p.name: p.version for p in read_installed(root)}
+        records = read_installed(root)
+    installed = {p.name: p.version for p in records}
     todo = [p for p in request.packages if installed.get(p.name) != p.version]
     by_name = {p.name: p for p in todo}
     done = set(installed) - set(by_name)
+    # nothing installed, nothing to break: a fresh root skips reading every control file
+    plan = plan_upgrade([read_declared(package_file(p)) for p in todo], records) if records else []
+    after = [(before.first, before.then) for before in plan]
     essential = install_order(essential_closure(todo), by_name) if fresh else []
     rest = [p for p in todo if p.name not in set(essential)]
-    layers = [install_order(set(layer), by_name) for layer in pre_depends_layers(rest, done | set(essential))]
+    layers = [
+        unpack_first(install_order(set(layer), by_name), after)
+        for layer in pre_depends_layers(rest, done | set(essential), after)
+    ]
+    split = split_runs(layers, plan)
 
     def dpkg(*args: str) -> None:
         request.run(
@@ -118,7 +128,7 @@ def install(request: InstallRequest) -> None:
 
     # a fresh root is a build stage: its policy-rc.d stays for the recipe's scripts, finish_root removes it
     held = contextlib.nullcontext() if request.start_services else _hold_services(root, keep=fresh)
-    with _Stager(root, request.package_file) as stager, held:
+    with _Stager(root, package_file) as stager, held:
         if essential:
             with _timed(say, f"deb: unpacked {len(essential)} essential packages"):
                 inside = stager.extract(stager.submit([by_name[n] for n in essential]))
@@ -131,7 +141,11 @@ def install(request: InstallRequest) -> None:
         for number, layer in enumerate(layers, start=1):
             with _timed(say, f"deb: layer {number}: installed {len(layer)} packages"):
                 inside = stager.wait(stager.submit([by_name[n] for n in layer]))
-                dpkg(*triggers, "--install", *inside)
+                if number - 1 in split:
+                    dpkg(*triggers, "--auto-deconfigure", "--unpack", *inside)
+                    dpkg(*triggers, "--configure", *layer)
+                else:
+                    dpkg(*triggers, "--auto-deconfigure", "--install", *inside)
             stager.discard(inside)
         with _timed(say, "deb: configured pending packages and triggers"):
             dpkg("--configure", "--pending")
@@ -139,6 +153,20 @@ def install(request: InstallRequest) -> None:
         write_apt_sources(root, request.repositories)
     write_auto_marks(root, request.packages)
     say(f"deb: install of {len(todo)} packages took {time.monotonic() - started:.1f}s")
+
+
+def _once(package_file: Callable[[LockedPackage], Path]) -> Callable[[LockedPackage], Path]:
+    """``package_file`` asked once per package (it may re-hash the file), from any thread."""
+    found: dict[str, Path] = {}
+    lock = threading.Lock()
+
+    def once(package: LockedPackage) -> Path:
+        with lock:
+            if package.name not in found:
+                found[package.name] = package_file(package)
+            return found[package.name]
+
+    return once
 
 
 def write_auto_marks(root: Path, packages: Sequence[LockedPackage]) -> None:
