@@ -37,7 +37,7 @@ from builder.deb.order import essential_closure, install_order, pre_depends_laye
 from builder.deb.packages import parse_status
 from builder.deb.rawdeb import write_uncompressed
 from builder.deb.rootpath import POLICY_RC_D, POLICY_RC_D_TEXT, STAGING, in_root, is_ezt_policy
-from builder.deb.upgrade import plan_upgrade, read_declared, split_runs
+from builder.deb.upgrade import Plan, plan_upgrade, read_declared, split_runs
 from builder.errors import EztError, Where
 from builder.family import InstallRequest
 from builder.model import LockedPackage, Package
@@ -108,8 +108,8 @@ def install(request: InstallRequest) -> None:
     by_name = {p.name: p for p in todo}
     done = set(installed) - set(by_name)
     # nothing installed, nothing to break: a fresh root skips reading every control file
-    plan = plan_upgrade([read_declared(package_file(p)) for p in todo], records) if records else []
-    after = [(before.first, before.then) for before in plan]
+    plan = plan_upgrade([read_declared(package_file(p)) for p in todo], records) if records else Plan()
+    after = [(before.first, before.then) for before in plan.before]
     essential = install_order(essential_closure(todo), by_name) if fresh else []
     rest = [p for p in todo if p.name not in set(essential)]
     layers = [
@@ -149,6 +149,9 @@ def install(request: InstallRequest) -> None:
             stager.discard(inside)
         with _timed(say, "deb: configured pending packages and triggers"):
             dpkg("--configure", "--pending")
+        if plan.replaced:  # dpkg removed them for their replacements; record that they are not wanted
+            dpkg("--remove", *plan.replaced)
+            _forget_marks(root, plan.replaced)
     if request.repositories:
         write_apt_sources(root, request.repositories)
     write_auto_marks(root, request.packages)
@@ -228,6 +231,11 @@ def remove(
     started or stopped by their scripts (a ``policy-rc.d`` for the run)."""
     with _hold_services(root):
         run(root, [*DPKG, "--purge", *names], source_date_epoch=source_date_epoch, environment=environment)
+    _forget_marks(root, names)
+
+
+def _forget_marks(root: Path, names: Iterable[str]) -> None:
+    """Drop the ``extended_states`` stanzas of packages that are gone."""
     stanzas = _read_stanzas(root)
     if stanzas:
         gone = set(names)

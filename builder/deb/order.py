@@ -117,20 +117,28 @@ def _fixpoint(
 
 
 def unpack_first(order: Sequence[str], after: Sequence[tuple[str, str]]) -> list[str]:
-    """``order`` with each ``(first, then)`` pair's ``first`` moved before ``then``, otherwise
-    as it was; where the pairs form a cycle the rest keeps its order (dpkg's
-    ``--auto-deconfigure`` copes with a Breaks among them)."""
-    within = set(order)
-    before: dict[str, set[str]] = {name: set() for name in order}
+    """``order`` with each ``(first, then)`` pair's ``first`` moved just before ``then``,
+    the rest as it was. Where the pairs form a cycle, the member met first in ``order``
+    goes after the others (dpkg's ``--auto-deconfigure`` copes with a Breaks among them)."""
+    position = {name: index for index, name in enumerate(order)}
+    before: dict[str, list[str]] = {name: [] for name in order}
     for first, then in after:
-        if first in within and then in within and first != then:
-            before[then].add(first)
+        if first in position and then in position and first != then:
+            before[then].append(first)
     result: list[str] = []
     placed: set[str] = set()
-    pending = list(order)
-    while pending:
-        ready = next((name for name in pending if before[name] <= placed), pending[0])
-        pending.remove(ready)
-        result.append(ready)
-        placed.add(ready)
+    visiting: set[str] = set()
+
+    def visit(name: str) -> None:
+        if name in placed or name in visiting:
+            return
+        visiting.add(name)
+        for first in sorted(before[name], key=position.__getitem__):
+            visit(first)
+        visiting.discard(name)
+        placed.add(name)
+        result.append(name)
+
+    for name in order:
+        visit(name)
     return result

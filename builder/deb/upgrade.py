@@ -91,15 +91,28 @@ def _meets(relation: Relation, version: str) -> bool:
     return {"<<": order < 0, "<=": order <= 0, "=": order == 0, ">=": order >= 0, ">>": order > 0}[relation.op]
 
 
-def plan_upgrade(new: Iterable[Declared], installed: Iterable[Package]) -> list[Before]:
-    """Which upgrades must be unpacked before which new versions; EztError for a new
-    version that cannot go in beside what stays installed, or beside another new one."""
+@dataclass(frozen=True)
+class Plan:
+    """How an upgrade runs: what is unpacked before what, and what dpkg removes on the way."""
+
+    before: tuple[Before, ...] = ()
+    replaced: tuple[str, ...] = ()
+    """Installed packages a new one conflicts with and replaces: dpkg removes them while
+    it unpacks the new one (their conffiles stay, as apt's removal leaves them)."""
+
+
+def plan_upgrade(new: Iterable[Declared], installed: Iterable[Package]) -> Plan:
+    """Which upgrades must be unpacked before which new versions, and which installed
+    packages go; EztError for a new version that cannot go in beside what stays
+    installed, or beside another new one."""
     incoming = {package.name: package for package in new}
     old = {package.name: Declared.of(package) for package in installed}
     staying = [package for name, package in old.items() if name not in incoming]
+    replaced: set[str] = set()
     for package in incoming.values():
         for other in staying:
-            _check_beside(package, other)
+            if _check_beside(package, other):
+                replaced.add(other.name)
         for other in incoming.values():
             for field in ("breaks", "conflicts"):
                 relation = package.hits(field, other)
@@ -113,22 +126,27 @@ def plan_upgrade(new: Iterable[Declared], installed: Iterable[Package]) -> list[
             fields = [f for f in ("conflicts", "breaks") if package.hits(f, was) or was.hits(f, package)]
             if fields:
                 order.append(Before(name, package.name, fields[0]))
-    return sorted(order, key=lambda before: (before.then, before.first))
+    return Plan(tuple(sorted(order, key=lambda before: (before.then, before.first))), tuple(sorted(replaced)))
 
 
-def _check_beside(package: Declared, other: Declared) -> None:
-    """EztError unless the new ``package`` and the installed, not upgraded ``other`` may coexist
-    (or dpkg removes ``other`` because ``package`` replaces it)."""
+def _check_beside(package: Declared, other: Declared) -> bool:
+    """Whether dpkg will remove the installed, not upgraded ``other`` because the new
+    ``package`` conflicts with and replaces it; EztError if the two cannot coexist otherwise."""
     replaced = package.hits("replaces", other) is not None
+    removed = False
     for field, ours in (("breaks", True), ("conflicts", True), ("breaks", False), ("conflicts", False)):
         relation = package.hits(field, other) if ours else other.hits(field, package)
-        if relation is None or (field == "conflicts" and replaced):
+        if relation is None:
+            continue
+        if field == "conflicts" and replaced:
+            removed = True
             continue
         first, second = (package, other) if ours else (other, package)
         raise EztError(
             f"{_named(first)} {_verb(field)} {_named(second)} ({field.title()}: {relation}), and {_named(other)} "
             f"is installed and not part of this upgrade: upgrade or remove {other.name} too"
         )
+    return removed
 
 
 def _named(package: Declared) -> str:
@@ -205,7 +223,7 @@ def _control_fields(text: str) -> Mapping[str, str]:
     return fields
 
 
-def split_runs(layers: Sequence[Sequence[str]], plan: Sequence[Before]) -> set[int]:
+def split_runs(layers: Sequence[Sequence[str]], plan: Plan) -> set[int]:
     """The layers (by index) that must be unpacked and then configured on their own.
 
     A layer holding a new version that breaks a package whose upgrade Pre-Depends
@@ -216,7 +234,7 @@ def split_runs(layers: Sequence[Sequence[str]], plan: Sequence[Before]) -> set[i
     """
     layer_of = {name: index for index, layer in enumerate(layers) for name in layer}
     split: set[int] = set()
-    for before in plan:
+    for before in plan.before:
         first, then = layer_of.get(before.first), layer_of.get(before.then)
         if first is None or then is None or first <= then:
             continue
