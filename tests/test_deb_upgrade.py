@@ -23,6 +23,7 @@ from builder.deb.upgrade import Before, Declared, Plan, plan_upgrade, read_decla
 from builder.errors import EztError
 from builder.family import InstallRequest
 from builder.model import LockedPackage, Package
+from tests import test_runtime_apps as apps_test
 from tests.debs import build_deb
 from tests.hostbase import build_hostbase, host_arch
 
@@ -279,3 +280,65 @@ def test_read_declared_refuses_what_is_no_deb(tmp_path: Path) -> None:
     bad.write_bytes(b"plain text")
     with pytest.raises(EztError, match=r"not a \.deb"):
         read_declared(bad)
+
+
+# ---------------------------------------------------------------- through ezt update
+
+site = apps_test.site  # the OS template of tests/test_runtime_apps.py, built for this module
+node = apps_test.node
+
+
+def _newer_repo(site: apps_test.Site, out: Path, newer: Callable[[Path], list[Path]]) -> Path:
+    """The site's repository with some packages replaced by the versions ``newer`` builds."""
+    debs = out / "debs"
+    shutil.copytree(site.debs, debs)
+    built = newer(debs)
+    names = {deb.name.split("_")[0] for deb in built}
+    kept = [deb for deb in debs.glob("*.deb") if deb.name.split("_")[0] not in names]
+    return apps_test.build_repo(out / "repo", kept + built, site.key).root
+
+
+@as_root
+def test_ezt_update_upgrades_the_pair(node: apps_test.Node, tmp_path: Path) -> None:
+    """The issue's pair in a container: libweb 2.0 breaks webd << 2.0, webd 2.0 needs libweb 2.0."""
+    node.create("101")
+    node.ok("install", "101", "web")
+
+    def newer(debs: Path) -> list[Path]:
+        return [
+            build_deb(debs, "libweb", "2.0", fields={"Depends": "hostbase", "Breaks": "webd (<< 2.0)"}),
+            apps_test.webd(debs, "2.0", "libweb (>= 2.0), web-common, libshared, node-etc"),
+        ]
+
+    server = apps_test.RepoServer(_newer_repo(node.site, tmp_path, newer)).start()
+    try:
+        out = node.ok("update", "101", url=server.url)
+        assert out.splitlines()[-3:] == [
+            "container 101: updated all packages: 2 packages",
+            "  libweb 1.0 -> 2.0",
+            "  webd 1.0 -> 2.0",
+        ]
+        assert (node.root("101") / "usr/share/webd/version").read_text() == "2.0"
+        assert node.audit("101") == ""
+        assert node.ok("update", "101", url=server.url) == "container 101: all packages up to date\n"
+    finally:
+        server.stop()
+
+
+@as_root
+def test_ezt_update_refuses_to_break_what_it_does_not_upgrade(node: apps_test.Node, tmp_path: Path) -> None:
+    """libshared 2.0 breaks dbd << 2.0; updating only web's packages would leave dbd 1.0 broken."""
+    node.create("101")
+    node.ok("install", "101", "web", "db")
+
+    def newer(debs: Path) -> list[Path]:
+        return [build_deb(debs, "libshared", "2.0", fields={"Depends": "hostbase", "Breaks": "dbd (<< 2.0)"})]
+
+    server = apps_test.RepoServer(_newer_repo(node.site, tmp_path, newer)).start()
+    try:
+        before = node.snapshot("101")
+        result = node.ezt("update", "101", "web", url=server.url)
+        apps_test.assert_user_error(result, "libshared 2.0", "breaks dbd 1.0")
+        assert node.snapshot("101") == before
+    finally:
+        server.stop()
