@@ -5,7 +5,10 @@ symlinks and a ``policy-rc.d`` that keeps services from starting. The essential
 set cannot be installed by dpkg alone (dpkg, the shell and libc are not there
 yet), so its packages are first extracted with tar, then ``dpkg --install``-ed
 on top of themselves inside the root. The remaining packages are installed in
-as few dpkg runs as Pre-Depends allow (one run per Pre-Depends layer).
+as few dpkg runs as Pre-Depends allow (one run per Pre-Depends layer). Into a
+root that has packages, an upgrade runs as apt would drive dpkg (``upgrade``):
+what a new version breaks or conflicts with is upgraded first, and a clash with
+a package that stays is refused before dpkg runs.
 
 Where the time goes and what is done about it: package files are decompressed
 once, on all cores, while dpkg works on the previous step (``rawdeb``), and
@@ -33,7 +36,7 @@ from pathlib import Path
 from builder import rootfs
 from builder.chroot import RootRunner, remove_tree, run_in_root
 from builder.deb.image_sources import write_apt_sources
-from builder.deb.order import essential_closure, install_order, pre_depends_layers, unpack_first
+from builder.deb.order import dpkg_runs, essential_closure, install_order
 from builder.deb.packages import parse_status
 from builder.deb.rawdeb import write_uncompressed
 from builder.deb.rootpath import POLICY_RC_D, POLICY_RC_D_TEXT, STAGING, in_root, is_ezt_policy
@@ -97,7 +100,13 @@ def install(request: InstallRequest) -> None:
     started = time.monotonic()
     say = request.progress
     fresh = not (root / "var/lib/dpkg/status").exists()
-    package_file = _once(request.package_file)
+    files: dict[str, Path] = {}
+
+    def package_file(package: LockedPackage) -> Path:  # asked once per package: it may re-hash the file
+        if package.name not in files:
+            files[package.name] = request.package_file(package)
+        return files[package.name]
+
     if fresh:
         prepare_root(root, native_arch(request.packages))
         records: list[Package] = []
@@ -112,10 +121,7 @@ def install(request: InstallRequest) -> None:
     after = [(before.first, before.then) for before in plan.before]
     essential = install_order(essential_closure(todo), by_name) if fresh else []
     rest = [p for p in todo if p.name not in set(essential)]
-    layers = [
-        unpack_first(install_order(set(layer), by_name), after)
-        for layer in pre_depends_layers(rest, done | set(essential), after)
-    ]
+    layers = dpkg_runs(rest, done | set(essential), after)
     split = split_runs(layers, plan)
 
     def dpkg(*args: str) -> None:
@@ -156,20 +162,6 @@ def install(request: InstallRequest) -> None:
         write_apt_sources(root, request.repositories)
     write_auto_marks(root, request.packages)
     say(f"deb: install of {len(todo)} packages took {time.monotonic() - started:.1f}s")
-
-
-def _once(package_file: Callable[[LockedPackage], Path]) -> Callable[[LockedPackage], Path]:
-    """``package_file`` asked once per package (it may re-hash the file), from any thread."""
-    found: dict[str, Path] = {}
-    lock = threading.Lock()
-
-    def once(package: LockedPackage) -> Path:
-        with lock:
-            if package.name not in found:
-                found[package.name] = package_file(package)
-            return found[package.name]
-
-    return once
 
 
 def write_auto_marks(root: Path, packages: Sequence[LockedPackage]) -> None:

@@ -87,6 +87,17 @@ def pre_depends_layers(
     return [layers[k] for k in sorted(layers)]
 
 
+def dpkg_runs(
+    packages: Sequence[LockedPackage], done: set[str], after: Sequence[tuple[str, str]] = ()
+) -> list[list[str]]:
+    """The packages' ``pre_depends_layers``, each in unpack order: ``install_order``, then
+    each ``after`` pair's first before its second."""
+    by_name = {p.name: p for p in packages}
+    return [
+        unpack_first(install_order(set(layer), by_name), after) for layer in pre_depends_layers(packages, done, after)
+    ]
+
+
 def _fixpoint(
     by_name: Mapping[str, LockedPackage], done: set[str], after: Sequence[tuple[str, str]], level: dict[str, int]
 ) -> tuple[bool, list[str]]:
