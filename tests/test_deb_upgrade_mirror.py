@@ -5,8 +5,11 @@ The real upgrade path a node sees is a container made from an image built before
 point release's updates: the image is built from ``bookworm`` alone, then the recipe
 gains ``bookworm-updates`` and ``bookworm-security`` (as the shipped
 ``debian-12-x86_64`` has them), and ``ezt update`` brings every installed package
-they hold a newer version of (libc, openssl, systemd's libraries, tzdata, ... -- the
-essential set upgraded by dpkg inside the container, Pre-Depends, Breaks and all).
+they hold a newer version of (zlib, PAM, perl-base, tzdata, ...: essential packages
+upgraded by dpkg inside the container). The container has the app ``mariadb`` too:
+each MariaDB security release has the issue's pair, ``mariadb-client`` breaking
+``mariadb-server`` older than itself while the new ``mariadb-server`` depends on
+the new ``mariadb-client`` (which failed before: "deconfiguration is not permitted").
 What that set is depends on the mirror's state, not on the date: the test compares
 the update's report with the root's dpkg database before and after, and skips only
 if the mirror holds no newer version of anything installed.
@@ -48,6 +51,7 @@ class Site:
             "os_distribution": "debian\n",
             "os_packages": "@required\napt\nusr-is-merged\n",
             "os_repositories": BASE,
+            "mariadb_packages": "mariadb-server\nmariadb-client\n",
         }.items():
             (self.recipe / name).write_text(text)
         self.cache = base / "cache"
@@ -91,11 +95,13 @@ def site(tmp_path_factory: pytest.TempPathFactory, debian_minimal_cache: Path) -
 
 def test_update_from_the_release_to_its_security_and_point_updates(site: Site) -> None:
     site.ezt("create", "101", "--ostemplate", TEMPLATE)
+    site.ezt("install", "101", "mariadb")
     root = Path(site.ezt("mount", "101").strip())
     old = versions(root)
     (site.recipe / "os_repositories").write_text(BASE + UPDATES)
 
     out = site.ezt("update", "101").splitlines()
+    print("\n".join(out))  # what the mirror brought, for the record (pytest -s / -rP)
     if out == ["container 101: all packages up to date"]:
         pytest.skip("bookworm-updates and bookworm-security hold no newer version of an installed package")
     head = [line for line in out if line.startswith("container 101: updated all packages: ")]
