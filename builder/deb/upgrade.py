@@ -107,26 +107,52 @@ def plan_upgrade(new: Iterable[Declared], installed: Iterable[Package]) -> Plan:
     installed, or beside another new one."""
     incoming = {package.name: package for package in new}
     old = {package.name: Declared.of(package) for package in installed}
-    staying = [package for name, package in old.items() if name not in incoming]
+    staying = _Index(package for name, package in old.items() if name not in incoming)
+    upgraded = _Index(old[name] for name in incoming.keys() & old.keys())
+    others = _Index(incoming.values())
     replaced: set[str] = set()
+    order: list[Before] = []
     for package in incoming.values():
-        for other in staying:
+        for other in staying.near(package):
             if _check_beside(package, other):
                 replaced.add(other.name)
-        for other in incoming.values():
+        for other in others.near(package):
             for field in ("breaks", "conflicts"):
                 relation = package.hits(field, other)
                 if relation is not None:
                     raise EztError(f"{_named(package)} {_verb(field)} {_named(other)} ({field.title()}: {relation}),"
                                    " and both are to be installed")  # fmt: skip
-    order: list[Before] = []
-    for package in incoming.values():
-        for name in sorted(incoming.keys() & old.keys()):
-            was = old[name]
+        for was in upgraded.near(package):
             fields = [f for f in ("conflicts", "breaks") if package.hits(f, was) or was.hits(f, package)]
             if fields:
-                order.append(Before(name, package.name, fields[0]))
+                order.append(Before(was.name, package.name, fields[0]))
     return Plan(tuple(sorted(order, key=lambda before: (before.then, before.first))), tuple(sorted(replaced)))
+
+
+class _Index:
+    """Packages by the names a Breaks or Conflicts can meet them under, and by the names
+    their own Breaks and Conflicts name: only those pairs can clash, and a root has hundreds."""
+
+    def __init__(self, packages: Iterable[Declared]) -> None:
+        self.by_name: dict[str, list[Declared]] = {}
+        self.naming: dict[str, list[Declared]] = {}
+        for package in packages:
+            for name in [package.name, *(name for name, _ in package.provided())]:
+                self.by_name.setdefault(name, []).append(package)
+            for field in ("breaks", "conflicts"):
+                for relation in package.relations(field):
+                    self.naming.setdefault(relation.name, []).append(package)
+
+    def near(self, package: Declared) -> list[Declared]:
+        """The indexed packages that ``package`` may break or conflict with, or that may
+        break or conflict with it, by name."""
+        found: dict[str, Declared] = {}
+        for field in ("breaks", "conflicts"):
+            for relation in package.relations(field):
+                found.update((other.name, other) for other in self.by_name.get(relation.name, ()))
+        for name in [package.name, *(name for name, _ in package.provided())]:
+            found.update((other.name, other) for other in self.naming.get(name, ()))
+        return [found[name] for name in sorted(found)]
 
 
 def _check_beside(package: Declared, other: Declared) -> bool:
