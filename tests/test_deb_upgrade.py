@@ -240,6 +240,7 @@ def test_plan_matches_provides_as_dpkg_does() -> None:
                     provides="mail-transport-agent")  # fmt: skip
     assert plan_upgrade([exim], installed) == Plan(replaced=("mta-old",))  # dpkg removes it in favour of exim
     assert plan_upgrade([Declared("r", "1", breaks="qq (<< 2)")], installed) == Plan()  # unversioned Provides
+    assert plan_upgrade([Declared("r", "1", breaks="q:i386")], installed) == Plan()  # another architecture's q
     with pytest.raises(EztError, match=r"^r 1 breaks q 1 \(Breaks: qq\)"):
         plan_upgrade([Declared("r", "1", breaks="qq")], installed)
     with pytest.raises(EztError, match=r"^s 1 conflicts with t 1 \(Conflicts: t\), and both are to be installed"):

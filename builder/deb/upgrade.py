@@ -66,6 +66,8 @@ class Declared:
         if other.name == self.name:
             return None
         for relation in self.relations(field):
+            if relation.arch not in (None, "any"):  # another architecture's package: not in a one-arch root
+                continue
             if relation.name == other.name and _meets(relation, other.version):
                 return relation
             for name, version in other.provided():  # a versioned relation only meets a versioned Provides
