@@ -215,6 +215,18 @@ def test_refused_upgrades_leave_the_root_as_it_was(
     assert not (root / deb_install.STAGING).exists()
 
 
+@as_root
+def test_an_unreadable_package_file_is_named_before_dpkg_runs(kit: Kit, upgraded: Path, tmp_path: Path) -> None:
+    before = (upgraded / "var/lib/dpkg/status").read_bytes()
+    bad = tmp_path / ("0" * 64)  # a pool file is named by its digest
+    bad.write_bytes(b"!<arch>\ndebian-binary   0           0     0     100644  4         `\n2.0\n")
+    request = InstallRequest(upgraded, (kit.locked("a", "2"),), lambda _: bad, {}, 1700000000, progress=lambda _: None)
+    with pytest.raises(EztError) as caught:
+        deb_install.install(request)
+    assert str(caught.value) == f"{bad}: cannot read the control file of package a 2: no control member"
+    assert (upgraded / "var/lib/dpkg/status").read_bytes() == before
+
+
 # ---------------------------------------------------------------- the plan, without root
 
 

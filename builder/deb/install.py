@@ -117,7 +117,8 @@ def install(request: InstallRequest) -> None:
     by_name = {p.name: p for p in todo}
     done = set(installed) - set(by_name)
     # nothing installed, nothing to break: a fresh root skips reading every control file
-    plan = plan_upgrade([read_declared(package_file(p)) for p in todo], records) if records else Plan()
+    declared = [read_declared(package_file(p), f"package {p.name} {p.version}") for p in todo] if records else []
+    plan = plan_upgrade(declared, records) if records else Plan()
     after = [(before.first, before.then) for before in plan.before]
     essential = install_order(essential_closure(todo), by_name) if fresh else []
     rest = [p for p in todo if p.name not in set(essential)]

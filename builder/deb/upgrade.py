@@ -185,14 +185,16 @@ def _verb(field: str) -> str:
     return "conflicts with" if field == "conflicts" else "breaks"
 
 
-def read_declared(deb: Path) -> Declared:
-    """The relations a .deb's control file declares; EztError if it is not a readable .deb."""
+def read_declared(deb: Path, label: str = "") -> Declared:
+    """The relations a .deb's control file declares; EztError naming ``label`` (else the
+    file: a pool file's name is only its digest) if it is not a readable .deb."""
+    what = label or deb.name
     try:
         fields = _control_fields(_control_text(deb))
     except (ValueError, OSError, EOFError, lzma.LZMAError, zlib.error, tarfile.TarError, KeyError) as exc:
-        raise EztError(f"cannot read the control file of {deb.name}: {exc}") from exc
+        raise EztError(f"cannot read the control file of {what}: {exc}", deb) from exc
     if not fields.get("Package") or not fields.get("Version"):
-        raise EztError(f"cannot read the control file of {deb.name}: no Package or Version field")
+        raise EztError(f"cannot read the control file of {what}: no Package or Version field", deb)
     return Declared(fields["Package"], fields["Version"], fields.get("Provides", ""), fields.get("Breaks", ""),
                     fields.get("Conflicts", ""), fields.get("Replaces", ""))  # fmt: skip
 
