@@ -43,3 +43,19 @@ def test_essential_closure_and_order() -> None:
     assert closure == {"base", "libc", "gcc-base", "passwd"}
     order = deb_order.install_order(closure, {p.name: p for p in packages})
     assert order == ["gcc-base", "libc", "base", "passwd"]
+
+
+def test_layers_keep_a_broken_package_with_its_breaker_where_pre_depends_allow() -> None:
+    """``(first, then)``: ``then`` (the new version that breaks ``first``'s installed one)
+    goes in no earlier run than ``first``'s upgrade, unless Pre-Depends forbid it."""
+    packages = [_pkg("a"), _pkg("b", dep=("a",)), _pkg("c", pre=("a",)), _pkg("d")]
+    assert deb_order.pre_depends_layers(packages, done=set()) == [["a", "b", "d"], ["c"]]
+    wishes = [("c", "d"), ("c", "a")]  # d may wait for c; a cannot (c Pre-Depends on a)
+    assert deb_order.pre_depends_layers(packages, done=set(), after=wishes) == [["a", "b"], ["c", "d"]]
+
+
+def test_unpack_first_moves_only_what_it_must() -> None:
+    order = ["a", "b", "c", "d"]
+    assert deb_order.unpack_first(order, [("c", "a"), ("d", "b")]) == ["c", "a", "d", "b"]
+    assert deb_order.unpack_first(order, [("x", "a")]) == order  # not in this run: nothing to do
+    assert deb_order.unpack_first(order, [("b", "a"), ("a", "b")]) == ["b", "a", "c", "d"]  # a cycle: one first

@@ -5,7 +5,10 @@ symlinks and a ``policy-rc.d`` that keeps services from starting. The essential
 set cannot be installed by dpkg alone (dpkg, the shell and libc are not there
 yet), so its packages are first extracted with tar, then ``dpkg --install``-ed
 on top of themselves inside the root. The remaining packages are installed in
-as few dpkg runs as Pre-Depends allow (one run per Pre-Depends layer).
+as few dpkg runs as Pre-Depends allow (one run per Pre-Depends layer). Into a
+root that has packages, an upgrade runs as apt would drive dpkg (``upgrade``):
+what a new version breaks or conflicts with is upgraded first, and a clash with
+a package that stays is refused before dpkg runs.
 
 Where the time goes and what is done about it: package files are decompressed
 once, on all cores, while dpkg works on the previous step (``rawdeb``), and
@@ -34,10 +37,11 @@ from builder import progress, rootfs
 from builder.chroot import RootRunner, remove_tree, run_in_root
 from builder.deb.dpkglog import DPKG_LOG, configured_meter
 from builder.deb.image_sources import write_apt_sources
-from builder.deb.order import essential_closure, install_order, pre_depends_layers
+from builder.deb.order import dpkg_runs, essential_closure, install_order
 from builder.deb.packages import parse_status
 from builder.deb.rawdeb import write_uncompressed
 from builder.deb.rootpath import POLICY_RC_D, POLICY_RC_D_TEXT, STAGING, in_root, is_ezt_policy
+from builder.deb.upgrade import Plan, plan_upgrade, read_declared, split_runs
 from builder.errors import EztError, Where
 from builder.family import InstallRequest
 from builder.model import LockedPackage, Package
@@ -97,17 +101,30 @@ def install(request: InstallRequest) -> None:
     started = time.monotonic()
     say = progress.guarded(request.progress)  # lines above the live ones on a terminal
     fresh = not (root / "var/lib/dpkg/status").exists()
+    files: dict[str, Path] = {}
+
+    def package_file(package: LockedPackage) -> Path:  # asked once per package: it may re-hash the file
+        if package.name not in files:
+            files[package.name] = request.package_file(package)
+        return files[package.name]
+
     if fresh:
         prepare_root(root, native_arch(request.packages))
-        installed: dict[str, str] = {}
+        records: list[Package] = []
     else:
-        installed = {p.name: p.version for p in read_installed(root)}
+        records = read_installed(root)
+    installed = {p.name: p.version for p in records}
     todo = [p for p in request.packages if installed.get(p.name) != p.version]
     by_name = {p.name: p for p in todo}
     done = set(installed) - set(by_name)
+    # nothing installed, nothing to break: a fresh root skips reading every control file
+    declared = [read_declared(package_file(p), f"package {p.name} {p.version}") for p in todo] if records else []
+    plan = plan_upgrade(declared, records) if records else Plan()
+    after = [(before.first, before.then) for before in plan.before]
     essential = install_order(essential_closure(todo), by_name) if fresh else []
     rest = [p for p in todo if p.name not in set(essential)]
-    layers = [install_order(set(layer), by_name) for layer in pre_depends_layers(rest, done | set(essential))]
+    layers = dpkg_runs(rest, done | set(essential), after)
+    split = split_runs(layers, plan)
 
     def dpkg(*args: str) -> None:
         request.run(
@@ -119,7 +136,7 @@ def install(request: InstallRequest) -> None:
 
     # a fresh root is a build stage: its policy-rc.d stays for the recipe's scripts, finish_root removes it
     held = contextlib.nullcontext() if request.start_services else _hold_services(root, keep=fresh)
-    with _Stager(root, request.package_file) as stager, held, configured_meter(root, [p.name for p in todo], say):
+    with _Stager(root, package_file) as stager, held, configured_meter(root, [p.name for p in todo], say):
         if essential:
             with _timed(say, f"deb: unpacked {len(essential)} essential packages"):
                 inside = stager.extract(stager.submit([by_name[n] for n in essential]))
@@ -132,10 +149,17 @@ def install(request: InstallRequest) -> None:
         for number, layer in enumerate(layers, start=1):
             with _timed(say, f"deb: layer {number}: installed {len(layer)} packages"):
                 inside = stager.wait(stager.submit([by_name[n] for n in layer]))
-                dpkg(*triggers, "--install", *inside)
+                if number - 1 in split:
+                    dpkg(*triggers, "--auto-deconfigure", "--unpack", *inside)
+                    dpkg(*triggers, "--configure", *layer)
+                else:
+                    dpkg(*triggers, "--auto-deconfigure", "--install", *inside)
             stager.discard(inside)
         with _timed(say, "deb: configured pending packages and triggers"):
             dpkg("--configure", "--pending")
+        if plan.replaced:  # dpkg removed them for their replacements; record that they are not wanted
+            dpkg("--remove", *plan.replaced)
+            _forget_marks(root, plan.replaced)
     if request.repositories:
         write_apt_sources(root, request.repositories)
     write_auto_marks(root, request.packages)
@@ -201,6 +225,11 @@ def remove(
     started or stopped by their scripts (a ``policy-rc.d`` for the run)."""
     with _hold_services(root):
         run(root, [*DPKG, "--purge", *names], source_date_epoch=source_date_epoch, environment=environment)
+    _forget_marks(root, names)
+
+
+def _forget_marks(root: Path, names: Iterable[str]) -> None:
+    """Drop the ``extended_states`` stanzas of packages that are gone."""
     stanzas = _read_stanzas(root)
     if stanzas:
         gone = set(names)
