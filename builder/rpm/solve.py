@@ -218,9 +218,10 @@ class RpmSolver:
     def _select(self, request: str, where: Where | None) -> Any:
         flags = _SELECT_FILE if request.startswith("/") else _SELECT
         selection = self.pool.select(request, flags)
-        if not selection.isempty():
+        found = selection.solvables()
+        if any(s.id in self.allowed for s in found):
             return selection
-        hidden = self.pool.select(request, flags | _HIDDEN).solvables()
+        hidden = found or self.pool.select(request, flags | _HIDDEN).solvables()
         excluded = sorted(s.str() for s in hidden if self.options.exclude and self._excluded(s))
         if excluded:
             raise EztError(f"{request!r} matches only excluded packages ({', '.join(excluded[:3])})", where)
@@ -321,5 +322,7 @@ def _missing_files(problems: list[Any]) -> tuple[str, ...]:
 def _problem_text(problem: Any) -> str:
     """libsolv's description of a problem's deciding rule, on one line."""
     rule = problem.findproblemrule()
-    text = rule.info().problemstr() if rule is not None else str(problem)
-    return " ".join(str(text).split())
+    text = " ".join(str(rule.info().problemstr() if rule is not None else problem).split())
+    if text.endswith(" is disabled"):  # our considered map: say why
+        text = text.removesuffix(" is disabled") + " is excluded (EXCLUDE, or not of the target's architectures)"
+    return text
