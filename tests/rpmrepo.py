@@ -164,8 +164,12 @@ def build_rpm_repo(
     rpms: Mapping[str, Path],
     key: GpgKey | None,
     groups: Mapping[str, Mapping[str, Sequence[str]]] | None = None,
+    revision: int = 1700000000,
 ) -> RpmRepoInfo:
-    """Copy ``rpms`` into ``root/Packages``, index them with createrepo_c, sign repomd.xml."""
+    """Copy ``rpms`` into ``root/Packages``, index them with createrepo_c, sign repomd.xml.
+
+    ``revision`` (a Unix time) becomes every timestamp in repomd.xml: a later revision
+    is newer metadata."""
     packages = root / "Packages"
     packages.mkdir(parents=True, exist_ok=True)
     placed: dict[str, Path] = {}
@@ -173,7 +177,8 @@ def build_rpm_repo(
         target = packages / rpm.name
         target.write_bytes(rpm.read_bytes())
         placed[nevra] = target
-    command = ["createrepo_c", "--quiet", "--no-database", "--revision", "1700000000", "--set-timestamp-to-revision"]
+    command = ["createrepo_c", "--quiet", "--no-database", "--revision", str(revision)]
+    command.append("--set-timestamp-to-revision")  # repomd.xml timestamps: the revision, not today
     if groups:
         comps = root / "comps.xml"
         comps.write_text(comps_xml(groups))
