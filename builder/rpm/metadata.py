@@ -161,8 +161,7 @@ def _store(
     transport: Transport, repo: Repository, directory: Path, fetched: FetchedRepomd, filelists: bool
 ) -> RpmMetadataFiles:
     repomd = fetched.repomd
-    state = _read_state(directory)
-    previous = state.get("timestamp")
+    previous = _read_state(directory).get("timestamp")
     if not repo.trusted and isinstance(previous, int) and repomd.timestamp < previous:
         then = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(previous))
         now = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(repomd.timestamp))
@@ -188,8 +187,8 @@ def _store(
     else:
         (directory / SIGNATURE).unlink(missing_ok=True)
     _remove_stale(directory, repomd)
-    record = {"fetched": time.time(), "timestamp": repomd.timestamp, "revision": repomd.revision}
-    write_bytes(directory / STATE, (json.dumps(record, indent=1, sort_keys=True) + "\n").encode())
+    state = {"fetched": time.time(), "timestamp": repomd.timestamp, "revision": repomd.revision}
+    write_bytes(directory / STATE, (json.dumps(state, indent=1, sort_keys=True) + "\n").encode())
     return _files(directory, repomd, kinds)
 
 
