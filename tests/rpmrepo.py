@@ -116,13 +116,17 @@ def build_rpms(out: Path, specs: Sequence[RpmSpec], source_date_epoch: int = 170
 
 
 def comps_xml(groups: Mapping[str, Mapping[str, Sequence[str]]]) -> str:
-    """A comps.xml: group id -> {"mandatory": [...], "default": [...], "optional": [...]}."""
+    """A comps.xml: group id -> {"mandatory": [...], "default": [...], "optional": [...],
+    "conditional": ["package|needed-package", ...]}."""
     parts = ['<?xml version="1.0" encoding="UTF-8"?>', "<comps>"]
     for group_id, kinds in groups.items():
         parts += ["  <group>", f"    <id>{escape(group_id)}</id>", f"    <name>{escape(group_id.title())}</name>"]
         parts.append("    <packagelist>")
         for kind, names in kinds.items():
-            parts += [f'      <packagereq type="{kind}">{escape(name)}</packagereq>' for name in names]
+            for name in names:
+                package, _, needs = name.partition("|")
+                condition = f' requires="{escape(needs)}"' if needs else ""
+                parts.append(f'      <packagereq type="{kind}"{condition}>{escape(package)}</packagereq>')
         parts += ["    </packagelist>", "  </group>"]
     parts.append("</comps>")
     return "\n".join(parts) + "\n"

@@ -16,7 +16,7 @@ from builder.rpm.comps import read_comps
 from builder.rpm.deps import Dep, Rich
 from builder.rpm.primary import read_primary
 from builder.rpm.repomd import fetch_data, fetch_repomd
-from builder.rpm.solve import RepoMetadata, RpmSolver, SolveOptions
+from builder.rpm.solve import MissingFilesError, RepoMetadata, RpmSolver, SolveOptions
 from builder.transport import Transport
 from tests.repo_factory import GpgKey, RepoServer
 from tests.rpmrepo import RpmRepoInfo, RpmSpec, build_rpm_repo, build_rpms, sign_repomd
@@ -44,8 +44,13 @@ SPECS = [
     RpmSpec("old-tool"),
     RpmSpec("new-tool", obsoletes=("old-tool < 2",), provides=("old-tool = 2",)),
     RpmSpec("compat-lib", arch="i686"),
+    RpmSpec("docs", files={"/usr/share/doc/app/README": "read me"}),  # not a primary.xml path
+    RpmSpec("needs-docs", requires=("/usr/share/doc/app/README",)),
 ]  # fmt: skip
-GROUPS = {"minimal": {"mandatory": ["shell"], "default": ["app", "gone"], "optional": ["feature"]}}
+GROUPS = {
+    "minimal": {"mandatory": ["shell"], "default": ["app", "gone"], "optional": ["feature"]},
+    "extras": {"mandatory": ["shell"], "conditional": ["extra|feature"]},
+}
 
 
 @pytest.fixture(scope="module")
@@ -185,6 +190,8 @@ def test_groups(rpm_repo: RpmRepoInfo) -> None:
     assert {p.name for p in solved.packages} - {"web-a", "web-b"} == {"shell", "app"}
     assert solved.skipped == ("gone",)
     assert "feature" in _names(_solver(rpm_repo, optional=True), "@minimal")
+    assert _names(solver, "@extras") == {"shell"}  # a conditional member only comes with what it needs
+    assert _names(solver, "@extras", "feature") == {"shell", "feature", "extra"}
     with pytest.raises(EztError) as caught:
         solver.resolve(["@nosuch"], where=Where("recipe/packages", 2))
     expected = "recipe/packages:2: unknown group @nosuch (the repositories' comps.xml has no such group)"
@@ -212,3 +219,30 @@ def test_errors_one_line(rpm_repo: RpmRepoInfo) -> None:
     assert str(caught.value) == (
         "cannot install app: package web-a-1.0-1.noarch is excluded (EXCLUDE, or not of the target's architectures)"
     )
+
+
+def test_file_dependency_needs_filelists(rpm_repo: RpmRepoInfo) -> None:
+    """primary.xml lists only /etc, *bin/ and a few paths: other file requires need filelists.xml."""
+    with pytest.raises(MissingFilesError) as caught:
+        _solver(rpm_repo).resolve(["needs-docs"])
+    assert caught.value.paths == ("/usr/share/doc/app/README",)
+    with pytest.raises(MissingFilesError) as caught:
+        _solver(rpm_repo).resolve(["/usr/share/doc/app/README"])
+    assert str(caught.value) == "no package provides file '/usr/share/doc/app/README'"
+    meta = RepoMetadata("test", rpm_repo.data_file("primary"), rpm_repo.data_file("filelists"))
+    solver = RpmSolver([meta], SolveOptions())
+    assert {p.name for p in solver.resolve(["needs-docs"]).packages} == {"needs-docs", "docs"}
+    assert {p.name for p in solver.resolve(["/usr/share/doc/app/README"]).packages} == {"docs"}
+
+
+def test_solv_cache(rpm_repo: RpmRepoInfo, tmp_path: Path) -> None:
+    """The .solv form of a primary is written once and used by later pools, with equal results."""
+    first = _solver(rpm_repo, cache_dir=tmp_path)
+    cached = list(tmp_path.glob("*.solv"))
+    assert len(cached) == 1
+    stamp = cached[0].stat().st_mtime_ns
+    second = _solver(rpm_repo, cache_dir=tmp_path)
+    assert cached[0].stat().st_mtime_ns == stamp
+    assert first.resolve(["app", "web-b"]) == second.resolve(["app", "web-b"])
+    cached[0].write_bytes(b"not a solv file")  # a damaged cache is rebuilt, not trusted
+    assert _solver(rpm_repo, cache_dir=tmp_path).resolve(["app", "web-b"]) == first.resolve(["app", "web-b"])

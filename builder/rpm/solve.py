@@ -139,8 +139,10 @@ def _load(pool: Any, meta: RepoMetadata, cache_dir: Path | None) -> Any:
         cache = _solv_cache(cache_dir, meta.primary) if cache_dir is not None and meta.filelists is None else None
     except OSError as exc:
         raise EztError(f"{meta.name}: cannot read {meta.primary}: {exc.strerror or exc}") from None
-    if cache is not None and cache.is_file() and repo.add_solv(str(cache)):
-        return repo
+    if cache is not None and cache.is_file():
+        if repo.add_solv(str(cache)):
+            return repo
+        repo.empty()  # a damaged or foreign cache: read the primary again
     for path, flags in ((meta.primary, 0), (meta.filelists, solv.Repo.REPO_EXTEND_SOLVABLES)):
         if path is None:
             continue
