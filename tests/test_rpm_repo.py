@@ -205,6 +205,8 @@ def test_errors_one_line(rpm_repo: RpmRepoInfo) -> None:
         ("left", "right"): "cannot install left right: package left-1.0-1.noarch conflicts with right provided by "
         "right-1.0-1.noarch",
         ("nosuch",): "no package matches 'nosuch'",
+        ("app >=",): "malformed dependency 'app >=': a version is required after '>=' (at column 7)",
+        ("(app or",): "malformed dependency '(app or': unterminated rich dependency (a ')' is missing) (at column 8)",
     }
     for requests, expected in cases.items():
         with pytest.raises(EztError) as caught:

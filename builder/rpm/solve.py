@@ -30,6 +30,7 @@ import solv
 
 from builder.errors import EztError, Where
 from builder.rpm.comps import Comps
+from builder.rpm.deps import DepError, parse_dep
 
 ARCHES: dict[str, tuple[str, ...]] = {
     "x86_64": ("x86_64",),
@@ -260,6 +261,7 @@ class RpmSolver:
                 for name in dict.fromkeys(members):
                     (group_members if self._has_name(name) else skipped).append(name)
                 continue
+            check_request(request, where)
             jobs += self._select(request, where).jobs(solv.Job.SOLVER_INSTALL)
         jobs += [self._name_job(name) for name in dict.fromkeys(group_members)]
         installed = self._solve(jobs, requests, where)
@@ -308,6 +310,19 @@ class RpmSolver:
             checksum=checksum.hex() if checksum is not None else "",
             requested=requested,
         )
+
+
+def check_request(request: str, where: Where | None = None) -> None:
+    """A package request must read as rpm reads a dependency (``name``, ``name op evr``,
+    a rich dependency) unless it is a group or a path; EztError naming ``where`` if not."""
+    if not request.strip():
+        raise EztError("empty package request", where)
+    if request.startswith(("@", "/")):
+        return
+    try:
+        parse_dep(request)
+    except DepError as exc:
+        raise EztError(exc.message, where) from None
 
 
 def _missing_files(problems: list[Any]) -> tuple[str, ...]:
