@@ -26,9 +26,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import solv
-
 from builder.errors import EztError, Where
+
+try:
+    import solv
+except ImportError:  # scripts/setup links python3-solv into the venv
+    raise EztError("libsolv's Python bindings (python3-solv) are not importable: run scripts/setup") from None
 from builder.rpm.comps import Comps
 from builder.rpm.deps import DepError, parse_dep
 
