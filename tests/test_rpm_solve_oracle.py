@@ -152,3 +152,20 @@ def test_file_request(oracle: dict[str, object]) -> None:
     sshd = solver.resolve(["/usr/sbin/sshd"])
     assert [p.name for p in sshd.packages if p.requested] == ["openssh-server"]
     assert {p.nevra for p in sshd.packages} == {p.nevra for p in solver.resolve(["openssh-server"]).packages}
+
+
+def test_solved_maps_to_primary_records(oracle: dict[str, object]) -> None:
+    """What the lock needs: every solved package is one primary record (by NEVRA), with the
+    same location and checksum libsolv read."""
+    from builder.rpm.primary import read_primary
+
+    solver = oracle["solver"]
+    assert isinstance(solver, RpmSolver)
+    repomd = parse_repomd((CENTOS / "repodata" / "repomd.xml").read_bytes(), "centos")
+    records = {p.nevra: p for p in read_primary(CENTOS / repomd.record("primary", "centos").location, "file:///x")}
+    solved = solver.resolve(["@core", "@base"]).packages
+    assert len(solved) > 300
+    for package in solved:
+        record = records[package.nevra]
+        assert (record.location, record.checksum) == (package.location, package.checksum)
+    assert any(p.epoch for p in solved)  # epochs agree on both sides (e.g. 2:shadow-utils)
