@@ -197,9 +197,12 @@ def remove(
     run: RootRunner = run_in_root,
 ) -> None:
     """Purge the named packages from the root with its own dpkg; no service is
-    started or stopped by their scripts (a ``policy-rc.d`` for the run)."""
+    started or stopped by their scripts (a ``policy-rc.d`` for the run). A package an
+    interrupted dpkg left half-installed is purged too (``--force-remove-reinstreq``):
+    undoing a killed app install is what purges such packages."""
     with _hold_services(root):
-        run(root, [*DPKG, "--purge", *names], source_date_epoch=source_date_epoch, environment=environment)
+        argv = [*DPKG, "--force-remove-reinstreq", "--purge", *names]
+        run(root, argv, source_date_epoch=source_date_epoch, environment=environment)
     stanzas = _read_stanzas(root)
     if stanzas:
         gone = set(names)
