@@ -61,21 +61,21 @@ def commit(root: Path, conf: Path, values: dict[str, str], records: dict[str, Ap
 
 def undo(ct: ContainerTemplate, root: Path, pending: Pending, env: Mapping[str, str], epoch: int,
          run: RootRunner) -> list[str]:  # fmt: skip
-    """Purge what ``pending`` added and drop the pending record; the names of the
-    purged packages that were fully installed. EztError (the record stays) if the purge
-    fails or leaves one of them installed."""
+    """Purge what ``pending`` added, in whatever state dpkg left it, and drop the pending
+    record; the names purged. EztError (the record stays) if the purge fails or leaves
+    one of them behind."""
     family = ct.os.family
     graph = InstalledGraph(family, family.installed_packages(root))
-    added = set(pending.packages)
-    purge = sorted(added - graph.needed(added & graph.names))  # not what a package installed since needs
+    there = set(pending.packages) & family.known_packages(root)
+    purge = sorted(there - graph.needed(there & graph.names))  # not what a package installed since needs
     with family.services_held(root):  # takes over and then removes a killed install's policy-rc.d
         if purge:
             family.remove(root, purge, env, epoch, run)
-    left = sorted(set(purge) & {package.name for package in family.installed_packages(root)})
+    left = sorted(set(purge) & family.known_packages(root))
     if left:
-        raise EztError(f"container {ct.ctid}: still installed after the purge: {', '.join(left)}")
+        raise EztError(f"container {ct.ctid}: still there after the purge: {', '.join(left)}")
     drop_pending(root)
-    return sorted(set(purge) & graph.names)
+    return purge
 
 
 def drop_pending(root: Path) -> None:

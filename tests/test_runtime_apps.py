@@ -90,11 +90,14 @@ def app_packages(out: Path) -> list[Path]:
         simple("badtool"),
         simple("needs-new", Depends="node-etc (>= 2.0)"),
         simple("maild"),
-        # for tests/test_runtime_apptxn.py: a maintainer script that fails, one that waits to be killed
+        # for tests/test_runtime_apptxn.py: a maintainer script that fails, one that waits to be killed,
+        # one that fails to purge while /etc/ezt-test-stuck exists
         build_deb(out, "brokend", "1.0", "all", fields={"Depends": "libshared"},
                   files={"/usr/share/brokend/version": "1.0"}, scripts={"postinst": "#!/bin/sh\nexit 7\n"}),
         build_deb(out, "hangd", "1.0", "all", fields={"Depends": "libshared"},
                   files={"/usr/share/hangd/version": "1.0"}, scripts={"preinst": HANG}),
+        build_deb(out, "stuckd", "1.0", "all", files={"/usr/share/stuckd/version": "1.0"},
+                  scripts={"postrm": "#!/bin/sh\n! [ -e /etc/ezt-test-stuck ] || exit 9\n"}),
     ]
 
 

@@ -137,6 +137,11 @@ class DebFamily:
 
         return install.read_auto_marks(root)
 
+    def known_packages(self, root: Path) -> set[str]:
+        from builder.deb import install
+
+        return install.read_known(root)
+
     def services_held(self, root: Path) -> AbstractContextManager[None]:
         from builder.deb import install
 
