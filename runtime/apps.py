@@ -294,16 +294,17 @@ def _remove_one(ct: ContainerTemplate, root: Path, name: str, present: list[str]
     graph = InstalledGraph(family, installed)
     owned = {package for package in record.packages if package in graph.packages}
     kept = graph.needed(owned) | {package for package in owned if graph.packages[package].essential}
-    purge = sorted(owned - kept)
+    broken = (set(record.packages) & family.known_packages(root)) - graph.names  # a killed remove's half-done ones
+    purge = sorted((owned - kept) | broken)
     reach = graph.closure(owned | set(record.requested))
     if purge:
         epoch = _epoch()
         with _logged(root, ct.ctid):
             family.remove(root, purge, _environment(ct, [name], epoch), epoch, run)
     after = family.installed_packages(root)
-    left = sorted(set(purge) & {package.name for package in after})
+    left = sorted(set(purge) & family.known_packages(root))
     if left:
-        raise EztError(f"container {ct.ctid}: packages of {name} still installed after the purge: {', '.join(left)}")
+        raise EztError(f"container {ct.ctid}: packages of {name} still there after the purge: {', '.join(left)}")
     handed: list[tuple[str, str]] = []
     for other in present:
         if other == name or other not in records:

@@ -69,6 +69,11 @@ read line < /ezt-test-hang || true
 exit 1
 """
 
+HANG_IF_ASKED = """#!/bin/sh
+# blocks only if the test made the fifo
+if [ -p /ezt-test-hang ]; then read line < /ezt-test-hang || true; exit 1; fi
+"""
+
 
 def webd(out: Path, version: str = "1.0", depends: str = "libweb, web-common, libshared, node-etc") -> Path:
     return build_deb(out, "webd", version, "all", fields={"Depends": depends},
@@ -91,11 +96,13 @@ def app_packages(out: Path) -> list[Path]:
         simple("needs-new", Depends="node-etc (>= 2.0)"),
         simple("maild"),
         # for tests/test_runtime_apptxn.py: a maintainer script that fails, one that waits to be killed,
-        # one that fails to purge while /etc/ezt-test-stuck exists
+        # one that waits to be killed in a remove, one that fails to purge while /etc/ezt-test-stuck exists
         build_deb(out, "brokend", "1.0", "all", fields={"Depends": "libshared"},
                   files={"/usr/share/brokend/version": "1.0"}, scripts={"postinst": "#!/bin/sh\nexit 7\n"}),
         build_deb(out, "hangd", "1.0", "all", fields={"Depends": "libshared"},
                   files={"/usr/share/hangd/version": "1.0"}, scripts={"preinst": HANG}),
+        build_deb(out, "hangrmd", "1.0", "all", fields={"Depends": "libshared"},
+                  files={"/usr/share/hangrmd/version": "1.0"}, scripts={"prerm": HANG_IF_ASKED}),
         build_deb(out, "stuckd", "1.0", "all", files={"/usr/share/stuckd/version": "1.0"},
                   scripts={"postrm": "#!/bin/sh\n! [ -e /etc/ezt-test-stuck ] || exit 9\n"}),
     ]

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import pytest
 
+from builder.deb.packages import merge_journal
 from runtime.appstate import AppRecord, Pending, read_pending, read_state, write_state
 from tests.cli import CLEAN_ENV, assert_user_error
 from tests.debs import build_deb
@@ -49,14 +50,17 @@ def with_recipe_files(site: Site, base: Path, files: dict[str, str]) -> Site:
 @pytest.fixture
 def node(tmp_path: Path, site: Site) -> Iterator[Node]:
     extra = {"broken_packages": "brokend\n", "hang_packages": "hangd\n", "stuck_packages": "stuckd\n",
-             "stuck_post-install": "#!/bin/sh\nexit 4\n"}  # fmt: skip
+             "stuck_post-install": "#!/bin/sh\nexit 4\n", "hangrm_packages": "hangrmd\n"}  # fmt: skip
     yield from _node(tmp_path / "vz", with_recipe_files(site, tmp_path, extra))
 
 
 def dpkg_known(root: Path) -> dict[str, str]:
-    """Every package the root's dpkg database has a record of, and its status."""
+    """Every package the root's dpkg database has a record of, and its status (the
+    journal of a killed dpkg applied, as dpkg applies it)."""
+    updates = root / "var/lib/dpkg/updates"
+    journal = [path.read_text() for path in sorted(updates.iterdir(), key=lambda p: p.name) if path.name.isdigit()]
     found: dict[str, str] = {}
-    for stanza in (root / "var/lib/dpkg/status").read_text().split("\n\n"):
+    for stanza in merge_journal((root / "var/lib/dpkg/status").read_text(), journal).split("\n\n"):
         fields = dict(line.split(": ", 1) for line in stanza.splitlines() if ": " in line and not line[0].isspace())
         if "Package" in fields:
             found[fields["Package"]] = fields.get("Status", "")
@@ -130,41 +134,76 @@ def test_an_undo_that_fails_is_retried_by_the_next_command(node: Node) -> None:
 # ---------------------------------------------------------------- a killed install
 
 
-def start_hanging_install(node: Node, ctid: str) -> tuple[subprocess.Popen[str], int]:
-    """``ezt install CTID hang`` running until hangd's preinst waits on the fifo; the
-    process and the fifo's write end (held: closing it would let the preinst go on)."""
+def start_hanging(node: Node, ctid: str, *command: str) -> tuple[subprocess.Popen[str], int]:
+    """``ezt COMMAND...`` running until a maintainer script of it waits on the fifo
+    ``/ezt-test-hang``; the process and the fifo's write end (held: closing it would let
+    the script go on)."""
     fifo = node.root(ctid) / "ezt-test-hang"
     os.mkfifo(fifo)
     fifo.chmod(0o666)
     options = ("--vz-root", str(node.vz), "--cache-dir", str(node.site.cache), "--recipes", str(node.site.recipes))
     env = {**CLEAN_ENV, f"EZT_URLMAP_{VARIABLE}": node.site.url, "SOURCE_DATE_EPOCH": EPOCH}
-    argv = [sys.executable, "-m", "builder.cli", "install", *options, ctid, "hang"]
+    argv = [sys.executable, "-m", "builder.cli", command[0], *options, *command[1:]]
     proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120  # a safety net against a hung test, not a measurement
     while True:
         try:
-            return proc, os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)  # succeeds once the preinst reads
+            return proc, os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)  # succeeds once the script reads
         except OSError as exc:
             if exc.errno != errno.ENXIO:
                 raise
         if proc.poll() is not None or time.monotonic() > deadline:
             proc.kill()
             out, err = proc.communicate()
-            pytest.fail(f"the install did not reach hangd's preinst: {out}{err}")
+            pytest.fail(f"{command} did not reach the waiting script: {out}{err}")
         time.sleep(0.05)
 
 
-def kill_hanging_install(node: Node, ctid: str) -> Path:
-    """Kill ezt (SIGKILL, no chance to clean up) while dpkg runs hangd's preinst; the root."""
-    proc, held = start_hanging_install(node, ctid)
+def kill_hanging(node: Node, ctid: str, *command: str) -> Path:
+    """Kill ezt (SIGKILL, no chance to clean up) while dpkg runs a script waiting on the
+    fifo; the root (the fifo removed)."""
+    fifo = node.root(ctid) / "ezt-test-hang"
+    proc, held = start_hanging(node, ctid, *command)
     try:
         os.kill(proc.pid, signal.SIGKILL)
         proc.communicate()
+        # the container (and the dpkg in it) dies with ezt: wait until the script no longer reads
+        deadline = time.monotonic() + 60  # a safety net, not a measurement
+        while time.monotonic() < deadline:
+            try:
+                os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+            except OSError as exc:
+                if exc.errno == errno.ENXIO:
+                    break
+                raise
+            time.sleep(0.05)
+        else:
+            pytest.fail("the script still runs after ezt was killed")
     finally:
         os.close(held)
-    root = node.root(ctid)
+    fifo.unlink()
+    return node.root(ctid)
+
+
+def kill_hanging_install(node: Node, ctid: str) -> Path:
+    """Kill ``ezt install CTID hang`` while dpkg runs hangd's preinst."""
+    root = kill_hanging(node, ctid, "install", ctid, "hang")
     assert read_pending(root) == Pending(("hang",), ("hangd", "libshared"))  # the intent, on disk
+    assert dpkg_known(root)["hangd"] == "install reinstreq half-installed"
     return root
+
+
+def test_killed_remove_is_finished_by_the_next_remove(node: Node) -> None:
+    node.create("101")
+    node.ok("install", "101", "hangrm")
+    root = kill_hanging(node, "101", "remove", "101", "hangrm")
+    assert dpkg_known(root)["hangrmd"] != "install ok installed"  # dpkg was killed half-way
+    assert node.config("101")["TEMPLATES"] == "hangrm"
+    out = node.ok("remove", "101", "hangrm")
+    assert out == "container 101: removed hangrm (purged 2 packages: hangrmd, libshared)\n"
+    assert node.installed("101") == OS_PACKAGES
+    assert "hangrmd" not in dpkg_known(root) and node.audit("101") == ""
+    assert "TEMPLATES" not in node.config("101")
 
 
 @pytest.mark.parametrize("then", ["install", "remove"])
@@ -184,7 +223,6 @@ def test_killed_install_is_undone_by_the_next_command(node: Node, then: str) -> 
     assert "hangd" not in dpkg_known(root) and node.audit("101") == ""
     assert read_pending(root) is None
     assert not (root / "usr/sbin/policy-rc.d").exists()
-    (root / "ezt-test-hang").unlink()
 
 
 def test_committed_install_is_recorded_by_the_next_command(node: Node) -> None:
