@@ -7,11 +7,12 @@ packages it is about to add. Then
 - it succeeds: the app records and the pending record marked *committed* are written
   in one atomic write (the commit), then ``TEMPLATES`` in the config, then the pending
   record goes;
-- it fails (an app script, a package's maintainer script in dpkg, Ctrl-C): the packages
-  it added are purged (:func:`undo`), the pending record goes, and the error says so;
-- it is killed, or its undo fails: the pending record stays, and the next ``install``,
-  ``remove`` or ``update`` on the container settles it first (:func:`recover`): a
-  committed install by writing ``TEMPLATES``, any other by the undo.
+- it fails (an app script, a package's maintainer script in dpkg): the packages it
+  added are purged (:func:`undo`), the pending record goes, and the error says so;
+- it is killed or interrupted (Ctrl-C: what runs in the container may still be dying,
+  an undo now would race with it), or its undo fails: the pending record stays, and
+  the next ``install``, ``remove`` or ``update`` on the container settles it first
+  (:func:`recover`): a committed install by writing ``TEMPLATES``, any other by the undo.
 
 The undo purges the added packages in whatever state dpkg left them (half-installed
 ones too), except any that a package installed since needs. What the app scripts did
@@ -122,8 +123,12 @@ def recover(
     try:
         purged = undo(ct, root, pending, env, epoch, run)
     except EztError as exc:
-        raise EztError(f"the interrupted install of {names} could not be undone: {exc.message}", exc.where,
-                       details=exc.details) from exc  # fmt: skip
+        logged = ""
+        if exc.details:
+            append_log(root, exc.details)
+            logged = f" (output in /{LOG_FILE} in container {ct.ctid})"
+        raise EztError(f"the interrupted install of {names} could not be undone: {exc.message}{logged}",
+                       exc.where) from exc  # fmt: skip
     done = f"purged {', '.join(purged)}" if purged else "none of its packages was installed"
     say(f"container {ct.ctid}: undid the interrupted install of {names} ({done})")
     return Recovery(pending.apps, True, tuple(purged))
@@ -141,24 +146,22 @@ def undo_failed(
 ) -> NoReturn:
     """Undo an install that failed with ``exc`` and raise what to tell the user: the
     failure and what was undone, or that the undo failed too (the next app command
-    tries it again)."""
+    tries it again). An interrupted install (Ctrl-C) is left to the next app command:
+    what it ran in the container may still be dying, and the undo would race with it."""
     names = " ".join(pending.apps)
+    again = f"the next 'ezt install' or 'ezt remove' on container {ct.ctid}"
+    if not isinstance(exc, EztError):
+        say(f"container {ct.ctid}: install of {names} interrupted: {again} undoes it")
+        raise exc
     try:
         purged = undo(ct, root, pending, env, epoch, run)
     except Exception as failed:  # the pending record stays: recover() tries again
         if isinstance(failed, EztError) and failed.details:
             append_log(root, failed.details)
-        tried = f"; undoing the install of {names} failed too ({failed}): the next 'ezt install' or 'ezt remove' " \
-                f"on container {ct.ctid} tries again"  # fmt: skip
-        if isinstance(exc, EztError):
-            raise EztError(exc.message + tried, exc.where) from exc
-        say(f"container {ct.ctid}: install interrupted{tried}")
-        raise exc from None
-    done = f"undone: purged {', '.join(purged)}" if purged else "undone: no package had been installed"
-    if isinstance(exc, EztError):
-        raise EztError(f"{exc.message}; the install of {names} was {done}", exc.where) from exc
-    say(f"container {ct.ctid}: install of {names} interrupted and {done}")
-    raise exc
+        raise EztError(f"{exc.message}; undoing the install of {names} failed too ({failed}): {again} tries again",
+                       exc.where) from exc  # fmt: skip
+    done = f"purged {', '.join(purged)}" if purged else "no package had been installed"
+    raise EztError(f"{exc.message}; the install of {names} was undone: {done}", exc.where) from exc
 
 
 def append_log(root: Path, details: str) -> None:

@@ -122,7 +122,9 @@ def test_an_undo_that_fails_is_retried_by_the_next_command(node: Node) -> None:
     assert read_pending(root) == Pending(("stuck",), ("stuckd",))
     assert "TEMPLATES" not in node.config("101")
     again = node.ezt("remove", "101", "stuck")
-    assert_user_error(again, "the interrupted install of stuck could not be undone", "--purge stuckd")
+    assert_user_error(again, "the interrupted install of stuck could not be undone", "--purge stuckd",
+                      "(output in /var/log/ezt.log in container 101)")  # fmt: skip
+    assert "exit status 9" in (root / "var/log/ezt.log").read_text()  # the postrm's, in dpkg's output
     assert read_pending(root) == Pending(("stuck",), ("stuckd",))
     (root / "etc/ezt-test-stuck").unlink()
     out = node.ok("remove", "101", "stuck")
@@ -144,7 +146,8 @@ def start_hanging(node: Node, ctid: str, *command: str) -> tuple[subprocess.Pope
     options = ("--vz-root", str(node.vz), "--cache-dir", str(node.site.cache), "--recipes", str(node.site.recipes))
     env = {**CLEAN_ENV, f"EZT_URLMAP_{VARIABLE}": node.site.url, "SOURCE_DATE_EPOCH": EPOCH}
     argv = [sys.executable, "-m", "builder.cli", command[0], *options, *command[1:]]
-    proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)  # a process group of its own, as a shell's job  # fmt: skip
     deadline = time.monotonic() + 120  # a safety net against a hung test, not a measurement
     while True:
         try:
@@ -159,6 +162,21 @@ def start_hanging(node: Node, ctid: str, *command: str) -> tuple[subprocess.Pope
         time.sleep(0.05)
 
 
+def wait_until_unread(fifo: Path) -> None:
+    """Wait until no script reads the fifo any more: the container (and the dpkg in it)
+    dies with ezt, a moment after it."""
+    deadline = time.monotonic() + 60  # a safety net, not a measurement
+    while time.monotonic() < deadline:
+        try:
+            os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        except OSError as exc:
+            if exc.errno == errno.ENXIO:
+                return
+            raise
+        time.sleep(0.05)
+    pytest.fail("the script still runs after ezt ended")
+
+
 def kill_hanging(node: Node, ctid: str, *command: str) -> Path:
     """Kill ezt (SIGKILL, no chance to clean up) while dpkg runs a script waiting on the
     fifo; the root (the fifo removed)."""
@@ -167,18 +185,7 @@ def kill_hanging(node: Node, ctid: str, *command: str) -> Path:
     try:
         os.kill(proc.pid, signal.SIGKILL)
         proc.communicate()
-        # the container (and the dpkg in it) dies with ezt: wait until the script no longer reads
-        deadline = time.monotonic() + 60  # a safety net, not a measurement
-        while time.monotonic() < deadline:
-            try:
-                os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
-            except OSError as exc:
-                if exc.errno == errno.ENXIO:
-                    break
-                raise
-            time.sleep(0.05)
-        else:
-            pytest.fail("the script still runs after ezt was killed")
+        wait_until_unread(fifo)
     finally:
         os.close(held)
     fifo.unlink()
@@ -191,6 +198,31 @@ def kill_hanging_install(node: Node, ctid: str) -> Path:
     assert read_pending(root) == Pending(("hang",), ("hangd", "libshared"))  # the intent, on disk
     assert dpkg_known(root)["hangd"] == "install reinstreq half-installed"
     return root
+
+
+def test_interrupted_install_is_undone_by_the_next_command(node: Node) -> None:
+    """Ctrl-C (SIGINT to ezt's process group, as a terminal sends it) while dpkg runs
+    hangd's preinst: ezt says the next command undoes it, and it does."""
+    node.create("101")
+    root = node.root("101")
+    fifo = root / "ezt-test-hang"
+    proc, held = start_hanging(node, "101", "install", "101", "hang")
+    try:
+        os.killpg(proc.pid, signal.SIGINT)
+        out, err = proc.communicate(timeout=120)
+        wait_until_unread(fifo)
+    finally:
+        os.close(held)
+    fifo.unlink()
+    assert proc.returncode == 130 and err == "ezt: interrupted\n", (out, err)
+    assert out.splitlines()[-1] == ("container 101: install of hang interrupted: the next 'ezt install' or "
+                                    "'ezt remove' on container 101 undoes it")  # fmt: skip
+    assert read_pending(root) == Pending(("hang",), ("hangd", "libshared"))
+    out = node.ok("remove", "101", "hang")
+    assert out == "container 101: undid the interrupted install of hang (purged hangd, libshared)\n"
+    assert node.installed("101") == OS_PACKAGES
+    assert not {"hangd", "libshared"} & set(dpkg_known(root)) and node.audit("101") == ""
+    assert read_pending(root) is None and "TEMPLATES" not in node.config("101")
 
 
 def test_killed_remove_is_finished_by_the_next_remove(node: Node) -> None:
