@@ -3,10 +3,10 @@
 An app cache (``<os>+<app>...``) is the OS image it was built on plus the apps; its
 manifest records that OS image (``extra.os_image``, with its sha256). A container asked
 for as ``--ostemplate T --app APP`` must get what installing APP onto the newest image of
-``T`` would give, so only an app cache built on that newest image counts; an older one
-would hand out an out-of-date OS (its security updates missing), so ``create`` installs
-onto the newest OS image instead and says why. For a dated ``--ostemplate`` the app
-cache must be built on exactly that image.
+``T`` would give (the image ``create --ostemplate T`` takes), so only an app cache built
+on that image counts; an older one would hand out an out-of-date OS (its security
+updates missing), so ``create`` installs onto the newest OS image instead and says why.
+For a dated ``--ostemplate`` the app cache must be built on exactly that image.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from builder.imagename import SUFFIX
 from builder.manifest import read_manifest
 from runtime.applookup import template_of_image
 from runtime.paths import NodeLayout
-from runtime.store import StoredImage, list_templates
+from runtime.store import StoredImage, choose_image, list_templates
 
 
 @dataclass(frozen=True)
@@ -57,39 +57,44 @@ def _digest(image: StoredImage) -> str:
 def choose_app_cache(
     layout: NodeLayout, ostemplate: str, apps: Sequence[str], extra_dirs: Iterable[Path]
 ) -> CacheChoice:
-    """The newest app cache of ``ostemplate`` holding exactly ``apps`` (in any order) that
-    was built on the newest image of the OS template (on the image itself, for a dated
-    ``ostemplate``). Without any image of the OS template to compare with, the newest
-    app cache."""
+    """The app cache of ``ostemplate`` holding exactly ``apps`` (in any order) that was
+    built on the image ``create --ostemplate`` would take for the OS template (its
+    newest; the image itself for a dated ``ostemplate``): of several, the one ``create``
+    would take for its own template, else the newest. Without any image of the OS
+    template to compare with, that of all of them."""
+    extra = tuple(extra_dirs)
     dated = ostemplate.removesuffix(SUFFIX)
     base = template_of_image(dated)
-    images = list_templates(layout, tuple(extra_dirs))
-    caches = [image for image in images if _apps_of(image.template, base) == sorted(apps)]
-    wanted = f"{base}+{'+'.join(apps)}"
+    caches = [image for image in list_templates(layout, extra) if _apps_of(image.template, base) == sorted(apps)]
     if not caches:
-        return CacheChoice(None, f"no app cache for {wanted}")
-    os_images = [image for image in images if image.template == base]
+        return CacheChoice(None, f"no app cache for {base}+{'+'.join(apps)}")
+    try:
+        os_image: StoredImage | None = choose_image(layout, ostemplate, extra)
+    except EztError:  # none on the node
+        os_image = None
     if base != dated:  # a dated --ostemplate: built on exactly that image
-        target, digest = dated, next((_digest(image) for image in os_images if image.name == dated), "")
-        which = f"{dated}, the image asked for"
-    elif os_images:
-        target, digest = os_images[-1].name, _digest(os_images[-1])
-        which = f"{target}, the newest image of {base}"
+        target, which = dated, f"{dated}, the image asked for"
+    elif os_image is not None:
+        target, which = os_image.name, f"{os_image.name}, the newest image of {base}"
     else:  # nothing to compare with
-        return CacheChoice(_newest(caches))
+        return CacheChoice(_preferred(layout, caches, extra))
+    digest = _digest(os_image) if os_image is not None and os_image.name == target else ""
     fitting = []
     for cache in caches:
         name, sha = _built_on(cache)
         if name == target and (not sha or not digest or sha == digest):
             fitting.append(cache)
     if fitting:
-        return CacheChoice(_newest(fitting))
-    newest = _newest(caches)
+        return CacheChoice(_preferred(layout, fitting, extra))
+    newest = _preferred(layout, caches, extra)
     built_on = _built_on(newest)[0] or "an OS image it does not record"
     if built_on == target:
         built_on = f"another {target} (its sha256 differs)"
     return CacheChoice(None, f"app cache {newest.name} was built on {built_on}, not on {which}")
 
 
-def _newest(images: Sequence[StoredImage]) -> StoredImage:
-    return max(images, key=lambda image: (image.date, image.serial))
+def _preferred(layout: NodeLayout, images: Sequence[StoredImage], extra: tuple[Path, ...]) -> StoredImage:
+    """Of ``images``, one that ``create`` would take for its template, else the newest."""
+    chosen = {choose_image(layout, template, extra).path for template in {image.template for image in images}}
+    current = [image for image in images if image.path in chosen]
+    return max(current or images, key=lambda image: (image.date, image.serial))

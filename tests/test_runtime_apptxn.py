@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from builder.deb.packages import merge_journal
+from builder.deb.dpkgdb import merge_journal
 from runtime.appstate import AppRecord, Pending, read_pending, read_state, write_state
 from tests.cli import CLEAN_ENV, assert_user_error
 from tests.debs import build_deb
@@ -385,7 +385,8 @@ def test_pending_record_round_trip(tmp_path: Path) -> None:
 def test_the_dpkg_journal_counts(tmp_path: Path) -> None:
     """A dpkg killed mid-way has its last changes only in ``updates/``: they count (the
     undo of a killed install must see hangd half-installed, not absent)."""
-    from builder.deb.install import read_installed, read_known
+    from builder.deb.dpkgdb import read_known
+    from builder.deb.install import read_installed
 
     root = tmp_path / "root"
     (root / "var/lib/dpkg/updates").mkdir(parents=True)

@@ -138,9 +138,9 @@ class DebFamily:
         return install.read_auto_marks(root)
 
     def known_packages(self, root: Path) -> set[str]:
-        from builder.deb import install
+        from builder.deb import dpkgdb
 
-        return install.read_known(root)
+        return dpkgdb.read_known(root)
 
     def services_held(self, root: Path) -> AbstractContextManager[None]:
         from builder.deb import install

@@ -34,7 +34,7 @@ from builder import rootfs
 from builder.chroot import RootRunner, remove_tree, run_in_root
 from builder.deb.image_sources import write_apt_sources
 from builder.deb.order import essential_closure, install_order, pre_depends_layers
-from builder.deb.packages import merge_journal, parse_states, parse_status
+from builder.deb.packages import parse_status
 from builder.deb.rawdeb import write_uncompressed
 from builder.deb.rootpath import POLICY_RC_D, POLICY_RC_D_TEXT, STAGING, in_root, is_ezt_policy
 from builder.errors import EztError, Where
@@ -408,23 +408,12 @@ def read_installed(root: Path) -> list[Package]:
     """What the root's dpkg database has installed (records without files); EztError if
     it has none. A database that is a symbolic link is refused: a container's root is
     not trusted."""
-    return parse_status(_status_text(root))
-
-
-def read_known(root: Path) -> set[str]:
-    """The packages the root's dpkg database has in any state but ``not-installed``."""
-    return {name for name, state in parse_states(_status_text(root)).items() if state != "not-installed"}
-
-
-def _status_text(root: Path) -> str:
-    """The dpkg database as dpkg would see it: ``status`` and its journal in ``updates/``
-    (non-empty only after a dpkg was killed)."""
     path = in_root(root, "var/lib/dpkg/status")
     if path.is_symlink() or not path.is_file():
         raise EztError("no dpkg database (var/lib/dpkg/status) in the root", Where.of(root))
-    names = sorted((name for name in rootfs.list_dir(root, "var/lib/dpkg/updates") if name.isdigit()), key=int)
-    journal = [rootfs.read_text(root, f"var/lib/dpkg/updates/{name}") or "" for name in names]
-    return merge_journal(path.read_text(encoding="utf-8", errors="replace"), journal)
+    from builder.deb.dpkgdb import status_text  # with the journal a killed dpkg left
+
+    return parse_status(status_text(root))
 
 
 _TOOLS = f"{STAGING}/tools"

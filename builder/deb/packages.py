@@ -12,7 +12,6 @@ every character.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
 
 from builder.model import Package
 
@@ -101,33 +100,6 @@ _STATUS_FIELD = re.compile(
     r"\n(Package|Version|Architecture|Status|Depends|Pre-Depends|Provides|Conflicts|Breaks|Essential"
     r"|Priority|Multi-Arch|Source):[ \t]*(.*(?:\n[ \t].*)*)",
 )
-
-
-def merge_journal(status: str, journal: Sequence[str]) -> str:
-    """The ``status`` database with dpkg's journal (the records in ``updates/``, oldest
-    first) applied, as dpkg applies it when it next runs: a dpkg that was killed has
-    its last changes only there."""
-    if not journal:
-        return status
-    records: dict[tuple[str, str], str] = {}
-    for text in (status, *journal):
-        for paragraph in text.split("\n\n"):
-            fields = dict(_STATUS_FIELD.findall("\n" + paragraph))
-            if fields.get("Package"):
-                records[(fields["Package"].strip(), fields.get("Architecture", "").strip())] = paragraph.strip("\n")
-    return "\n\n".join(records.values()) + "\n"
-
-
-def parse_states(text: str) -> dict[str, str]:
-    """Every package of a dpkg ``status`` database and its state (the last word of
-    ``Status``: ``installed``, ``half-configured``, ``config-files``...)."""
-    states: dict[str, str] = {}
-    for paragraph in text.split("\n\n"):
-        fields = {key: _folded(value) for key, value in _STATUS_FIELD.findall("\n" + paragraph)}
-        name, status = fields.get("Package"), fields.get("Status", "").split()
-        if name and status:
-            states[name] = status[-1]
-    return states
 
 
 def parse_status(text: str) -> list[Package]:
