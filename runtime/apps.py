@@ -164,7 +164,8 @@ def install_locked(
     conf = layout.conf_file(ctid)
     with container.root_mounted(layout, ctid, values) as root:
         run = inside.root_runner(layout, ctid, values)
-        recover(ct, root, conf, values, _environment(ct, [], _epoch()), _epoch(), run, say)
+        now = _epoch()
+        recover(ct, root, conf, values, _environment(ct, [], now), now, run, say)
         present = split_list(values.get("TEMPLATES"))
         todo = [app for app in apps if reinstall or app.name not in present]
         already = tuple(app.name for app in apps if not reinstall and app.name in present)
@@ -273,8 +274,8 @@ def remove_apps(
         results = []
         with container.root_mounted(layout, ctid, values) as root:
             run = inside.root_runner(layout, ctid, values)
-            recovered = recover(ct, root, layout.conf_file(ctid), values, _environment(ct, [], _epoch()), _epoch(),
-                                run, say)  # fmt: skip
+            now = _epoch()
+            recovered = recover(ct, root, layout.conf_file(ctid), values, _environment(ct, [], now), now, run, say)
             present = split_list(values.get("TEMPLATES"))
             undone = set(recovered.apps) if recovered is not None and recovered.undone else set()
             # an app whose interrupted install was just undone is removed already
@@ -345,8 +346,9 @@ def update_apps(
         template = ct.os
         family = template.family
         with container.root_mounted(layout, ctid, values) as root:
-            recover(ct, root, layout.conf_file(ctid), values, _environment(ct, [], _epoch()), _epoch(),
-                    inside.root_runner(layout, ctid, values), say)  # fmt: skip
+            now = _epoch()
+            run = inside.root_runner(layout, ctid, values)
+            recover(ct, root, layout.conf_file(ctid), values, _environment(ct, [], now), now, run, say)
             present = split_list(values.get("TEMPLATES"))
             wanted = _installed_named(ct, present, names)
             ctx = build_context(config, say, refresh=True)
@@ -390,7 +392,7 @@ def update_apps(
                         environment=env,
                         source_date_epoch=epoch,
                         progress=say,
-                        run=inside.root_runner(layout, ctid, values),
+                        run=run,
                         start_services=engine.running(layout, ctid),
                     )
                 )

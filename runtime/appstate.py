@@ -70,10 +70,12 @@ def read_state(root: Path) -> dict[str, AppRecord]:
     """The container's app records; a missing or unreadable file is no records (they
     are derived again when needed)."""
     apps = _read(root).get("apps", {})
+    if not isinstance(apps, dict):
+        return {}
     try:
         return {
             str(name): AppRecord([str(n) for n in record["requested"]], [str(n) for n in record["packages"]])
-            for name, record in apps.items()  # type: ignore[attr-defined]
+            for name, record in apps.items()
         }
     except (KeyError, TypeError, AttributeError):
         return {}
