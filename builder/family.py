@@ -117,6 +117,11 @@ class Family(Protocol):
         """Installed packages marked as pulled in only as dependencies."""
         ...
 
+    def known_packages(self, root: Path) -> set[str]:
+        """Packages the root's database has in any state but not installed at all
+        (half-installed, unpacked, config files left...): what an interrupted install left."""
+        ...
+
     def services_held(self, root: Path) -> AbstractContextManager[None]:
         """No service may start in ``root`` while the block runs."""
         ...

@@ -13,6 +13,10 @@ install
     services from starting; the app's ``pre-install`` / ``post-install`` scripts run
     inside the root. The app is recorded in the config's ``TEMPLATES`` and, with the
     packages the install added, in the container's app state (:mod:`runtime.appstate`).
+    An install is a transaction (:mod:`runtime.apptxn`): one that fails purges what it
+    added, one that was killed is settled by the next app command. An app already
+    installed is left as it is, unless ``reinstall``: its scripts run again and any of
+    its packages that went missing are installed again.
 remove
     purges the packages the app added (what it asked for and the dependencies that
     came with it) that nothing else installed needs (:mod:`runtime.appgraph`). A
@@ -29,7 +33,7 @@ from __future__ import annotations
 import fnmatch
 import os
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,12 +44,11 @@ from builder.chroot import RootRunner
 from builder.config import Config
 from builder.errors import EztError
 from builder.family import Family, InstallRequest
-from builder.imagename import SUFFIX
-from builder.manifest import read_manifest
 from builder.model import LockedPackage, PackageRequest
 from builder.recipe import AppCache, RecipeDir
 from builder.steps import run_post_install, verified_pool_file
 from runtime import container, engine, inside
+from runtime.appcache import choose_app_cache
 from runtime.appgraph import InstalledGraph
 from runtime.applookup import (
     ContainerTemplate,
@@ -57,14 +60,19 @@ from runtime.applookup import (
     template_of_image,
 )
 from runtime.apprepos import available_packages, build_context, fetch
-from runtime.appstate import AppRecord, ensure_records, os_roots, requested_names, split_added, write_state
-from runtime.ctconfig import join_list, split_list, write_config
+from runtime.appstate import (
+    AppRecord,
+    Pending,
+    ensure_records,
+    os_roots,
+    requested_names,
+    split_added,
+    write_state,
+)
+from runtime.apptxn import LOG_FILE, commit, recover, save_config, undo_failed
+from runtime.ctconfig import join_list, split_list
 from runtime.locks import container_lock
 from runtime.paths import NodeLayout, validate_ctid
-from runtime.store import StoredImage, list_templates
-
-LOG_FILE = "var/log/ezt.log"
-"""Inside the container: the full output of the last failed command of an app operation."""
 
 Say = Callable[[str], None]
 
@@ -102,85 +110,113 @@ def _services(layout: NodeLayout, ctid: str, family: Family, root: Path) -> Abst
     return nullcontext() if engine.running(layout, ctid) else family.services_held(root)
 
 
-def _save(conf: Path, values: dict[str, str]) -> None:
-    write_config(conf, {key: value for key, value in values.items() if value}, keep_comments_from=conf)
-
-
 # ---------------------------------------------------------------- install
 
 
 @dataclass(frozen=True)
 class InstallResult:
     apps: tuple[str, ...]
+    """The apps installed (or reinstalled) by this call."""
     added: tuple[LockedPackage, ...]
+    already: tuple[str, ...] = ()
+    """The named apps that were installed already and were left as they are."""
+    reinstalled: tuple[str, ...] = ()
+    """Those of ``apps`` that were installed already (``reinstall``)."""
 
 
 def install_apps(
-    config: Config, layout: NodeLayout, ctid: str, names: Sequence[str], *, say: Say = _print, refresh: bool = False
+    config: Config,
+    layout: NodeLayout,
+    ctid: str,
+    names: Sequence[str],
+    *,
+    say: Say = _print,
+    refresh: bool = False,
+    reinstall: bool = False,
 ) -> InstallResult:
     """``ezt install CTID APP...`` (see the module doc)."""
     validate_ctid(ctid)
     if not names:
         raise EztError("ezt install: name at least one application")
     with container_lock(layout, ctid):
-        return install_locked(config, layout, ctid, names, say=say, refresh=refresh)
+        return install_locked(config, layout, ctid, names, say=say, refresh=refresh, reinstall=reinstall)
 
 
 def install_locked(
-    config: Config, layout: NodeLayout, ctid: str, names: Sequence[str], *, say: Say = _print, refresh: bool = False
+    config: Config,
+    layout: NodeLayout,
+    ctid: str,
+    names: Sequence[str],
+    *,
+    say: Say = _print,
+    refresh: bool = False,
+    reinstall: bool = False,
+    undo_on_failure: bool = True,
 ) -> InstallResult:
-    """:func:`install_apps` for a caller that holds the container's lock."""
+    """:func:`install_apps` for a caller that holds the container's lock; without
+    ``undo_on_failure`` a failed install is left for the caller to clean up (``create``
+    removes the whole container)."""
     values = container.read_ct_config(layout, ctid)
     ct = container_template(config, ctid, values)
     apps = [find_app(config, ct, name) for name in names]
     check_unique([app.name for app in apps])
-    present = split_list(values.get("TEMPLATES"))
-    for app in apps:
-        if app.name in present:
-            raise EztError(f"application {app.name!r} is already installed in container {ctid} "
-                           f"(TEMPLATES: {join_list(present)})")  # fmt: skip
-    ctx = build_context(config, say, refresh)
-    available = available_packages(ctx, ct.os)
     template = ct.os
+    conf = layout.conf_file(ctid)
     with container.root_mounted(layout, ctid, values) as root:
+        run = inside.root_runner(layout, ctid, values)
+        now = _epoch()
+        recover(ct, root, conf, values, _environment(ct, [], now), now, run, say)
+        present = split_list(values.get("TEMPLATES"))
+        todo = [app for app in apps if reinstall or app.name not in present]
+        already = tuple(app.name for app in apps if not reinstall and app.name in present)
+        if not todo:
+            return InstallResult((), (), already)
+        ctx = build_context(config, say, refresh)
+        available = available_packages(ctx, template)
         from builder.resolve import resolve
 
         installed = template.family.installed_packages(root)
         records = ensure_records(ct, root, present, installed)
-        requests = tuple(request for app in apps for request in app.packages)
+        requests = tuple(request for app in todo for request in app.packages)
         added = resolve(template.family, available, requests, template.native_arch, config.exclude, installed)
         fetch(ctx, added)
         epoch = _epoch()
-        cache = AppCache(name=f"{template.name}+{'+'.join(a.name for a in apps)}", os=template, apps=tuple(apps))
+        cache = AppCache(name=f"{template.name}+{'+'.join(a.name for a in todo)}", os=template, apps=tuple(todo))
         env = {**app_environment(cache, epoch), "EZT_CTID": ctid}
-        run = inside.root_runner(layout, ctid, values)
-        with _logged(root, ctid), _services(layout, ctid, template.family, root):
-            for app in apps:
-                if app.pre_install:
-                    run_post_install(app.pre_install.path, root, epoch, env, run)
-            if added:
-                template.family.install(
-                    InstallRequest(
-                        root=root,
-                        packages=added,
-                        package_file=lambda p: verified_pool_file(ctx, p),
-                        environment=env,
-                        source_date_epoch=epoch,
-                        progress=say,
-                        run=run,
-                        start_services=engine.running(layout, ctid),
+        pending = Pending(tuple(app.name for app in todo), tuple(package.name for package in added))
+        write_state(root, records, pending)  # the intent, before anything changes
+        try:
+            with _logged(root, ctid), _services(layout, ctid, template.family, root):
+                for app in todo:
+                    if app.pre_install:
+                        run_post_install(app.pre_install.path, root, epoch, env, run)
+                if added:
+                    template.family.install(
+                        InstallRequest(
+                            root=root,
+                            packages=added,
+                            package_file=lambda p: verified_pool_file(ctx, p),
+                            environment=env,
+                            source_date_epoch=epoch,
+                            progress=say,
+                            run=run,
+                            start_services=engine.running(layout, ctid),
+                        )
                     )
-                )
-            for app in apps:
-                if app.post_install:
-                    run_post_install(app.post_install.path, root, epoch, env, run)
-        owned = split_added(apps, added)
-        for app in apps:
-            records[app.name] = AppRecord(requested_names(app), owned.get(app.name, []))
-        write_state(root, records)
-    values["TEMPLATES"] = join_list([*present, *(app.name for app in apps)])
-    _save(layout.conf_file(ctid), values)
-    return InstallResult(tuple(app.name for app in apps), tuple(added))
+                for app in todo:
+                    if app.post_install:
+                        run_post_install(app.post_install.path, root, epoch, env, run)
+        except BaseException as exc:
+            if undo_on_failure:
+                undo_failed(ct, root, pending, _environment(ct, pending.apps, epoch), epoch, run, exc, say)
+            raise
+        owned = split_added(todo, added)
+        for app in todo:
+            before = records[app.name].packages if app.name in records else []
+            records[app.name] = AppRecord(requested_names(app), sorted({*before, *owned.get(app.name, [])}))
+        commit(root, conf, values, records, pending)
+    again = tuple(app.name for app in todo if app.name in present)
+    return InstallResult(tuple(app.name for app in todo), tuple(added), already, again)
 
 
 # ---------------------------------------------------------------- remove
@@ -212,8 +248,15 @@ def _installed_named(ct: ContainerTemplate, present: list[str], names: Sequence[
 def _environment(ct: ContainerTemplate, apps: Sequence[str], epoch: int) -> dict[str, str]:
     """What package scripts see when ezt removes or updates: the OS template's environment."""
     env = dict(ct.os.environment)
-    env.update(EZT_TEMPLATE=ct.os.name, EZT_OS_TEMPLATE=ct.os.name, EZT_APPS=join_list(list(apps)), EZT_CTID=ct.ctid,
-               EZT_DISTRIBUTION=ct.os.distribution, EZT_ARCH=ct.os.native_arch, SOURCE_DATE_EPOCH=str(epoch))
+    env.update(
+        EZT_TEMPLATE=ct.os.name,
+        EZT_OS_TEMPLATE=ct.os.name,
+        EZT_APPS=join_list(list(apps)),
+        EZT_CTID=ct.ctid,
+        EZT_DISTRIBUTION=ct.os.distribution,
+        EZT_ARCH=ct.os.native_arch,
+        SOURCE_DATE_EPOCH=str(epoch),
+    )
     return env
 
 
@@ -227,15 +270,20 @@ def remove_apps(
     with container_lock(layout, ctid):
         values = container.read_ct_config(layout, ctid)
         ct = container_template(config, ctid, values)
-        present = split_list(values.get("TEMPLATES"))
-        wanted = _installed_named(ct, present, names)
+        check_unique([app_name(ct, name) for name in names])
         results = []
         with container.root_mounted(layout, ctid, values) as root:
             run = inside.root_runner(layout, ctid, values)
+            now = _epoch()
+            recovered = recover(ct, root, layout.conf_file(ctid), values, _environment(ct, [], now), now, run, say)
+            present = split_list(values.get("TEMPLATES"))
+            undone = set(recovered.apps) if recovered is not None and recovered.undone else set()
+            # an app whose interrupted install was just undone is removed already
+            wanted = _installed_named(ct, present, [name for name in names if app_name(ct, name) not in undone])
             for name in wanted:
                 results.append(_remove_one(ct, root, name, split_list(values.get("TEMPLATES")), run))
                 values["TEMPLATES"] = join_list([app for app in split_list(values.get("TEMPLATES")) if app != name])
-                _save(layout.conf_file(ctid), values)
+                save_config(layout.conf_file(ctid), values)
         return results
 
 
@@ -247,16 +295,17 @@ def _remove_one(ct: ContainerTemplate, root: Path, name: str, present: list[str]
     graph = InstalledGraph(family, installed)
     owned = {package for package in record.packages if package in graph.packages}
     kept = graph.needed(owned) | {package for package in owned if graph.packages[package].essential}
-    purge = sorted(owned - kept)
+    broken = (set(record.packages) & family.known_packages(root)) - graph.names  # a killed remove's half-done ones
+    purge = sorted((owned - kept) | broken)
     reach = graph.closure(owned | set(record.requested))
     if purge:
         epoch = _epoch()
         with _logged(root, ct.ctid):
             family.remove(root, purge, _environment(ct, [name], epoch), epoch, run)
     after = family.installed_packages(root)
-    left = sorted(set(purge) & {package.name for package in after})
+    left = sorted(set(purge) & family.known_packages(root))
     if left:
-        raise EztError(f"container {ct.ctid}: packages of {name} still installed after the purge: {', '.join(left)}")
+        raise EztError(f"container {ct.ctid}: packages of {name} still there after the purge: {', '.join(left)}")
     handed: list[tuple[str, str]] = []
     for other in present:
         if other == name or other not in records:
@@ -294,13 +343,16 @@ def update_apps(
     with container_lock(layout, ctid):
         values = container.read_ct_config(layout, ctid)
         ct = container_template(config, ctid, values)
-        present = split_list(values.get("TEMPLATES"))
-        wanted = _installed_named(ct, present, names)
-        ctx = build_context(config, say, refresh=True)
-        available = available_packages(ctx, ct.os)
         template = ct.os
         family = template.family
         with container.root_mounted(layout, ctid, values) as root:
+            now = _epoch()
+            run = inside.root_runner(layout, ctid, values)
+            recover(ct, root, layout.conf_file(ctid), values, _environment(ct, [], now), now, run, say)
+            present = split_list(values.get("TEMPLATES"))
+            wanted = _installed_named(ct, present, names)
+            ctx = build_context(config, say, refresh=True)
+            available = available_packages(ctx, ct.os)
             from builder.resolve import resolve
 
             installed = family.installed_packages(root)
@@ -340,7 +392,7 @@ def update_apps(
                         environment=env,
                         source_date_epoch=epoch,
                         progress=say,
-                        run=inside.root_runner(layout, ctid, values),
+                        run=run,
                         start_services=engine.running(layout, ctid),
                     )
                 )
@@ -394,30 +446,6 @@ def list_apps(config: Config, layout: NodeLayout, ctid: str) -> tuple[ContainerT
 # ---------------------------------------------------------------- create --app
 
 
-def find_app_cache(
-    layout: NodeLayout, ostemplate: str, apps: Sequence[str], extra_dirs: Iterable[Path]
-) -> StoredImage | None:
-    """The newest app cache of ``ostemplate`` holding exactly ``apps`` (in any order);
-    for a dated OS image name, only one built from that image."""
-    dated = ostemplate.removesuffix(SUFFIX)
-    base = template_of_image(dated)
-    exact = base != dated
-    found: list[StoredImage] = []
-    for image in list_templates(layout, tuple(extra_dirs)):
-        head, *cache_apps = image.template.split("+")
-        if head != base or sorted(cache_apps) != sorted(apps):
-            continue
-        if exact:
-            try:
-                extra = read_manifest(image.manifest).extra
-            except EztError:
-                continue
-            if extra.get("os_image") != dated + SUFFIX:
-                continue
-        found.append(image)
-    return max(found, key=lambda image: (image.date, image.serial)) if found else None
-
-
 Make = Callable[[str, Callable[[], None] | None], Path]
 """``container.create`` with every option but the image and the hook already given."""
 
@@ -434,7 +462,8 @@ def create_with_apps(
     say: Say = _print,
 ) -> Path:
     """``ezt create CTID --ostemplate T --app APP...``: from the newest app cache
-    ``T+APP...`` if there is one (its apps are recorded in ``TEMPLATES`` by
+    ``T+APP...`` built on the newest image of ``T`` (:mod:`runtime.appcache`) if there
+    is one (its apps are recorded in ``TEMPLATES`` by
     :func:`runtime.container.create`), else from ``T`` and then :func:`install_locked`
     under the same lock; a failed install removes the new container again. ``make(image,
     after)`` creates the container from ``image`` and runs ``after`` under its lock."""
@@ -451,16 +480,16 @@ def create_with_apps(
     check_unique(names)
     if os.path.lexists(layout.conf_file(ctid)) or os.path.lexists(layout.private(ctid)):
         raise EztError(f"container {ctid} already exists")
-    cache = find_app_cache(layout, ostemplate, names, extra_image_dirs)
-    if cache is not None:
-        say(f"using app cache {cache.name}")
-        return make(cache.name, None)
+    choice = choose_app_cache(layout, ostemplate, names, extra_image_dirs)
+    if choice.image is not None:
+        say(f"using app cache {choice.image.name}")
+        return make(choice.image.name, None)
     template, recipe = load_os_template(config, base, f"--ostemplate {ostemplate}")
     ct = ContainerTemplate(ctid, template, recipe, ostemplate)
     found = [find_app(config, ct, name).name for name in names]
-    say(f"no app cache for {base}+{'+'.join(found)}: installing {', '.join(found)}")
+    say(f"{choice.why_not}: installing {', '.join(found)}")
 
-    def install() -> None:
-        install_locked(config, layout, ctid, found, say=say)
+    def install() -> None:  # a failure removes the whole container: no undo first
+        install_locked(config, layout, ctid, found, say=say, undo_on_failure=False)
 
     return make(ostemplate, install)

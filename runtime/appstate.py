@@ -6,7 +6,12 @@ container (so they live in the private area in both layouts and go wherever the
 container goes)::
 
     {"format": "ezt-apps/1",
-     "apps": {"nginx": {"requested": ["nginx"], "packages": ["nginx", "nginx-common"]}}}
+     "apps": {"nginx": {"requested": ["nginx"], "packages": ["nginx", "nginx-common"]}},
+     "pending": {"apps": ["php"], "packages": ["php", "php-common"], "committed": false}}
+
+``pending`` is there only while an install is under way, or after one was killed: the
+apps it installs and the packages it adds, written before anything changes
+(:mod:`runtime.apptxn` finishes or undoes it).
 
 An app without a record (a container made from an app cache, or a state file that
 was lost) gets one derived from the package database the way ``apt autoremove``
@@ -33,6 +38,17 @@ STATE_FILE = "var/lib/ezt/apps.json"
 STATE_FORMAT = "ezt-apps/1"
 
 
+@dataclass(frozen=True)
+class Pending:
+    """An install under way: written before its first script or package runs, so that a
+    failed or killed one can be undone (its new ``packages`` purged) or, once
+    ``committed`` (the app records written), finished (``TEMPLATES`` written)."""
+
+    apps: tuple[str, ...]
+    packages: tuple[str, ...]
+    committed: bool = False
+
+
 @dataclass
 class AppRecord:
     """What one app asked for and which packages are its own (installed by it)."""
@@ -41,32 +57,57 @@ class AppRecord:
     packages: list[str] = field(default_factory=list)
 
 
+def _read(root: Path) -> dict[str, object]:
+    text = rootfs.read_text(root, STATE_FILE)  # a link or anything but a file: none
+    try:
+        data = json.loads(text) if text is not None else {}
+    except ValueError:
+        return {}
+    return data if isinstance(data, dict) and data.get("format") == STATE_FORMAT else {}
+
+
 def read_state(root: Path) -> dict[str, AppRecord]:
     """The container's app records; a missing or unreadable file is no records (they
     are derived again when needed)."""
-    text = rootfs.read_text(root, STATE_FILE)  # a link or anything but a file: none
-    if text is None:
+    apps = _read(root).get("apps", {})
+    if not isinstance(apps, dict):
         return {}
     try:
-        data = json.loads(text)
-        apps = data["apps"] if data.get("format") == STATE_FORMAT else {}
         return {
             str(name): AppRecord([str(n) for n in record["requested"]], [str(n) for n in record["packages"]])
             for name, record in apps.items()
         }
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+    except (KeyError, TypeError, AttributeError):
         return {}
 
 
-def write_state(root: Path, records: dict[str, AppRecord]) -> None:
-    """Save ``records`` as the container's app state (see the module doc)."""
-    data = {
+def read_pending(root: Path) -> Pending | None:
+    """The install under way or interrupted, if any. A pending record ezt cannot read
+    is one with no apps and no packages: recovery then only clears it."""
+    pending = _read(root).get("pending")
+    if pending is None:
+        return None
+    if not isinstance(pending, dict):
+        return Pending((), ())
+    apps, packages = pending.get("apps"), pending.get("packages")
+    if not isinstance(apps, list) or not isinstance(packages, list):
+        return Pending((), ())
+    return Pending(tuple(map(str, apps)), tuple(map(str, packages)), pending.get("committed") is True)
+
+
+def write_state(root: Path, records: dict[str, AppRecord], pending: Pending | None = None) -> None:
+    """Save ``records`` (and ``pending``, if given) as the container's app state (see the
+    module doc): one atomic write, so the records and the pending record change together."""
+    data: dict[str, object] = {
         "format": STATE_FORMAT,
         "apps": {
             name: {"requested": list(record.requested), "packages": sorted(set(record.packages))}
             for name, record in records.items()
         },
     }
+    if pending is not None:
+        data["pending"] = {"apps": list(pending.apps), "packages": sorted(set(pending.packages)),
+                           "committed": pending.committed}  # fmt: skip
     rootfs.write_text(root, STATE_FILE, json.dumps(data, indent=1, sort_keys=True) + "\n")
 
 

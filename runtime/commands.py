@@ -64,6 +64,8 @@ def add_parsers(sub: Commands, common: argparse.ArgumentParser) -> None:
     install.add_argument("ctid", metavar="CTID", help=ctid_help)
     install.add_argument("apps", nargs="+", metavar="APP", help="applications to install")
     install.add_argument("--refresh", action="store_true", help="revalidate repository metadata now")
+    install.add_argument("--reinstall", action="store_true",
+                         help="install apps already installed again (their scripts run again)")
     install.add_argument("--json", action="store_true", help=JSON_HELP)
     remove = sub.add_parser("remove", parents=[node], help="remove applications from a container")
     remove.add_argument("ctid", metavar="CTID", help=ctid_help)
@@ -237,14 +239,23 @@ def cmd_install(args: argparse.Namespace, config: Config) -> int:
     from runtime import apps
 
     ctid = validate_ctid(args.ctid)
-    done = apps.install_apps(config, _node(args, config), ctid, args.apps, refresh=args.refresh, say=_say(args))
+    done = apps.install_apps(config, _node(args, config), ctid, args.apps, refresh=args.refresh,
+                             reinstall=args.reinstall, say=_say(args))  # fmt: skip
     if args.json:
-        print(json.dumps({"ctid": ctid, "apps": list(done.apps), "installed": [
+        print(json.dumps({"ctid": ctid, "apps": list(done.apps), "already": list(done.already),
+                          "reinstalled": list(done.reinstalled), "installed": [
             {"name": p.name, "version": p.version, "arch": p.arch} for p in done.added]}, indent=2))  # fmt: skip
         return 0
-    names = ", ".join(p.name for p in done.added)
-    added = f"{_packages(len(done.added))} ({names})" if done.added else "no new packages"
-    print(f"container {ctid}: installed {' '.join(done.apps)}: {added}")
+    if done.already:
+        print(f"container {ctid}: {' '.join(done.already)} already installed, left as it is "
+              "(--reinstall installs it again)")  # fmt: skip
+    if done.apps:
+        names = ", ".join(p.name for p in done.added)
+        added = f"{_packages(len(done.added))} ({names})" if done.added else "no new packages"
+        new = " ".join(app for app in done.apps if app not in done.reinstalled)
+        what = ", ".join(([f"installed {new}"] if new else []) + ([f"reinstalled {' '.join(done.reinstalled)}"]
+                                                                   if done.reinstalled else []))  # fmt: skip
+        print(f"container {ctid}: {what}: {added}")
     return 0
 
 

@@ -59,8 +59,11 @@ def test_install_json(tmp_path: Path, site: apps.Site) -> None:
         node.create("101")
         done = node.ezt("install", "101", "--json", "web", "--refresh")
         assert done.returncode == 0, done.stderr
-        assert json.loads(done.stdout) == {"ctid": "101", "apps": ["web"], "installed": [
+        assert json.loads(done.stdout) == {"ctid": "101", "apps": ["web"], "already": [], "reinstalled": [],
+                                           "installed": [
             {"name": name, "version": "1.0", "arch": "all"} for name in sorted(apps.WEB)]}  # fmt: skip
+        again = node.ezt("install", "101", "web", "--json")
+        assert (again.returncode, json.loads(again.stdout)["already"]) == (0, ["web"])
         assert node.installed("101") == apps.OS_PACKAGES | apps.WEB
         more = node.ezt("install", "101", "db", "--json")
         assert more.returncode == 0, more.stderr

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from builder.deb import automarks
 from builder.deb import install as deb_install
 from builder.deb.rootpath import POLICY_RC_D, POLICY_RC_D_TEXT
 from builder.model import LockedPackage
@@ -148,7 +149,7 @@ def _locked(name: str, arch: str, auto: bool) -> LockedPackage:
 
 
 def test_auto_marks_are_merged_into_what_apt_wrote(tmp_path: Path) -> None:
-    path = tmp_path / deb_install.EXTENDED_STATES
+    path = tmp_path / automarks.EXTENDED_STATES
     path.parent.mkdir(parents=True)
     apt_wrote = (
         "Package: old\nArchitecture: amd64\nAuto-Installed: 1\n\n\n"
@@ -163,7 +164,7 @@ def test_auto_marks_are_merged_into_what_apt_wrote(tmp_path: Path) -> None:
         _locked("libb", "arm64", auto=True),
         _locked("liba", "i386", auto=True),
     ]
-    deb_install.write_auto_marks(tmp_path, packages)
+    automarks.write_auto_marks(tmp_path, packages)
     assert path.read_text() == (
         "Package: old\nArchitecture: amd64\nAuto-Installed: 1\n\n"
         "Package: manual\nArchitecture: amd64\nAuto-Installed: 0\n\n"
@@ -172,25 +173,25 @@ def test_auto_marks_are_merged_into_what_apt_wrote(tmp_path: Path) -> None:
         "Package: libb\nArchitecture: arm64\nAuto-Installed: 1\n\n"
         "Package: zlib\nArchitecture: arm64\nAuto-Installed: 1\n\n"
     )
-    assert deb_install.read_auto_marks(tmp_path) == {"old", "dep", "liba", "libb", "zlib"}
+    assert automarks.read_auto_marks(tmp_path) == {"old", "dep", "liba", "libb", "zlib"}
 
 
 def test_auto_marks_without_a_file(tmp_path: Path) -> None:
-    path = tmp_path / deb_install.EXTENDED_STATES
-    assert deb_install.read_auto_marks(tmp_path) == set()
-    deb_install.write_auto_marks(tmp_path, [_locked("app", "amd64", auto=False)])
+    path = tmp_path / automarks.EXTENDED_STATES
+    assert automarks.read_auto_marks(tmp_path) == set()
+    automarks.write_auto_marks(tmp_path, [_locked("app", "amd64", auto=False)])
     assert not path.exists()
-    deb_install.write_auto_marks(tmp_path, [_locked("app", "amd64", auto=False), _locked("dep", "all", auto=True)])
+    automarks.write_auto_marks(tmp_path, [_locked("app", "amd64", auto=False), _locked("dep", "all", auto=True)])
     assert path.read_text() == "Package: dep\nArchitecture: amd64\nAuto-Installed: 1\n\n"
 
 
 def test_auto_marks_through_a_symlink_are_not_read(tmp_path: Path) -> None:
     elsewhere = tmp_path / "elsewhere"
     elsewhere.write_text("Package: x\nArchitecture: amd64\nAuto-Installed: 1\n\n")
-    path = tmp_path / "root" / deb_install.EXTENDED_STATES
+    path = tmp_path / "root" / automarks.EXTENDED_STATES
     path.parent.mkdir(parents=True)
     path.symlink_to(elsewhere)
-    assert deb_install.read_auto_marks(tmp_path / "root") == set()
+    assert automarks.read_auto_marks(tmp_path / "root") == set()
 
 
 def test_auto_marks_never_written_through_a_link_to_a_host_file(tmp_path: Path) -> None:
@@ -199,10 +200,10 @@ def test_auto_marks_never_written_through_a_link_to_a_host_file(tmp_path: Path) 
     host_file = tmp_path / "host-secret"
     host_file.write_text("root:secret-hash:19000::::::\n")
     root = tmp_path / "root"
-    path = root / deb_install.EXTENDED_STATES
+    path = root / automarks.EXTENDED_STATES
     path.parent.mkdir(parents=True)
     path.symlink_to(host_file)
-    deb_install.write_auto_marks(root, [_locked("app", "amd64", auto=False), _locked("dep", "amd64", auto=True)])
+    automarks.write_auto_marks(root, [_locked("app", "amd64", auto=False), _locked("dep", "amd64", auto=True)])
     assert host_file.read_text() == "root:secret-hash:19000::::::\n"
     assert not path.is_symlink()
     assert path.read_text() == "Package: dep\nArchitecture: amd64\nAuto-Installed: 1\n\n"
@@ -254,7 +255,7 @@ def test_install_and_remove_take_over_a_leftover_policy(repo: Repo, tmp_path: Pa
     deb_install.install(dataclasses.replace(request, packages=(hostbase, dataclasses.replace(probe, auto=True))))
     assert _probed(root) == ["configure 101"]
     assert not os.path.lexists(_policy(root))
-    marks = root / deb_install.EXTENDED_STATES
+    marks = root / automarks.EXTENDED_STATES
     assert marks.read_text() == f"Package: probe\nArchitecture: {hostbase.arch}\nAuto-Installed: 1\n\n"
     marks.write_text("Package: kept\nArchitecture: all\nAuto-Installed: 1\n\n" + marks.read_text())
 

@@ -63,6 +63,18 @@ if [ -x /usr/sbin/policy-rc.d ]; then /usr/sbin/policy-rc.d webd start || echo r
 """
 
 
+HANG = """#!/bin/sh
+# blocks (until the test, which holds the fifo open, kills ezt); never completes
+read line < /ezt-test-hang || true
+exit 1
+"""
+
+HANG_IF_ASKED = """#!/bin/sh
+# blocks only if the test made the fifo
+if [ -p /ezt-test-hang ]; then read line < /ezt-test-hang || true; exit 1; fi
+"""
+
+
 def webd(out: Path, version: str = "1.0", depends: str = "libweb, web-common, libshared, node-etc") -> Path:
     return build_deb(out, "webd", version, "all", fields={"Depends": depends},
                      files={"/usr/share/webd/version": version}, scripts={"postinst": START_SERVICE})  # fmt: skip
@@ -83,6 +95,16 @@ def app_packages(out: Path) -> list[Path]:
         simple("badtool"),
         simple("needs-new", Depends="node-etc (>= 2.0)"),
         simple("maild"),
+        # for tests/test_runtime_apptxn.py: a maintainer script that fails, one that waits to be killed,
+        # one that waits to be killed in a remove, one that fails to purge while /etc/ezt-test-stuck exists
+        build_deb(out, "brokend", "1.0", "all", fields={"Depends": "libshared"},
+                  files={"/usr/share/brokend/version": "1.0"}, scripts={"postinst": "#!/bin/sh\nexit 7\n"}),
+        build_deb(out, "hangd", "1.0", "all", fields={"Depends": "libshared"},
+                  files={"/usr/share/hangd/version": "1.0"}, scripts={"preinst": HANG}),
+        build_deb(out, "hangrmd", "1.0", "all", fields={"Depends": "libshared"},
+                  files={"/usr/share/hangrmd/version": "1.0"}, scripts={"prerm": HANG_IF_ASKED}),
+        build_deb(out, "stuckd", "1.0", "all", files={"/usr/share/stuckd/version": "1.0"},
+                  scripts={"postrm": "#!/bin/sh\n! [ -e /etc/ezt-test-stuck ] || exit 9\n"}),
     ]
 
 
@@ -350,7 +372,6 @@ def test_list_apps_json(node: Node) -> None:
         (("install", "101", f"{OTHER}+mail"), (f"'mail' of {OTHER} is not for container 101", TEMPLATE)),
         (("install", "101", f"{OTHER}+web"), (f"'web' of {OTHER} is not for container 101",)),
         (("install", "101", "small"), (f"'small' is an OS set of {TEMPLATE}, not an application",)),
-        (("install", "101", "web"), ("application 'web' is already installed in container 101",)),
         (("install", "101", "db", "db"), ("application 'db' is named twice",)),
         (("install", "101", "new"), ("the installed node-etc 1.0 does not satisfy node-etc (>= 2.0)",)),
         (("install", "199", "web"), ("container 199 does not exist",)),

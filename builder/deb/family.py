@@ -154,9 +154,14 @@ class DebFamily:
         install.remove(root, names, environment, source_date_epoch, run)
 
     def auto_installed(self, root: Path) -> set[str]:
-        from builder.deb import install
+        from builder.deb import automarks
 
-        return install.read_auto_marks(root)
+        return automarks.read_auto_marks(root)
+
+    def known_packages(self, root: Path) -> set[str]:
+        from builder.deb import dpkgdb
+
+        return dpkgdb.read_known(root)
 
     def services_held(self, root: Path) -> AbstractContextManager[None]:
         from builder.deb import install

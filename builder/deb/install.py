@@ -27,20 +27,21 @@ import shutil
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 
-from builder import progress, rootfs
+from builder import progress
 from builder.chroot import RootRunner, remove_tree, run_in_root
+from builder.deb.automarks import forget_marks, write_auto_marks
 from builder.deb.dpkglog import DPKG_LOG, configured_meter
 from builder.deb.image_sources import write_apt_sources
 from builder.deb.order import dpkg_runs, essential_closure, install_order
 from builder.deb.packages import parse_status
 from builder.deb.rawdeb import write_uncompressed
-from builder.deb.rootpath import POLICY_RC_D, POLICY_RC_D_TEXT, STAGING, in_root, is_ezt_policy
+from builder.deb.rootpath import POLICY_RC_D, POLICY_RC_D_TEXT, STAGING, in_root, is_ezt_policy, native_arch
 from builder.deb.upgrade import Plan, plan_upgrade, read_declared, split_runs
 from builder.errors import EztError, Where
 from builder.family import InstallRequest
@@ -60,7 +61,6 @@ DPKG = ("dpkg", "--force-unsafe-io", "--force-confdef", "--force-confold")
 """Every dpkg call: no fsync (the image is packed afterwards, a crash rebuilds),
 never a conffile prompt."""
 
-EXTENDED_STATES = "var/lib/apt/extended_states"
 """apt's record of which packages were installed only as dependencies."""
 
 _MERGED_USR_EXTRA = {
@@ -159,59 +159,11 @@ def install(request: InstallRequest) -> None:
             dpkg("--configure", "--pending")
         if plan.replaced:  # dpkg removed them for their replacements; record that they are not wanted
             dpkg("--remove", *plan.replaced)
-            _forget_marks(root, plan.replaced)
+            forget_marks(root, plan.replaced)
     if request.repositories:
         write_apt_sources(root, request.repositories)
     write_auto_marks(root, request.packages)
     say(f"deb: install of {len(todo)} packages took {time.monotonic() - started:.1f}s")
-
-
-def write_auto_marks(root: Path, packages: Sequence[LockedPackage]) -> None:
-    """apt's ``extended_states``: dependencies are marked automatic, as apt itself would.
-
-    Without it every package counts as asked for, and ``apt autoremove`` in a
-    container could never clean up after a removed application.
-    """
-    auto = sorted((p for p in packages if p.auto), key=lambda p: (p.name, p.arch))
-    if not auto:
-        return
-    native = native_arch(packages)
-    stanzas = _read_stanzas(root)  # a root that has marks keeps them
-    have = {name for stanza in stanzas for name in _values(stanza, "Package")}
-    stanzas += [f"Package: {p.name}\nArchitecture: {native if p.arch == 'all' else p.arch}\nAuto-Installed: 1"
-                for p in auto if p.name not in have]  # fmt: skip
-    _write_stanzas(root, stanzas)
-
-
-def read_auto_marks(root: Path) -> set[str]:
-    """The packages apt's ``extended_states`` marks as automatically installed."""
-    found: set[str] = set()
-    for stanza in _read_stanzas(root):
-        auto, package = _values(stanza, "Auto-Installed"), _values(stanza, "Package")
-        if auto and auto[-1].strip() == "1" and package and package[-1]:  # a repeated field: the last counts
-            found.add(package[-1].strip())
-    return found
-
-
-def _read_stanzas(root: Path) -> list[str]:
-    """The non-blank stanzas of the root's ``extended_states``, as text; none if it is
-    missing (apt creates it only once it marks something) or not a regular file: a
-    container's root is not trusted, and a symbolic link there must not bring a host
-    file's content in."""
-    text = rootfs.read_text(root, EXTENDED_STATES)
-    return [stanza for stanza in (text or "").split("\n\n") if stanza.strip()]
-
-
-def _write_stanzas(root: Path, stanzas: Iterable[str]) -> None:
-    """Write ``stanzas`` back as apt does (each ends with one blank line), replacing the
-    file by a rename: never writing through a link to a host file."""
-    rootfs.write_text(root, EXTENDED_STATES, "".join(stanza.strip("\n") + "\n\n" for stanza in stanzas))
-
-
-def _values(stanza: str, field: str) -> list[str]:
-    """Every value of ``field`` in ``stanza``, unstripped and in order (a hand-edited one may repeat it)."""
-    prefix = f"{field}: "
-    return [line[len(prefix) :] for line in stanza.splitlines() if line.startswith(prefix)]
 
 
 def remove(
@@ -222,18 +174,13 @@ def remove(
     run: RootRunner = run_in_root,
 ) -> None:
     """Purge the named packages from the root with its own dpkg; no service is
-    started or stopped by their scripts (a ``policy-rc.d`` for the run)."""
+    started or stopped by their scripts (a ``policy-rc.d`` for the run). A package an
+    interrupted dpkg left half-installed is purged too (``--force-remove-reinstreq``):
+    undoing a killed app install is what purges such packages."""
     with _hold_services(root):
-        run(root, [*DPKG, "--purge", *names], source_date_epoch=source_date_epoch, environment=environment)
-    _forget_marks(root, names)
-
-
-def _forget_marks(root: Path, names: Iterable[str]) -> None:
-    """Drop the ``extended_states`` stanzas of packages that are gone."""
-    stanzas = _read_stanzas(root)
-    if stanzas:
-        gone = set(names)
-        _write_stanzas(root, [s for s in stanzas if not gone.intersection(_values(s, "Package"))])
+        argv = [*DPKG, "--force-remove-reinstreq", "--purge", *names]
+        run(root, argv, source_date_epoch=source_date_epoch, environment=environment)
+    forget_marks(root, names)
 
 
 def services_held(root: Path) -> AbstractContextManager[None]:
@@ -360,15 +307,6 @@ def _timed(say: Callable[[str], None], label: str) -> Iterator[None]:
     say(f"{label} in {time.monotonic() - started:.1f}s")
 
 
-def native_arch(packages: Iterable[LockedPackage]) -> str:
-    """The root's dpkg architecture: the first package's that is not ``all``, else the host's."""
-    for package in packages:
-        if package.arch != "all":
-            return package.arch
-    done = subprocess.run(["dpkg", "--print-architecture"], capture_output=True, text=True, check=False)
-    return done.stdout.strip() or "amd64"
-
-
 def prepare_root(root: Path, arch: str) -> None:
     """Lay out a root without a dpkg database as mmdebstrap does, with merged-/usr symlinks.
 
@@ -438,7 +376,9 @@ def read_installed(root: Path) -> list[Package]:
     path = in_root(root, "var/lib/dpkg/status")
     if path.is_symlink() or not path.is_file():
         raise EztError("no dpkg database (var/lib/dpkg/status) in the root", Where.of(root))
-    return parse_status(path.read_text(encoding="utf-8", errors="replace"))
+    from builder.deb.dpkgdb import status_text  # with the journal a killed dpkg left
+
+    return parse_status(status_text(root))
 
 
 _TOOLS = f"{STAGING}/tools"

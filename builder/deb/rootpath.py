@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from pathlib import Path
 
 from builder.errors import EztError
+from builder.model import LockedPackage
 
 STAGING = "var/cache/ezt-debs"
 """Where package files are made visible inside the root while dpkg runs."""
@@ -33,3 +35,17 @@ def in_root(root: Path, relative: str) -> Path:
     if parent != base and not parent.startswith(base.rstrip("/") + "/"):
         raise EztError(f"refusing {path}: its directory leads out of the root through a symbolic link")
     return path
+
+EXTENDED_STATES = "var/lib/apt/extended_states"
+"""apt's auto-installed marks."""
+
+
+def native_arch(packages: Iterable[LockedPackage]) -> str:
+    """The root's dpkg architecture: the first package's that is not ``all``, else the host's."""
+    for package in packages:
+        if package.arch != "all":
+            return package.arch
+    import subprocess
+
+    done = subprocess.run(["dpkg", "--print-architecture"], capture_output=True, text=True, check=False)
+    return done.stdout.strip() or "amd64"
