@@ -134,15 +134,24 @@ def _local_indexes(
 
 
 @contextlib.contextmanager
-def _locked(directory: Path) -> Iterator[None]:
-    """One refresher per repository directory at a time (parallel doit tasks share repos)."""
+def _locked(directory: Path, shared: bool = False) -> Iterator[None]:
+    """One refresher per repository directory at a time (parallel doit tasks share repos).
+
+    Readers (``shared``: a node install, a build's resolver) share it, so none reads a
+    new index against the old ``state.json`` while a refresher rewrites them; a reader
+    that cannot open the lock file (no metadata yet, a read-only cache) reads unlocked.
+    """
+    handle = None
     try:
-        directory.mkdir(parents=True, exist_ok=True)
+        if not shared:
+            directory.mkdir(parents=True, exist_ok=True)
         handle = open(directory / ".lock", "a")  # noqa: SIM115 - held for the whole block
     except OSError as exc:
-        raise disk_error(exc, directory) from exc
-    with handle:
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        if not shared:
+            raise disk_error(exc, directory) from exc
+    with handle or contextlib.nullcontext():
+        if handle is not None:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
         yield
 
 
@@ -337,14 +346,15 @@ def load_packages(repo: Repository, arch: str, options: MetadataOptions) -> list
     from builder.deb.packages import parse_packages
 
     directory = repo_dir(repo, options)
-    local = _local_indexes(directory, _read_state(directory), repo, arch)
-    if local is None:
-        raise EztError(f"{label(repo)}: no metadata for {arch} in {directory} (fetch it first: ezt lock)")
-    base_url = package_base_url(repo)
-    packages: list[Package] = []
-    for entry in local:
-        index = directory / entry.path
-        packages.extend(_parsed(index, entry.sha256, base_url, options.metadata_dir, parse_packages))
+    with _locked(directory, shared=True):
+        local = _local_indexes(directory, _read_state(directory), repo, arch)
+        if local is None:
+            raise EztError(f"{label(repo)}: no metadata for {arch} in {directory} (fetch it first: ezt lock)")
+        base_url = package_base_url(repo)
+        packages: list[Package] = []
+        for entry in local:
+            index = directory / entry.path
+            packages.extend(_parsed(index, entry.sha256, base_url, options.metadata_dir, parse_packages))
     return packages
 
 
