@@ -1,0 +1,161 @@
+"""``kill -9`` of ``ezt build``, ``ezt create`` and ``ezt install`` at seeded points
+(see tests/faultkill.py): nothing partial under a final name, and the next run of the
+same command completes with no manual step and a valid result.
+
+The hermetic site of tests/test_runtime_apps.py (its signed repository on 127.0.0.1, the
+OS template ``appos-1-x86_64`` and its app ``web``). Each build kill gets a fresh cache
+(the killed run then covers metadata, lock, pool, stage and image from the start); each
+create kill the same CTID, alternately plain and shared; each install kill a fresh
+container.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from builder.chroot import mounts_under
+from builder.imagename import latest_image
+from runtime.ctconfig import read_config
+from runtime.paths import NodeLayout
+from tests.cli import run_ezt
+from tests.faultkill import (
+    SEED,
+    build_cache_problems,
+    count_events,
+    dpkg_installed,
+    dpkg_unfinished,
+    kill_points,
+    run_killed,
+)
+from tests.repo_factory import GpgKey, RepoServer, build_repo
+from tests.test_runtime_apps import EPOCH, TEMPLATE, VARIABLE, WEB, app_packages, write_recipes
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="builds, containers and installs need root")
+
+
+class Site:
+    """The served repository, the recipes, and one builder cache with the OS image built."""
+
+    def __init__(self, base: Path, key: GpgKey, server: RepoServer) -> None:
+        self.base = base
+        self.env = {f"EZT_URLMAP_{VARIABLE}": server.url, "SOURCE_DATE_EPOCH": EPOCH}
+        self.recipes = write_recipes(base / "recipes", key)
+        self.cache = base / "cache"
+
+    def build_args(self, cache: Path) -> list[str]:
+        return ["build", TEMPLATE, "--recipes", str(self.recipes), "--cache-dir", str(cache)]
+
+    def node_args(self, command: str, vz: Path, *args: str) -> list[str]:
+        return [command, "--vz-root", str(vz), "--cache-dir", str(self.cache), "--recipes", str(self.recipes), *args]
+
+    def ok(self, args: list[str]) -> float:
+        """Run ``ezt ARGS``, which must succeed; its duration (to spread kill points over)."""
+        started = time.monotonic()
+        done = run_ezt(*args, env=self.env, timeout=300)
+        assert done.returncode == 0, (args, done.stdout, done.stderr)
+        return time.monotonic() - started
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory, gpg_key: GpgKey) -> Iterator[Site]:
+    base = tmp_path_factory.mktemp("kill-site")
+    (base / "debs").mkdir()
+    build_repo(base / "repo", app_packages(base / "debs"), gpg_key)
+    server = RepoServer(base / "repo").start()
+    site = Site(base, gpg_key, server)
+    site.ok(site.build_args(site.cache))
+    yield site
+    server.stop()
+
+
+def test_build_killed(site: Site, tmp_path: Path) -> None:
+    args = site.build_args(tmp_path / "reference")
+    events = count_events(args, site.env)
+    duration = site.ok(site.build_args(tmp_path / "reference-timed"))
+    for number, point in enumerate(kill_points("build", events, duration)):
+        where = f"seed {SEED}, build kill {number} at {point[0]} {point[1]} (of {events} events, {duration:.2f}s)"
+        cache = tmp_path / f"cache{number}"
+        run_killed(site.build_args(cache), site.env, point)
+        assert not build_cache_problems(cache), (where, build_cache_problems(cache))
+        site.ok(site.build_args(cache))
+        assert not build_cache_problems(cache, settled=True), (where, build_cache_problems(cache, settled=True))
+        assert len(list(cache.glob("images/*.tar.zst"))) == 1, (where, list(cache.glob("images/*")))
+    assert not mounts_under(tmp_path)
+
+
+def create_problems(layout: NodeLayout, ctid: str) -> list[str]:
+    """What is wrong with container ``ctid`` as a kill left it: a config must mean a whole
+    container; shared roots under their final names must be whole."""
+    problems = []
+    for root in layout.shared_roots.glob("*"):
+        if not root.name.endswith(".tmp") and dpkg_unfinished(root):
+            problems.append(f"shared root {root.name} is not whole")
+    if layout.conf_file(ctid).exists():
+        values = read_config(layout.conf_file(ctid))
+        private = layout.private(ctid)
+        root = private if values["LAYOUT"] == "plain" else layout.shared_root(values["OSTEMPLATE"])
+        if dpkg_unfinished(root):
+            problems.append(f"{root} is not a whole root")
+        if values["LAYOUT"] == "shared" and not (private / "upper").is_dir():
+            problems.append("shared container without upper/")
+    return problems
+
+
+def test_create_killed(site: Site, tmp_path: Path) -> None:
+    vz = tmp_path / "vz"
+    layout = NodeLayout(vz)
+    image = latest_image(site.cache / "images", TEMPLATE)
+    assert image is not None
+
+    def fresh() -> None:
+        """Destroy the container and drop the shared root: each create unpacks it again."""
+        site.ok(site.node_args("destroy", vz, "101"))
+        if layout.shared_roots_of(image.name.removesuffix(".tar.zst")):
+            site.ok(site.node_args("template", vz, "remove", image.name.removesuffix(".tar.zst")))
+
+    for kind in ("plain", "shared"):
+        create = site.node_args("create", vz, "101", "--ostemplate", TEMPLATE, "--layout", kind, "--hostname", "ct1")
+        events = count_events(create, site.env)
+        fresh()
+        duration = site.ok(create)
+        fresh()
+        for number, point in enumerate(kill_points(f"create-{kind}", events, duration, share=0.5)):
+            where = f"seed {SEED}, {kind} create kill {number} at {point[0]} {point[1]} (of {events} events)"
+            run_killed(create, site.env, point)
+            assert not create_problems(layout, "101"), (where, create_problems(layout, "101"))
+            if not layout.conf_file("101").exists():
+                site.ok(create)
+            assert not create_problems(layout, "101"), where
+            assert read_config(layout.conf_file("101"))["HOSTNAME"] == "ct1", where
+            assert not mounts_under(vz / "root"), (where, mounts_under(vz / "root"))
+            fresh()
+            assert not os.path.lexists(layout.private("101")), where
+
+
+def test_install_killed(site: Site, tmp_path: Path) -> None:
+    vz = tmp_path / "vz"
+    layout = NodeLayout(vz)
+    site.ok(site.node_args("create", vz, "99", "--ostemplate", TEMPLATE))
+    events = count_events(site.node_args("install", vz, "99", "web"), site.env)
+    site.ok(site.node_args("create", vz, "100", "--ostemplate", TEMPLATE))
+    duration = site.ok(site.node_args("install", vz, "100", "web"))
+    for number, point in enumerate(kill_points("install", events, duration)):
+        where = f"seed {SEED}, install kill {number} at {point[0]} {point[1]} (of {events} events)"
+        site.ok(site.node_args("create", vz, "101", "--ostemplate", TEMPLATE))
+        run_killed(site.node_args("install", vz, "101", "web"), site.env, point)
+        assert not build_cache_problems(site.cache), (where, build_cache_problems(site.cache))
+        root = layout.private("101")
+        if "web" not in read_config(layout.conf_file("101")).get("TEMPLATES", ""):
+            site.ok(site.node_args("install", vz, "101", "web"))
+        assert not dpkg_unfinished(root), (where, dpkg_unfinished(root))
+        assert dpkg_installed(root) >= WEB, (where, dpkg_installed(root))
+        site.ok(site.node_args("exec", vz, "101", "--", "cat", "/usr/share/webd/version"))
+        assert "web" in read_config(layout.conf_file("101"))["TEMPLATES"], where
+        site.ok(site.node_args("destroy", vz, "101"))
+    site.ok(site.node_args("destroy", vz, "100"))
+    site.ok(site.node_args("destroy", vz, "99"))
