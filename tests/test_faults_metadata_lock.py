@@ -6,8 +6,8 @@ repository directory's lock exclusively from the first new file to ``state.json`
 reader takes it shared, so it sees the old index with the old state or the new with
 the new, never a new ``Packages`` file checked against the old state's sha256.
 
-The interleaving is made exact, not raced: the writer is paused (by wrapping its
-last step) with the new index in place and the old state still on disk, and the
+The interleaving is made exact, not raced: the writer is paused (by wrapping one of
+its last steps) with the new index in place and the new state not yet written, and the
 reader starts then. Whether the reader is blocked is read from ``/proc/locks``.
 """
 
@@ -56,14 +56,14 @@ def test_reader_never_sees_a_half_rewritten_index(
     make_repo(debs=[newer, sample_debs["libfoo"]], root=info.root)
 
     paused, resume = threading.Event(), threading.Event()
-    original = metadata._write_state
+    original = metadata._write_release_files
 
-    def slow_state(*args: Any) -> None:
-        paused.set()  # the new Packages file is in place, state.json still names the old one
+    def slow_release(*args: Any) -> None:
+        paused.set()  # the new Packages file is in place, state.json does not name it yet
         assert resume.wait(30)
         original(*args)
 
-    monkeypatch.setattr(metadata, "_write_state", slow_state)
+    monkeypatch.setattr(metadata, "_write_release_files", slow_release)
     errors: list[BaseException] = []
     writer = threading.Thread(
         target=lambda: refresh_metadata(transport, repo, "amd64", replace(options, refresh=True))

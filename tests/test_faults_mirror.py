@@ -15,7 +15,9 @@ as it was, and the next run (fault gone) succeeds with no manual step. Pool faul
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+import shutil
 import subprocess
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -25,6 +27,7 @@ import pytest
 
 from tests.cli import assert_user_error, run_ezt
 from tests.debs import build_deb
+from tests.faultkill import SEED, build_cache_problems, count_events, run_killed
 from tests.nodeimage import TEMPLATE, URLMAP_VARIABLE, node_packages, write_recipe
 from tests.repo_factory import Fault, GpgKey, RepoServer, build_repo
 
@@ -52,9 +55,19 @@ class Mirror:
     def publish(self, extra: Sequence[Path] = (), suite: str = "stable") -> None:
         build_repo(self.repo, [*self.debs, *extra], self.key, suite=suite)
 
+    @property
+    def env(self) -> dict[str, str]:
+        return {f"EZT_URLMAP_{URLMAP_VARIABLE}": self.server.url, "SOURCE_DATE_EPOCH": "1700000000"}
+
+    def args(self, *args: str) -> list[str]:
+        return [*args, "--recipes", str(self.base / "recipes"), "--cache-dir", str(self.cache)]
+
     def ezt(self, *args: str) -> subprocess.CompletedProcess[str]:
-        env = {f"EZT_URLMAP_{URLMAP_VARIABLE}": self.server.url, "SOURCE_DATE_EPOCH": "1700000000"}
-        return run_ezt(*args, "--recipes", str(self.base / "recipes"), "--cache-dir", str(self.cache), env=env)
+        return run_ezt(*self.args(*args), env=self.env)
+
+    def locked_version(self, name: str) -> str:
+        lock = json.loads((self.cache / "locks" / f"{TEMPLATE}.lock.json").read_text())
+        return next(str(p["version"]) for p in lock["packages"] if p["name"] == name)
 
 
 @pytest.fixture(scope="module")
@@ -203,3 +216,35 @@ def test_truncated_package(mirror: Mirror) -> None:
 @needs_root
 def test_package_with_wrong_hash(mirror: Mirror) -> None:
     pool_fault(mirror, Fault("corrupt"), PERSISTENT, "sha256 mismatch for payload 1.0")
+
+
+# -- a revalidation killed ---------------------------------------------------------------------
+
+
+def test_revalidation_killed_at_each_event(mirror: Mirror) -> None:
+    """``ezt lock --refresh`` on a changed mirror, killed before each of its events in turn
+    (every rename, every gpgv): the metadata left is consistent (each index the state
+    names has the state's sha256), the next ``ezt lock`` works from it, and the next
+    refresh gets the new index."""
+    newer = build_deb(mirror.base / "v2", "node-etc", "2.0", "all", fields={"Depends": "hostbase"})
+
+    def changed_mirror() -> None:
+        shutil.rmtree(mirror.cache, ignore_errors=True)
+        mirror.publish()
+        assert (first := mirror.ezt("lock", TEMPLATE)).returncode == 0, first.stderr
+        mirror.publish([newer])
+
+    changed_mirror()
+    events = count_events(mirror.args("lock", TEMPLATE, "--refresh"), mirror.env)
+    for number in range(1, events + 1):
+        where = f"seed {SEED}, lock --refresh killed before event {number} of {events}"
+        changed_mirror()
+        run_killed(mirror.args("lock", TEMPLATE, "--refresh"), mirror.env, ("event", number))
+        assert not build_cache_problems(mirror.cache), (where, build_cache_problems(mirror.cache))
+        again = mirror.ezt("lock", TEMPLATE)
+        assert again.returncode == 0, (where, again.stderr)
+        assert mirror.locked_version("node-etc") in ("1.0", "2.0"), where
+        refreshed = mirror.ezt("lock", TEMPLATE, "--refresh")
+        assert refreshed.returncode == 0, (where, refreshed.stderr)
+        assert mirror.locked_version("node-etc") == "2.0", where
+        assert not list(mirror.cache.glob("metadata/*/.*.new")), where

@@ -25,6 +25,7 @@ import hashlib
 import json
 import lzma
 import marshal
+import os
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -32,7 +33,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from builder.atomic import disk_error, write_bytes, write_if_changed
+from builder.atomic import disk_error, fsync_dir, write_bytes, write_if_changed
 from builder.deb.release import (
     FetchedRelease,
     IndexFile,
@@ -238,10 +239,33 @@ def _revalidate(
         entry = _refresh_index(transport, repo, arch, release, directory, key, prefix, entries.get(key))
         entries[key] = entry
         wanted.append(entry)
+    _swap_in(directory, release, known, [e for e in wanted if _staged(directory, e.sha256).exists()])
     _write_release_files(directory, fetched)
     _remove_stale(directory, entries)
     _write_state(directory, time.time(), release, entries)
     return wanted
+
+
+def _staged(directory: Path, sha256: str) -> Path:
+    """Where a downloaded, verified index waits until every index of the Release is there."""
+    return directory / f".{sha256}.new"
+
+
+def _swap_in(directory: Path, release: Release, known: dict[str, IndexEntry], new: list[IndexEntry]) -> None:
+    """Move verified indexes to their names, after dropping their keys from the state: a
+    kill in between leaves a state that names no replaced file (the next run revalidates)."""
+    if not new:
+        return
+    replaced = {e.key for e in new}
+    _write_state(directory, 0.0, release, {k: e for k, e in known.items() if k not in replaced})
+    for entry in new:
+        target = directory / entry.path
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(_staged(directory, entry.sha256), target)
+            fsync_dir(target.parent)
+        except OSError as exc:
+            raise disk_error(exc, directory / entry.path) from exc
 
 
 def _refuse_rollback(state: dict[str, Any], release: Release, where: str) -> None:
@@ -293,7 +317,7 @@ def _refresh_index(
             try:
                 transport.download(
                     url,
-                    directory / candidate.path,
+                    _staged(directory, candidate.sha256),
                     candidate.size,
                     resume=False,
                     part=directory / f".{candidate.sha256}.part",
@@ -332,6 +356,8 @@ def _remove_stale(directory: Path, entries: dict[str, IndexEntry]) -> None:
     for path in directory.rglob("Packages*"):
         if path not in keep and path.is_file():
             path.unlink(missing_ok=True)
+    for path in [*directory.glob(".*.new"), *directory.glob(".*.part")]:  # a killed refresh's downloads
+        path.unlink(missing_ok=True)
 
 
 # -- loading --------------------------------------------------------------------------
