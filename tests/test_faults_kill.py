@@ -12,7 +12,6 @@ container.
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,7 +21,6 @@ from builder.chroot import mounts_under
 from builder.imagename import latest_image
 from runtime.ctconfig import read_config
 from runtime.paths import NodeLayout
-from tests.cli import run_ezt
 from tests.faultkill import (
     SEED,
     build_cache_problems,
@@ -32,45 +30,16 @@ from tests.faultkill import (
     kill_points,
     run_killed,
 )
-from tests.repo_factory import GpgKey, RepoServer, build_repo
-from tests.test_runtime_apps import EPOCH, TEMPLATE, VARIABLE, WEB, app_packages, write_recipes
+from tests.faultsite import Site, served_site
+from tests.repo_factory import GpgKey
+from tests.test_runtime_apps import TEMPLATE, WEB
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="builds, containers and installs need root")
 
 
-class Site:
-    """The served repository, the recipes, and one builder cache with the OS image built."""
-
-    def __init__(self, base: Path, key: GpgKey, server: RepoServer) -> None:
-        self.base = base
-        self.env = {f"EZT_URLMAP_{VARIABLE}": server.url, "SOURCE_DATE_EPOCH": EPOCH}
-        self.recipes = write_recipes(base / "recipes", key)
-        self.cache = base / "cache"
-
-    def build_args(self, cache: Path) -> list[str]:
-        return ["build", TEMPLATE, "--recipes", str(self.recipes), "--cache-dir", str(cache)]
-
-    def node_args(self, command: str, vz: Path, *args: str) -> list[str]:
-        return [command, "--vz-root", str(vz), "--cache-dir", str(self.cache), "--recipes", str(self.recipes), *args]
-
-    def ok(self, args: list[str]) -> float:
-        """Run ``ezt ARGS``, which must succeed; its duration (to spread kill points over)."""
-        started = time.monotonic()
-        done = run_ezt(*args, env=self.env, timeout=300)
-        assert done.returncode == 0, (args, done.stdout, done.stderr)
-        return time.monotonic() - started
-
-
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory, gpg_key: GpgKey) -> Iterator[Site]:
-    base = tmp_path_factory.mktemp("kill-site")
-    (base / "debs").mkdir()
-    build_repo(base / "repo", app_packages(base / "debs"), gpg_key)
-    server = RepoServer(base / "repo").start()
-    site = Site(base, gpg_key, server)
-    site.ok(site.build_args(site.cache))
-    yield site
-    server.stop()
+    yield from served_site(tmp_path_factory.mktemp("kill-site"), gpg_key)
 
 
 def test_build_killed(site: Site, tmp_path: Path) -> None:
