@@ -13,9 +13,11 @@ from pathlib import Path
 from typing import Any
 
 from doit.cmd_base import ModuleTaskLoader
+from doit.dependency import JsonDB
 from doit.doit_cmd import DoitMain
 
 from builder import steps, tasks
+from builder.atomic import write_bytes
 from builder.errors import EztError
 
 
@@ -83,17 +85,26 @@ def cache_lock(cache_dir: Path) -> Iterator[None]:
         yield
 
 
+class AtomicJsonDB(JsonDB):  # type: ignore[misc]  # doit has no type hints
+    """doit's JSON task state, saved atomically: doit's own truncates the file first, so a
+    build killed while it saves left a file the next build refused to read."""
+
+    def dump(self) -> None:
+        write_bytes(Path(self.name), self.codec.encode(self._db).encode())
+
+
 def _doit(ctx: steps.BuildContext, templates: list[tasks.Buildable], failures: tasks.Failures) -> DoitMain:
     namespace = {
         "task_ezt": tasks.task_generator(ctx, templates, failures),
         "DOIT_CONFIG": {
             "dep_file": str(ctx.config.layout.state / "doit.json"),
-            "backend": "json",
+            "backend": "ezt-json",
             "reporter": LineReporter,
             "verbosity": 2,
         },
     }
-    return DoitMain(ModuleTaskLoader(namespace), config_filenames=())
+    backends = {"BACKEND": {"ezt-json": f"{__name__}:AtomicJsonDB"}}
+    return DoitMain(ModuleTaskLoader(namespace), config_filenames=(), extra_config=backends)
 
 
 def run_build(
