@@ -171,3 +171,8 @@ def build_cache_problems(cache: Path, settled: bool = False) -> list[str]:
             if index.exists() and sha256(index) != entry["sha256"]:
                 problems.append(f"{index} does not match {state}")
     return problems
+
+
+def stale_temporaries(directory: Path) -> list[Path]:
+    """Temporaries of atomic writes (``.<name>.tmp<pid>``) under ``directory``."""
+    return [p for p in directory.rglob(".*.tmp*") if p.name.rpartition(".tmp")[2].isdigit()]

@@ -29,6 +29,7 @@ from tests.faultkill import (
     dpkg_unfinished,
     kill_points,
     run_killed,
+    stale_temporaries,
 )
 from tests.faultsite import Site, served_site
 from tests.repo_factory import GpgKey
@@ -54,6 +55,7 @@ def test_build_killed(site: Site, tmp_path: Path) -> None:
         site.ok(site.build_args(cache))
         assert not build_cache_problems(cache, settled=True), (where, build_cache_problems(cache, settled=True))
         assert len(list(cache.glob("images/*.tar.zst"))) == 1, (where, list(cache.glob("images/*")))
+        assert not stale_temporaries(cache), (where, stale_temporaries(cache))
     assert not mounts_under(tmp_path)
 
 

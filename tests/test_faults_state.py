@@ -1,4 +1,9 @@
-"""The build's task state (doit's ``doit.json``) against a kill while it is saved.
+"""Files written atomically against a kill while they are written.
+
+An atomic write killed mid-way leaves the target as it was and a temporary
+(``.<name>.tmp<pid>``) that the next write of that file removes, unless its writer lives.
+
+The build's task state (doit's ``doit.json``) is written that way too.
 
 doit's own JSON backend opens the file for writing (truncating it) and then encodes and
 writes; a build killed in between left an empty or cut file, and the next build stopped
@@ -12,11 +17,13 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 from pathlib import Path
 from typing import Any
 
 from doit.dependency import JSONCodec
 
+from builder.atomic import atomic_writer, write_bytes, write_if_changed
 from builder.runner import AtomicJsonDB
 
 
@@ -45,3 +52,35 @@ def test_state_survives_a_kill_while_saved(tmp_path: Path) -> None:
     assert state.read_bytes() == saved
     assert json.loads(saved) == {"ezt:stage t": {"result:": "1"}}
     assert [p.name for p in tmp_path.iterdir()] == ["doit.json"]
+
+
+def killed_writing(path: Path, data: bytes) -> None:
+    """A child process that dies (SIGKILL) in the middle of writing ``path`` atomically."""
+    child = os.fork()
+    if child == 0:  # pragma: no cover - the child dies inside the write
+        try:
+            with atomic_writer(path) as handle:
+                handle.write(data[: len(data) // 2])
+                handle.flush()
+                os.kill(os.getpid(), signal.SIGKILL)
+        finally:
+            os._exit(3)
+    _, status = os.waitpid(child, 0)
+    assert os.WIFSIGNALED(status)
+
+
+def test_a_killed_write_leaves_the_file_and_its_temporary_goes_next_time(tmp_path: Path) -> None:
+    target = tmp_path / "lock.json"
+    write_bytes(target, b"old\n")
+    killed_writing(target, b"new content that never lands\n")
+    assert target.read_bytes() == b"old\n"
+    (stale,) = [p.name for p in tmp_path.iterdir() if p.name != "lock.json"]
+    assert stale.startswith(".lock.json.tmp")
+    with subprocess.Popen(["sleep", "60"]) as live:  # a writer still at work keeps its temporary
+        (tmp_path / f".lock.json.tmp{live.pid}").write_bytes(b"in progress")
+        assert write_if_changed(target, b"old\n") is False
+        assert sorted(p.name for p in tmp_path.iterdir()) == [f".lock.json.tmp{live.pid}", "lock.json"]
+        live.kill()
+    write_bytes(target, b"new\n")
+    assert [p.name for p in tmp_path.iterdir()] == ["lock.json"]
+    assert target.read_bytes() == b"new\n"
