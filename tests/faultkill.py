@@ -25,6 +25,7 @@ import random
 import signal
 import subprocess
 import sys
+import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -39,15 +40,19 @@ TIMED = max(1, POINTS // 4)
 _KILLER = """
 import os, runpy, signal, subprocess, sys, threading
 limit, count, lock = int(os.environ.pop("EZT_TEST_KILL_AT")), 0, threading.Lock()
-def event():
+log = os.environ.pop("EZT_TEST_EVENT_LOG", "")
+log = open(log, "a") if log else None
+def event(what):
     global count
     with lock:
         count += 1
+        if log is not None:
+            print(f"{count}: {what}", file=log, flush=True)
         if count == limit:
             os.killpg(0, signal.SIGKILL)
 def counted(call):
     def wrapper(*args, **kwargs):
-        event()
+        event(f"{call.__name__} {str(args[1] if call.__name__ == '__init__' else args[0])[:160]}")
         return call(*args, **kwargs)
     return wrapper
 os.replace, os.rename = counted(os.replace), counted(os.rename)
@@ -59,15 +64,20 @@ sys.argv[0] = "ezt"
 runpy.run_module("builder.cli", run_name="__main__", alter_sys=True)
 """
 """Runs the CLI counting events (every rename, every subprocess started), SIGKILLing its
-process group just before event ``EZT_TEST_KILL_AT`` (0: count them, print the total)."""
+process group just before event ``EZT_TEST_KILL_AT`` (0: count them, print the total).
+``EZT_TEST_EVENT_LOG=FILE`` logs each event there as it comes (where a point lands)."""
 
 
-def count_events(args: Sequence[str], env: Mapping[str, str]) -> int:
-    """How many events an uncut ``ezt ARGS`` has; it must succeed."""
-    done = subprocess.run([sys.executable, "-c", _KILLER, *args], env={**CLEAN_ENV, **env, "EZT_TEST_KILL_AT": "0"},
-                          capture_output=True, text=True, check=False)  # fmt: skip
-    assert done.returncode == 0, (args, done.stdout, done.stderr)
-    return int(done.stderr.rsplit("ezt-test-events ", 1)[1])
+def count_events(args: Sequence[str], env: Mapping[str, str]) -> list[str]:
+    """The events of an uncut ``ezt ARGS`` (what each renames or runs); it must succeed."""
+    with tempfile.NamedTemporaryFile("r", prefix="ezt-events-") as log:
+        done = subprocess.run([sys.executable, "-c", _KILLER, *args],
+                              env={**CLEAN_ENV, **env, "EZT_TEST_KILL_AT": "0", "EZT_TEST_EVENT_LOG": log.name},
+                              capture_output=True, text=True, check=False)  # fmt: skip
+        assert done.returncode == 0, (args, done.stdout, done.stderr)
+        events = [line.partition(": ")[2] for line in log.read().splitlines()]
+    assert len(events) == int(done.stderr.rsplit("ezt-test-events ", 1)[1])
+    return events
 
 
 def kill_points(what: str, events: int, duration: float, share: float = 1.0) -> list[tuple[str, float]]:
@@ -75,7 +85,9 @@ def kill_points(what: str, events: int, duration: float, share: float = 1.0) -> 
     within ``duration`` seconds, as ``("event", n)`` and ``("time", s)``; the same for the
     same seed."""
     rng = random.Random(f"{SEED}:{what}")
-    numbers = sorted(rng.sample(range(1, events + 1), min(round(POINTS * share), events)))
+    wanted = min(round(POINTS * share), events)
+    # the last event is always one: it is the commit of most commands (a config, an image)
+    numbers = sorted({events, *rng.sample(range(1, events), max(0, min(wanted - 1, events - 1)))})
     delays = sorted(round(rng.uniform(0.02, 1.0) * duration, 3) for _ in range(max(1, round(TIMED * share))))
     return [("event", float(n)) for n in numbers] + [("time", d) for d in delays]
 
