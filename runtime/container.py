@@ -42,6 +42,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
+from builder.atomic import disk_error
 from builder.chroot import remove_tree
 from builder.errors import EztError
 from builder.imagename import SUFFIX, parse_image_name
@@ -312,8 +313,10 @@ def create(
 
         made_root_dir = False
         made_shared = False
-        layout.lock_dir.mkdir(parents=True, exist_ok=True)
-        creating.touch()
+        try:
+            creating.touch()
+        except OSError as exc:
+            raise disk_error(exc, creating) from exc
         try:
             with contextlib.ExitStack() as image_hold:
                 if layout_kind == "plain":
@@ -340,7 +343,7 @@ def create(
                     umount_shared(layout, ctid)
                     forget_volatile(private)
                 write_config(conf, values, keep_comments_from=sample_config)  # the commit: last
-                creating.unlink()
+                creating.unlink(missing_ok=True)
             if after is not None:
                 after()
         except BaseException:
@@ -404,6 +407,7 @@ def _undo_create(layout: NodeLayout, ctid: str, image: StoredImage, *, made_root
         layout.conf_file(ctid).unlink(missing_ok=True)
     with contextlib.suppress(OSError):
         layout.lock_file(ctid).unlink(missing_ok=True)
+    with contextlib.suppress(OSError):
         _creating(layout, ctid).unlink(missing_ok=True)
     if made_shared:
         with (
