@@ -12,6 +12,8 @@ container.
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -56,6 +58,48 @@ def test_build_killed(site: Site, tmp_path: Path) -> None:
         assert not build_cache_problems(cache, settled=True), (where, build_cache_problems(cache, settled=True))
         assert len(list(cache.glob("images/*.tar.zst"))) == 1, (where, list(cache.glob("images/*")))
         assert not stale_temporaries(cache), (where, stale_temporaries(cache))
+    assert not mounts_under(tmp_path)
+
+
+def test_rebuild_killed(site: Site, tmp_path: Path) -> None:
+    """A recipe change rebuilds the stage and packs a second image, killed at its events:
+    the first image and everything else already built stay as they were."""
+    built = tmp_path / "built"
+    subprocess.run(["cp", "-a", str(site.cache), str(built)], check=True)
+    recipes = tmp_path / "recipes"
+    shutil.copytree(site.recipes, recipes)
+    script = recipes / TEMPLATE / "os_post-install"
+    script.write_text("#!/bin/sh\nset -e\necho rebuilt > /etc/rebuilt\n")
+    script.chmod(0o755)
+    first = sorted(built.glob("images/*.tar.zst"))
+    assert len(first) == 1
+
+    def args(cache: Path) -> list[str]:
+        return ["build", TEMPLATE, "--recipes", str(recipes), "--cache-dir", str(cache)]
+
+    def fresh(name: str) -> Path:
+        cache = tmp_path / name
+        subprocess.run(["cp", "-a", str(built), str(cache)], check=True)
+        return cache
+
+    events = len(count_events(args(fresh("reference")), site.env))
+    duration = site.ok(args(fresh("reference-timed")))
+    for number, point in enumerate(kill_points("rebuild", events, duration, share=0.5)):
+        where = f"seed {SEED}, rebuild kill {number} at {point[0]} {point[1]} (of {events} events)"
+        cache = fresh(f"cache{number}")
+        run_killed(args(cache), site.env, point)
+        assert not build_cache_problems(cache), (where, build_cache_problems(cache))
+        assert (cache / "images" / first[0].name).read_bytes() == first[0].read_bytes(), where
+        site.ok(args(cache))
+        assert not build_cache_problems(cache, settled=True), (where, build_cache_problems(cache, settled=True))
+        images = sorted(p.name for p in cache.glob("images/*.tar.zst"))
+        newest = latest_image(cache / "images", TEMPLATE)
+        assert newest is not None and len(images) == 2 and first[0].name in images, (where, images)
+        assert newest.name != first[0].name, where
+        listing = subprocess.run(f"zstd -dc '{newest}' | tar -t", shell=True, capture_output=True, text=True)
+        assert "./etc/rebuilt" in listing.stdout.splitlines(), where
+        assert not stale_temporaries(cache), (where, stale_temporaries(cache))
+        shutil.rmtree(cache)
     assert not mounts_under(tmp_path)
 
 
