@@ -235,7 +235,7 @@ def test_revalidation_killed_at_each_event(mirror: Mirror) -> None:
         mirror.publish([newer])
 
     changed_mirror()
-    events = count_events(mirror.args("lock", TEMPLATE, "--refresh"), mirror.env)
+    events = len(count_events(mirror.args("lock", TEMPLATE, "--refresh"), mirror.env))
     for number in range(1, events + 1):
         where = f"seed {SEED}, lock --refresh killed before event {number} of {events}"
         changed_mirror()
