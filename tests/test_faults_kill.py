@@ -11,6 +11,7 @@ container.
 
 from __future__ import annotations
 
+import glob
 import os
 import shutil
 import subprocess
@@ -98,6 +99,38 @@ def test_rebuild_killed(site: Site, tmp_path: Path) -> None:
         assert newest.name != first[0].name, where
         listing = subprocess.run(f"zstd -dc '{newest}' | tar -t", shell=True, capture_output=True, text=True)
         assert "./etc/rebuilt" in listing.stdout.splitlines(), where
+        assert not stale_temporaries(cache), (where, stale_temporaries(cache))
+        shutil.rmtree(cache)
+    assert not mounts_under(tmp_path)
+
+
+def test_app_cache_build_killed(site: Site, tmp_path: Path) -> None:
+    """``ezt build <os>+web`` on a cache holding the OS image (its own lock, a stage copied
+    from the OS stage, its image), killed at its events: the OS image stays as it was."""
+    template = f"{TEMPLATE}+web"
+    os_image = latest_image(site.cache / "images", TEMPLATE)
+    assert os_image is not None
+
+    def args(cache: Path) -> list[str]:
+        return ["build", template, "--recipes", str(site.recipes), "--cache-dir", str(cache)]
+
+    def fresh(name: str) -> Path:
+        cache = tmp_path / name
+        subprocess.run(["cp", "-a", str(site.cache), str(cache)], check=True)
+        return cache
+
+    events = len(count_events(args(fresh("reference")), site.env))
+    duration = site.ok(args(fresh("reference-timed")))
+    for number, point in enumerate(kill_points("app-cache", events, duration, share=0.5)):
+        where = f"seed {SEED}, app cache build kill {number} at {point[0]} {point[1]} (of {events} events)"
+        cache = fresh(f"cache{number}")
+        run_killed(args(cache), site.env, point)
+        assert not build_cache_problems(cache), (where, build_cache_problems(cache))
+        assert (cache / "images" / os_image.name).read_bytes() == os_image.read_bytes(), where
+        site.ok(args(cache))
+        assert not build_cache_problems(cache, settled=True), (where, build_cache_problems(cache, settled=True))
+        app_images = list(cache.glob(f"images/{glob.escape(template)}-*.tar.zst"))
+        assert len(app_images) == 1, (where, app_images)
         assert not stale_temporaries(cache), (where, stale_temporaries(cache))
         shutil.rmtree(cache)
     assert not mounts_under(tmp_path)
