@@ -17,7 +17,7 @@ from doit.dependency import JsonDB
 from doit.doit_cmd import DoitMain
 
 from builder import steps, tasks
-from builder.atomic import write_bytes
+from builder.atomic import write_if_changed
 from builder.errors import EztError
 
 
@@ -85,12 +85,13 @@ def cache_lock(cache_dir: Path) -> Iterator[None]:
         yield
 
 
-class AtomicJsonDB(JsonDB):  # type: ignore[misc]  # doit has no type hints
-    """doit's JSON task state, saved atomically: doit's own truncates the file first, so a
-    build killed while it saves left a file the next build refused to read."""
+class StateDB(JsonDB):  # type: ignore[misc]  # doit has no type hints
+    """doit's JSON task state, written atomically and only when it changed: doit's own
+    truncates the file first, so a build killed while it saved left a file the next
+    build refused to read."""
 
     def dump(self) -> None:
-        write_bytes(Path(self.name), self.codec.encode(self._db).encode())
+        write_if_changed(Path(self.name), self.codec.encode(self._db).encode())
 
 
 def _doit(ctx: steps.BuildContext, templates: list[tasks.Buildable], failures: tasks.Failures) -> DoitMain:
@@ -103,7 +104,7 @@ def _doit(ctx: steps.BuildContext, templates: list[tasks.Buildable], failures: t
             "verbosity": 2,
         },
     }
-    backends = {"BACKEND": {"ezt-json": f"{__name__}:AtomicJsonDB"}}
+    backends = {"BACKEND": {"ezt-json": f"{__name__}:StateDB"}}
     return DoitMain(ModuleTaskLoader(namespace), config_filenames=(), extra_config=backends)
 
 

@@ -5,15 +5,16 @@ An atomic write killed mid-way leaves the target as it was and a temporary
 
 The build's task state (doit's ``doit.json``) is written that way too.
 
-doit's own JSON backend opens the file for writing (truncating it) and then encodes and
-writes; a build killed in between left an empty or cut file, and the next build stopped
-with "Invalid JSON data ... remove the corrupted file": a manual step. ezt's backend
-writes it atomically. The kill lands exactly there: a child process saves the state
-with a codec whose ``encode`` SIGKILLs it.
+doit's own JSON backend opens the file for writing (truncating it), then writes; a
+build killed in between left an empty or cut file, and the next build stopped with
+"Invalid JSON data ... remove the corrupted file": a manual step. The kill lands exactly
+there: in a child process saving the state, the first write to any file opened for
+writing writes half its data and SIGKILLs the process.
 """
 
 from __future__ import annotations
 
+import builtins
 import json
 import os
 import signal
@@ -24,26 +25,51 @@ from typing import Any
 from doit.dependency import JSONCodec
 
 from builder.atomic import atomic_writer, write_bytes, write_if_changed
-from builder.runner import AtomicJsonDB
+from builder.runner import StateDB
 
 
-class KillingCodec(JSONCodec):  # type: ignore[misc]  # doit has no type hints
-    def encode(self, data: Any) -> str:
+class _KilledMidWrite:
+    """A file opened for writing whose first ``write`` writes half, then kills the process."""
+
+    def __init__(self, handle: Any) -> None:
+        self._handle = handle
+
+    def write(self, data: Any) -> int:
+        self._handle.write(data[: len(data) // 2])
+        self._handle.flush()
         os.kill(os.getpid(), signal.SIGKILL)
         raise AssertionError("not reached")
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._handle, name)
+
+    def __enter__(self) -> _KilledMidWrite:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._handle.close()
+
+
+def _killing_open(file: Any, mode: str = "r", *args: Any, **kwargs: Any) -> Any:
+    handle = _real_open(file, mode, *args, **kwargs)
+    return _KilledMidWrite(handle) if any(flag in mode for flag in "wax+") else handle
+
+
+_real_open = builtins.open
 
 
 def test_state_survives_a_kill_while_saved(tmp_path: Path) -> None:
     state = tmp_path / "doit.json"
-    before = AtomicJsonDB(str(state), JSONCodec())
+    before = StateDB(str(state), JSONCodec())
     before.set("ezt:stage t", "result:", "1")
     before.dump()
     saved = state.read_bytes()
     child = os.fork()
     if child == 0:  # pragma: no cover - the child dies inside dump
         try:
-            db = AtomicJsonDB(str(state), KillingCodec())
+            db = StateDB(str(state), JSONCodec())
             db.set("ezt:image t", "result:", "2")
+            builtins.open = _killing_open
             db.dump()
         finally:
             os._exit(3)
@@ -51,7 +77,7 @@ def test_state_survives_a_kill_while_saved(tmp_path: Path) -> None:
     assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
     assert state.read_bytes() == saved
     assert json.loads(saved) == {"ezt:stage t": {"result:": "1"}}
-    assert [p.name for p in tmp_path.iterdir()] == ["doit.json"]
+    assert [p.name for p in tmp_path.iterdir() if not p.name.startswith(".")] == ["doit.json"]
 
 
 def killed_writing(path: Path, data: bytes) -> None:
