@@ -5,7 +5,8 @@ rename (``os.replace``, ``os.rename``: each file taking its final name) and ever
 subprocess it starts, and SIGKILLs its process group just before event N. N is drawn
 from the events of one uncut run by ``random.Random(f"{seed}:{what}")``: the seed
 (``EZT_FAULT_SEED``, printed in every failure) reproduces a failing list;
-``EZT_FAULT_POINTS`` sets how many per operation (default 20). A few more points are
+``EZT_FAULT_POINTS`` sets how many per operation (default 20); the last event (most
+commands' commit: a config, an image, a state file) is always one. A few more points are
 delays spread over the uncut run's duration, which land between events. The whole
 process group dies (ezt and the dpkg, tar and zstd it runs), as with the OOM killer or
 a power cut of that command.
