@@ -1,12 +1,15 @@
 """Atomic writes: a temporary name beside the target, fsync, rename.
 
-A crash never leaves a partial file under a final name.
+A crash never leaves a partial file under a final name. The temporary of a writer that
+was killed (``.<name>.tmp<pid>``, its process gone) is removed by the next write of
+that file.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import glob
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,6 +33,7 @@ def disk_error(exc: OSError, path: Path) -> EztError:
 def atomic_writer(path: Path, mode: int = 0o644) -> Iterator[BinaryIO]:
     """Yield a binary file that becomes ``path`` only if the block completes."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    clear_stale(path)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
         with open(tmp, "wb") as handle:
@@ -47,6 +51,25 @@ def atomic_writer(path: Path, mode: int = 0o644) -> Iterator[BinaryIO]:
         raise
 
 
+def clear_stale(path: Path) -> None:
+    """Remove temporaries of ``path`` whose writing process no longer exists."""
+    prefix = f".{path.name}.tmp"
+    for stale in path.parent.glob(glob.escape(prefix) + "*"):
+        pid = stale.name[len(prefix) :]
+        if pid.isdigit() and not _alive(int(pid)):
+            stale.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def write_bytes(path: Path, data: bytes, mode: int = 0o644) -> None:
     with atomic_writer(path, mode) as handle:
         handle.write(data)
@@ -56,6 +79,7 @@ def write_if_changed(path: Path, data: bytes) -> bool:
     """Write only when the content differs, so timestamps stay put for doit."""
     try:
         if path.read_bytes() == data:
+            clear_stale(path)
             return False
     except FileNotFoundError:
         pass

@@ -6,14 +6,17 @@ that a build can tell whether a new image is needed and a node can verify what i
 pulled. Both files are deterministic: sorted keys, packages in a fixed order, and the
 SBOM's creation time taken from SOURCE_DATE_EPOCH rather than the clock.
 
-Publishing order is image, manifest, SBOM, each written atomically; :func:`build_image`
-removes what it already published if a later step fails, so no manifest ever names a
-missing image and no image is left without its manifest.
+:func:`build_image` packs the image under a hidden name, writes the manifest and the
+SBOM (each atomically), and renames the image in last: whoever lists the images never
+sees one without its manifest, even if the build is killed. A failure removes what it
+wrote; what a killed build left (the hidden image, a manifest and SBOM of an image that
+never took its name) the template's next build removes first.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections.abc import Mapping, Sequence
 from datetime import UTC, date, datetime
@@ -23,9 +26,9 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from urllib.parse import quote
 
 from builder import __version__
-from builder.atomic import write_bytes
+from builder.atomic import disk_error, fsync_dir, write_bytes
 from builder.errors import EztError
-from builder.imagename import list_images, next_image_name, parse_image_name
+from builder.imagename import SUFFIX, list_images, next_image_name, parse_image_name
 
 if TYPE_CHECKING:
     from builder.image import ImageFile
@@ -145,18 +148,41 @@ def build_image(
     All or nothing: if the manifest or SBOM fails (disk full), the image just packed
     is removed, so no image lacks a manifest and a retry starts clean.
     """
-    image_path = images_dir / next_image_name(images_dir, template, today)
-    from builder.image import pack_root
+    from builder.image import ImageFile, pack_root
 
-    image = pack_root(root, image_path, source_date_epoch, level)
+    clear_leftovers(images_dir, template)
+    image_path = images_dir / next_image_name(images_dir, template, today)
+    staged = image_path.with_name(f".{image_path.name}.partial")
+    packed = pack_root(root, staged, source_date_epoch, level)
+    written = [staged]
     try:
-        return write_manifest(
-            image, template, today, recipe_digest, lock_digest, inputs_digest, packages, extra,
-            source_date_epoch=source_date_epoch, distribution=distribution, purl_type=purl_type,
+        written += [manifest_path(image_path), sbom_path(image_path)]
+        manifest = write_manifest(
+            ImageFile(image_path, packed.sha256, packed.size), template, today, recipe_digest, lock_digest,
+            inputs_digest, packages, extra, source_date_epoch=source_date_epoch, distribution=distribution,
+            purl_type=purl_type,
         )  # fmt: skip
-    except BaseException:
-        image_path.unlink(missing_ok=True)
+        os.replace(staged, image_path)  # the commit
+        fsync_dir(images_dir)
+    except BaseException as exc:
+        for path in written:
+            path.unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise disk_error(exc, image_path) from exc
         raise
+    return manifest
+
+
+def clear_leftovers(images_dir: Path, template: str) -> None:
+    """Remove what a killed build of ``template`` left in ``images_dir``: hidden
+    temporaries, and manifests and SBOMs whose image never took its name."""
+    for path in images_dir.glob(f"*{SUFFIX}*"):
+        image_name = path.name.lstrip(".").split(SUFFIX, 1)[0] + SUFFIX
+        parsed = parse_image_name(image_name)
+        if parsed is None or parsed.template != template or path.name == image_name:
+            continue
+        if path.name.startswith(".") or not (images_dir / image_name).exists():
+            path.unlink(missing_ok=True)
 
 
 def up_to_date_image(images_dir: Path, template: str, inputs_digest: str) -> Path | None:

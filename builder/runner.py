@@ -21,6 +21,7 @@ from doit.dependency import JsonDB
 from doit.doit_cmd import DoitMain
 
 from builder import progress, steps, tasks
+from builder.atomic import write_if_changed
 from builder.errors import EztError
 
 
@@ -95,21 +96,13 @@ def cache_lock(cache_dir: Path) -> Iterator[None]:
         yield
 
 
-class StateDB(JsonDB):  # type: ignore[misc]
-    """doit's JSON state, written only when it changed: a build with nothing to do writes
-    nothing. (Whether a step runs is its own check, :mod:`builder.uptodate`; doit keeps
-    only its bookkeeping here.)"""
+class StateDB(JsonDB):  # type: ignore[misc]  # doit has no type hints
+    """doit's JSON task state, written atomically and only when it changed: doit's own
+    truncates the file first, so a build killed while it saved left a file the next
+    build refused to read."""
 
     def dump(self) -> None:
-        data = self.codec.encode(self._db)
-        try:
-            with open(self.name) as handle:
-                if handle.read() == data:
-                    return
-        except OSError:
-            pass
-        with open(self.name, "w") as handle:
-            handle.write(data)
+        write_if_changed(Path(self.name), self.codec.encode(self._db).encode())
 
 
 def _doit(ctx: steps.BuildContext, templates: list[tasks.Buildable], failures: tasks.Failures) -> DoitMain:
@@ -122,8 +115,8 @@ def _doit(ctx: steps.BuildContext, templates: list[tasks.Buildable], failures: t
             "verbosity": 2,
         },
     }
-    return DoitMain(ModuleTaskLoader(namespace), config_filenames=(),
-                    extra_config={"BACKEND": {"ezt-json": "builder.runner:StateDB"}})  # fmt: skip
+    backends = {"BACKEND": {"ezt-json": f"{__name__}:StateDB"}}
+    return DoitMain(ModuleTaskLoader(namespace), config_filenames=(), extra_config=backends)
 
 
 def run_build(

@@ -10,6 +10,7 @@ fails is one ``EztError`` line naming the URL.
 from __future__ import annotations
 
 import hashlib
+import http.client
 import os
 import socket
 import ssl
@@ -99,6 +100,8 @@ def _reason(exc: BaseException) -> str:
             return f"TLS error: {current.reason or current}"
         if isinstance(current, ConnectionResetError):
             return "connection reset"
+        if isinstance(current, http.client.IncompleteRead) and isinstance(current.partial, int):
+            return f"connection closed mid-file ({current.partial} bytes received, {current.expected} more expected)"
         if isinstance(current, (socket.timeout, TimeoutError)):
             return "timed out"
         if isinstance(current, OSError) and current.strerror:

@@ -42,6 +42,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
+from builder.atomic import disk_error
 from builder.chroot import remove_tree
 from builder.errors import EztError
 from builder.imagename import SUFFIX, parse_image_name
@@ -186,6 +187,7 @@ def destroy(layout: NodeLayout, ctid: str) -> None:
         remove_tree(private)
         engine.forget(layout, ctid)
         conf.unlink(missing_ok=True)
+        _creating(layout, ctid).unlink(missing_ok=True)
         layout.lock_file(ctid).unlink(missing_ok=True)
 
 
@@ -279,9 +281,12 @@ def create(
         private = layout.private(ctid)
         if os.path.lexists(conf):
             raise EztError(f"container {ctid} already exists")
+        creating = _creating(layout, ctid)
         if os.path.lexists(private):  # the config is written last: a create that was killed
-            raise EztError(f"container {ctid} already exists: its private area {private} is there without a config "
-                           f"(an interrupted create?); 'ezt destroy {ctid}' removes it")  # fmt: skip
+            if not creating.exists():
+                raise EztError(f"container {ctid} already exists: its private area {private} is there without a "
+                               f"config (an interrupted create?); 'ezt destroy {ctid}' removes it")  # fmt: skip
+            _clear_interrupted(layout, ctid)
         refuse_used_addresses(layout, ctid, ips)
         image = choose_image(layout, ostemplate, tuple(extra_image_dirs))
         dist = choose_dist(_distribution_name(image))
@@ -310,6 +315,10 @@ def create(
         made_root_dir = False
         made_shared = False
         try:
+            creating.touch()
+        except OSError as exc:
+            raise disk_error(exc, creating) from exc
+        try:
             with contextlib.ExitStack() as image_hold:
                 if layout_kind == "plain":
                     _unpack(layout, image, private)
@@ -335,12 +344,28 @@ def create(
                     umount_shared(layout, ctid)
                     forget_volatile(private)
                 write_config(conf, values, keep_comments_from=sample_config)  # the commit: last
+                creating.unlink(missing_ok=True)
             if after is not None:
                 after()
         except BaseException:
             _undo_create(layout, ctid, image, made_root_dir=made_root_dir, made_shared=made_shared)
             raise
         return conf
+
+
+def _creating(layout: NodeLayout, ctid: str) -> Path:
+    """Marks a create in progress: made before anything else, removed with its config
+    written. Found by a create holding the lock, it names a create that was killed."""
+    return layout.lock_dir / f"{ctid}.creating"
+
+
+def _clear_interrupted(layout: NodeLayout, ctid: str) -> None:
+    """Remove what a killed create left (no config: nothing but it used it)."""
+    umount_shared(layout, ctid)
+    with contextlib.suppress(OSError):
+        layout.root(ctid).rmdir()
+    remove_tree(layout.private(ctid))
+    engine.forget(layout, ctid)
 
 
 def _unpack(layout: NodeLayout, image: StoredImage, target: Path, *, durable: bool = False) -> None:
@@ -385,6 +410,8 @@ def _undo_create(layout: NodeLayout, ctid: str, image: StoredImage, *, made_root
         layout.conf_file(ctid).unlink(missing_ok=True)
     with contextlib.suppress(OSError):
         layout.lock_file(ctid).unlink(missing_ok=True)
+    with contextlib.suppress(OSError):
+        _creating(layout, ctid).unlink(missing_ok=True)
     if made_shared:
         with (
             contextlib.suppress(Exception),

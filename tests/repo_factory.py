@@ -14,6 +14,7 @@ import hashlib
 import lzma
 import shutil
 import socket
+import struct
 import subprocess
 import sys
 import threading
@@ -325,13 +326,16 @@ class Fault:
     """One injected failure for requests to a path.
 
     ``kind``: ``status`` (answer ``status``), ``drop`` (send the headers and half
-    the body, then close the connection), ``corrupt`` (flip a byte of the body),
-    ``hang`` (sleep ``delay`` seconds before answering).
+    the body, then close the connection), ``reset`` (the same, then a TCP reset),
+    ``truncate`` (a complete answer of only the first half), ``corrupt`` (flip a byte
+    of the body), ``body`` (answer ``data`` instead of the file: a badly signed or
+    another suite's InRelease), ``hang`` (sleep ``delay`` seconds before answering).
     """
 
     kind: str
     status: int = 500
     delay: float = 2.0
+    data: bytes = b""
 
 
 @dataclass(frozen=True)
@@ -466,7 +470,9 @@ def _handler_for(server: RepoServer) -> type[BaseHTTPRequestHandler]:
             if not local.is_relative_to(server.root.resolve()) or not local.is_file():
                 self._send(404, {"Content-Type": "text/plain"}, b"not found\n", body)
                 return
-            data = local.read_bytes()
+            data = fault.data if fault is not None and fault.kind == "body" else local.read_bytes()
+            if fault is not None and fault.kind == "truncate":
+                data = data[: len(data) // 2]
             if fault is not None and fault.kind == "corrupt" and data:
                 middle = len(data) // 2
                 data = data[:middle] + bytes([data[middle] ^ 0xFF]) + data[middle + 1 :]
@@ -483,7 +489,7 @@ def _handler_for(server: RepoServer) -> type[BaseHTTPRequestHandler]:
                 end = min(end, len(data) - 1)
                 headers["Content-Range"] = f"bytes {start}-{end}/{len(data)}"
                 status, data = 206, data[start : end + 1]
-            if fault is not None and fault.kind == "drop":
+            if fault is not None and fault.kind in ("drop", "reset"):
                 self.send_response(status)
                 for name, value in headers.items():
                     self.send_header(name, value)
@@ -492,6 +498,8 @@ def _handler_for(server: RepoServer) -> type[BaseHTTPRequestHandler]:
                 self.wfile.write(data[: len(data) // 2])
                 self.wfile.flush()
                 self.close_connection = True
+                if fault.kind == "reset":  # linger 0: close() sends RST, not FIN
+                    self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
                 return
             self._send(status, headers, data, body)
 

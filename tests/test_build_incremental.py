@@ -72,7 +72,7 @@ def test_a_failed_build_of_another_tree_changes_nothing(site: Site, tmp_path: Pa
     failed = ezt(site, "build", TEMPLATE, "--recipes", str(other / "recipes"), "--cache-dir", str(cache))
     assert failed.returncode == 1 and "os_post-install" in failed.stderr
     after_failure = snapshot(cache)
-    bookkeeping = ("state/doit.json", f"stage/{TEMPLATE}", f"stage/{TEMPLATE}/error.log")  # the failure's own
+    bookkeeping = ("state", "state/doit.json", f"stage/{TEMPLATE}", f"stage/{TEMPLATE}/error.log")  # the failure's own
     assert {k: v for k, v in after_failure.items() if k not in bookkeeping} == {
         k: v for k, v in before.items() if k not in bookkeeping}  # fmt: skip
     again = build(site, tmp_path)

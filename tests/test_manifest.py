@@ -227,7 +227,8 @@ def test_write_manifest_refuses_a_name_of_another_template(root: Path, tmp_path:
         )
 
 
-def test_publishing_order_image_manifest_sbom(root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_publishing_order_manifest_sbom_image(root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The image takes its name last: a lister never sees it without its manifest."""
     images = tmp_path / "images"
     seen: list[tuple[str, list[str]]] = []
     real = write_bytes
@@ -239,8 +240,29 @@ def test_publishing_order_image_manifest_sbom(root: Path, tmp_path: Path, monkey
     monkeypatch.setattr("builder.manifest.write_bytes", recording)
     result = publish(root, images)
     image = result.image
-    assert seen == [(f"{image}.json", [image]), (f"{image}.spdx.json", [image, f"{image}.json"])]
+    hidden = f".{image}.partial"
+    assert seen == [(f"{image}.json", [hidden]), (f"{image}.spdx.json", [hidden, f"{image}.json"])]
     assert sorted(p.name for p in images.iterdir()) == [image, f"{image}.json", f"{image}.spdx.json"]
+
+
+def test_leftovers_of_a_killed_build_are_removed(root: Path, tmp_path: Path) -> None:
+    """A build killed before its image took its name left the hidden image, a manifest and
+    an SBOM naming it (and a temporary of the atomic writer): the next build removes them,
+    and nothing of an image that did take its name, or of another template."""
+    images = tmp_path / "images"
+    first = publish(root, images)
+    second = f"{T}-20261127.2.tar.zst"
+    killed = [f".{second}.partial", f"{second}.json", f"{second}.spdx.json", f".{second}.json.tmp999"]
+    other = [f"{T}-minimal-20261127.2.tar.zst.json", f".{T}-minimal-20261127.2.tar.zst.partial"]
+    for name in killed + other:
+        (images / name).write_bytes(b"partial")
+    again = publish(root, images, inputs_digest="3" * 64)
+    assert again.image == second
+    assert sorted(p.name for p in images.iterdir()) == sorted(
+        [first.image, f"{first.image}.json", f"{first.image}.spdx.json",
+         second, f"{second}.json", f"{second}.spdx.json", *other]
+    )  # fmt: skip
+    assert verify_image(images / second) == again
 
 
 @pytest.mark.parametrize("failing", [".json", ".spdx.json"])

@@ -24,6 +24,7 @@ import hashlib
 import json
 import lzma
 import marshal
+import os
 import sys
 import time
 import zlib
@@ -32,7 +33,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from builder.atomic import disk_error, write_bytes, write_if_changed
+from builder.atomic import disk_error, fsync_dir, write_bytes, write_if_changed
 from builder.deb.release import (
     FetchedRelease,
     IndexFile,
@@ -149,15 +150,24 @@ def _local_indexes(
 
 
 @contextlib.contextmanager
-def _locked(directory: Path) -> Iterator[None]:
-    """One refresher per repository directory at a time (parallel doit tasks share repos)."""
+def _locked(directory: Path, shared: bool = False) -> Iterator[None]:
+    """One refresher per repository directory at a time (parallel doit tasks share repos).
+
+    Readers (``shared``: a node install, a build's resolver) share it, so none reads a
+    new index against the old ``state.json`` while a refresher rewrites them; a reader
+    that cannot open the lock file (no metadata yet, a read-only cache) reads unlocked.
+    """
+    handle = None
     try:
-        directory.mkdir(parents=True, exist_ok=True)
+        if not shared:
+            directory.mkdir(parents=True, exist_ok=True)
         handle = open(directory / ".lock", "a")  # noqa: SIM115 - held for the whole block
     except OSError as exc:
-        raise disk_error(exc, directory) from exc
-    with handle:
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        if not shared:
+            raise disk_error(exc, directory) from exc
+    with handle or contextlib.nullcontext():
+        if handle is not None:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
         yield
 
 
@@ -259,10 +269,35 @@ def _revalidate(
         entry = _refresh_index(transport, repo, arch, release, directory, key, prefix, entries.get(key), options)
         entries[key] = entry
         wanted.append(entry)
+    _swap_in(directory, release, known, [e for e in wanted if _staged(directory, e.sha256).exists()], binary_all)
     _write_release_files(directory, fetched)
     _remove_stale(directory, entries)
     _write_state(directory, time.time(), release, entries, binary_all)
     return wanted
+
+
+def _staged(directory: Path, sha256: str) -> Path:
+    """Where a downloaded, verified index waits until every index of the Release is there."""
+    return directory / f".{sha256}.new"
+
+
+def _swap_in(
+    directory: Path, release: Release, known: dict[str, IndexEntry], new: list[IndexEntry], binary_all: list[str]
+) -> None:
+    """Move verified indexes to their names, after dropping their keys from the state: a
+    kill in between leaves a state that names no replaced file (the next run revalidates)."""
+    if not new:
+        return
+    replaced = {e.key for e in new}
+    _write_state(directory, 0.0, release, {k: e for k, e in known.items() if k not in replaced}, binary_all)
+    for entry in new:
+        target = directory / entry.path
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(_staged(directory, entry.sha256), target)
+            fsync_dir(target.parent)
+        except OSError as exc:
+            raise disk_error(exc, directory / entry.path) from exc
 
 
 def _refuse_rollback(state: dict[str, Any], release: Release, where: str) -> None:
@@ -324,7 +359,7 @@ def _refresh_index(
             try:
                 transport.download(
                     url,
-                    directory / candidate.path,
+                    _staged(directory, candidate.sha256),
                     candidate.size,
                     resume=False,
                     part=directory / f".{candidate.sha256}.part",
@@ -363,6 +398,8 @@ def _remove_stale(directory: Path, entries: dict[str, IndexEntry]) -> None:
     for path in directory.rglob("Packages*"):
         if path not in keep and path.is_file():
             path.unlink(missing_ok=True)
+    for path in [*directory.glob(".*.new"), *directory.glob(".*.part")]:  # a killed refresh's downloads
+        path.unlink(missing_ok=True)
 
 
 # -- loading --------------------------------------------------------------------------
@@ -380,25 +417,26 @@ def load_packages(repo: Repository, arch: str, options: MetadataOptions) -> list
     if not _used_for(repo, arch):
         return []
     directory = repo_dir(repo, options)
-    local = _local_indexes(directory, _read_state(directory), repo, arch)
-    if local is None:
-        raise EztError(f"{label(repo)}: no metadata for {arch} in {directory} (fetch it first: ezt lock)")
-    release = read_release(repo, options)
-    suites = tuple(dict.fromkeys(name for name in (release.suite, release.codename) if name))
-    origin = _Origin(package_base_url(repo), release.pin, suites)
-    packages: list[Package] = []
-    for entry in local:
-        index = directory / entry.path
-        packages.extend(_parsed(index, entry.sha256, origin, options, parse_packages))
-    if len(local) > len(repo.components or ("flat",)):  # binary-all too: its packages may be in both
-        seen: set[tuple[str, str, str]] = set()
-        unique = []
-        for package in packages:
-            key = (package.name, package.version, package.arch)
-            if key not in seen:
-                seen.add(key)
-                unique.append(package)
-        packages = unique
+    with _locked(directory, shared=True):
+        local = _local_indexes(directory, _read_state(directory), repo, arch)
+        if local is None:
+            raise EztError(f"{label(repo)}: no metadata for {arch} in {directory} (fetch it first: ezt lock)")
+        release = read_release(repo, options)
+        suites = tuple(dict.fromkeys(name for name in (release.suite, release.codename) if name))
+        origin = _Origin(package_base_url(repo), release.pin, suites)
+        packages: list[Package] = []
+        for entry in local:
+            index = directory / entry.path
+            packages.extend(_parsed(index, entry.sha256, origin, options, parse_packages))
+        if len(local) > len(repo.components or ("flat",)):  # binary-all too: its packages may be in both
+            seen: set[tuple[str, str, str]] = set()
+            unique = []
+            for package in packages:
+                key = (package.name, package.version, package.arch)
+                if key not in seen:
+                    seen.add(key)
+                    unique.append(package)
+            packages = unique
     return packages
 
 
