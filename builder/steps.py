@@ -95,7 +95,7 @@ def metadata_reason(ctx: BuildContext, template: Template, repo: Repository) -> 
 
 
 def repository_label(repo: Repository) -> str:
-    return " ".join([repo.url, repo.suite, *repo.components])
+    return " ".join(part for part in [repo.url, repo.suite, *repo.components] if part)
 
 
 def request_text(request: PackageRequest) -> str:

@@ -112,6 +112,11 @@ class Solved:
     checksum: str
     requested: bool
     """Asked for (by name, provide, file or group), not only pulled in by a dependency."""
+    checksum_type: str = "sha256"
+    size: int = 0
+    """The package file's size (primary's ``<size package=>``)."""
+    sourcerpm: str = ""
+    license: str = ""
 
     @property
     def evr(self) -> str:
@@ -241,6 +246,14 @@ class RpmSolver:
             raise EztError(message, where)
         raise EztError(f"no package matches {request!r}", where)
 
+    def check(self, request: str, where: Where | None = None) -> None:
+        """EztError naming ``where`` if ``request`` matches nothing (unknown name, file or group)."""
+        if request.startswith("@"):
+            self._group_names(request, where)
+            return
+        check_request(request, where)
+        self._select(request, where)
+
     def resolve(self, requests: Sequence[str], where: Where | None = None) -> Solution:
         """The package set installing ``requests`` (names, ``name-version``, ``name.arch``,
         provides such as ``perl(Foo) >= 1``, file paths, ``@group``, ``@^environment``).
@@ -312,6 +325,10 @@ class RpmSolver:
             location=s.lookup_location()[0],
             checksum=checksum.hex() if checksum is not None else "",
             requested=requested,
+            checksum_type=checksum.typestr() if checksum is not None else "",
+            size=s.lookup_num(solv.SOLVABLE_DOWNLOADSIZE),
+            sourcerpm=s.lookup_sourcepkg() or "",
+            license=s.lookup_str(solv.SOLVABLE_LICENSE) or "",
         )
 
 
