@@ -37,7 +37,7 @@ class RpmFamily:
     name = "rpm"
     package_managers: tuple[str, ...] = ("rpm",)
     manager_package = "rpm"
-    metadata_index = "repomd.xml"
+    metadata_index = "repodata/repomd.xml"
 
     def native_arch(self, template_arch: str) -> str:
         try:
