@@ -6,6 +6,7 @@ root's own rpm writes and reads its database."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -43,6 +44,8 @@ GROUPS = {"core": {"mandatory": ["hostbase"], "default": ["greeting"], "optional
 class RpmSite:
     url: str
     keyring: Path
+    unsigned_url: str
+    """The same repository (repomd.xml signed) but ``greeting`` without a package signature."""
 
 
 @pytest.fixture(scope="module")
@@ -50,11 +53,14 @@ def rpm_site(tmp_path_factory: pytest.TempPathFactory, gpg_key: GpgKey) -> Itera
     out = tmp_path_factory.mktemp("rpms")
     rpms = build_rpms(out, SPECS)
     rpms["hostbase"] = build_rpm_hostbase(out)
+    unsigned = tmp_path_factory.mktemp("unsigned") / rpms["greeting-1:2.1-3.el9.noarch"].name
+    shutil.copyfile(rpms["greeting-1:2.1-3.el9.noarch"], unsigned)
     sign_rpms(list(rpms.values()), gpg_key)
-    repo = build_rpm_repo(tmp_path_factory.mktemp("rpm-repo"), rpms, gpg_key, GROUPS)
-    server = RepoServer(tmp_path_factory.mktemp("www")).start()
-    server.serve(repo.root)
-    yield RpmSite(server.url, gpg_key.keyring)
+    www = tmp_path_factory.mktemp("www")
+    build_rpm_repo(www / "good", rpms, gpg_key, GROUPS)
+    build_rpm_repo(www / "unsigned", {**rpms, "greeting-1:2.1-3.el9.noarch": unsigned}, gpg_key, GROUPS)
+    server = RepoServer(www).start()
+    yield RpmSite(f"{server.url}/good", gpg_key.keyring, f"{server.url}/unsigned")
     server.stop()
 
 
@@ -77,9 +83,9 @@ def write_recipe(site: RpmSite, where: Path, packages: str = "@core\ntool\n") ->
     return where / "recipes"
 
 
-def ezt(site: RpmSite, tmp: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def ezt(site: RpmSite, tmp: Path, *args: str, url: str | None = None) -> subprocess.CompletedProcess[str]:
     return run_ezt(*args, "--recipes", str(tmp / "recipes"), "--cache-dir", str(tmp / "cache"),
-                   env={"EZT_URLMAP_TEST_RPM_SERVER": site.url, "SOURCE_DATE_EPOCH": "1700000000"})  # fmt: skip
+                   env={"EZT_URLMAP_TEST_RPM_SERVER": url or site.url, "SOURCE_DATE_EPOCH": "1700000000"})  # fmt: skip
 
 
 def test_rpm_os_cache(rpm_site: RpmSite, tmp_path: Path) -> None:
@@ -147,3 +153,22 @@ def test_rpm_repository_line_errors(rpm_site: RpmSite, tmp_path: Path) -> None:
                       "gpgkey=FILE")  # fmt: skip
     (recipes / TEMPLATE / "os_repositories").write_text("$TEST_RPM_SERVER stable main\n")
     assert_user_error(ezt(rpm_site, tmp_path, "lock", TEMPLATE), "os_repositories:1:", "expected one base URL")
+
+
+def test_rpm_reproducible_image(rpm_site: RpmSite, tmp_path: Path) -> None:
+    digests = []
+    for run in ("a", "b"):
+        write_recipe(rpm_site, tmp_path / run)
+        result = ezt(rpm_site, tmp_path / run, "build", TEMPLATE)
+        assert result.returncode == 0, result.stderr
+        image = next((tmp_path / run / "cache/images").glob(f"{TEMPLATE}-*.tar.zst"))
+        digests.append(hashlib.sha256(image.read_bytes()).hexdigest())
+    assert digests[0] == digests[1]
+
+
+def test_rpm_package_signature_refused(rpm_site: RpmSite, tmp_path: Path) -> None:
+    write_recipe(rpm_site, tmp_path)
+    result = ezt(rpm_site, tmp_path, "build", TEMPLATE, url=rpm_site.unsigned_url)
+    assert_user_error(result, "greeting-2.1-3.el9.noarch.rpm")
+    assert not (tmp_path / "cache/images").exists() or not list((tmp_path / "cache/images").glob("*.tar.zst"))
+    assert not (tmp_path / "cache/stages" / TEMPLATE / "root").exists()

@@ -82,20 +82,19 @@ def install(request: InstallRequest) -> None:
     if shutil.which("rpm") is None:
         raise EztError("the host's rpm (Debian package rpm) is needed to install RPM packages")
     root = request.root
-    files = {package: request.package_file(package) for package in request.packages}
-    _check_signatures(request, files)
     staging = root / STAGING
     staging.mkdir(parents=True, exist_ok=True)
-    names = []
-    for package, path in files.items():  # pool files are named by digest; rpm's messages name the package
-        name = package.url.rsplit("/", 1)[-1]
-        shutil.copyfile(path, staging / name)
-        names.append(name)
+    files: dict[LockedPackage, Path] = {}
+    for package in request.packages:  # pool files are named by digest; rpm's messages name the package
+        files[package] = staging / package.url.rsplit("/", 1)[-1]
+        shutil.copyfile(request.package_file(package), files[package])
+    names = [path.name for path in files.values()]
     scratch = root / SCRATCH_DB
     chroot.remove_tree(scratch)
     env = {**request.environment}
-    request.progress(f"rpm: installing {len(names)} packages")
     try:
+        _check_signatures(request, files)
+        request.progress(f"rpm: installing {len(names)} packages")
         _run_host(root, [*HOST_RPM, "--root", str(root.resolve()), "--dbpath", f"/{SCRATCH_DB}", "-i",
                          "--nosignature", *sorted(str(staging / n) for n in names)],
                   request.source_date_epoch, env)  # fmt: skip
