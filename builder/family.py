@@ -116,8 +116,10 @@ class Family(Protocol):
         arch: str,
         options: MetadataOptions,
         exclude: Sequence[str],
+        installed: Sequence[Package] = (),
     ) -> tuple[LockedPackage, ...]:
-        """Resolve an OS template's requests against its repositories' verified metadata."""
+        """Resolve requests against the repositories' verified metadata: an OS template's
+        whole set, or (``installed``: what a root has, kept as it is) what must be added."""
         ...
 
     def install(self, request: InstallRequest) -> None:

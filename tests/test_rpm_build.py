@@ -172,3 +172,25 @@ def test_rpm_package_signature_refused(rpm_site: RpmSite, tmp_path: Path) -> Non
     assert_user_error(result, "greeting-2.1-3.el9.noarch.rpm")
     assert not (tmp_path / "cache/images").exists() or not list((tmp_path / "cache/images").glob("*.tar.zst"))
     assert not (tmp_path / "cache/stages" / TEMPLATE / "root").exists()
+
+
+def test_rpm_app_cache(rpm_site: RpmSite, tmp_path: Path) -> None:
+    recipes = write_recipe(rpm_site, tmp_path, packages="@core\n")
+    (recipes / TEMPLATE / "tooling_packages").write_text("tool\n")
+    (recipes / TEMPLATE / "tooling_post-install").write_text("#!/bin/sh\nset -e\ntool > /etc/tool-ran\n")
+    (recipes / TEMPLATE / "tooling_post-install").chmod(0o755)
+    built = ezt(rpm_site, tmp_path, "build", f"{TEMPLATE}+tooling")
+    assert built.returncode == 0, built.stderr
+    locks = tmp_path / "cache/locks"
+    os_lock = json.loads((locks / f"{TEMPLATE}.lock.json").read_text())
+    app_lock = json.loads((locks / f"{TEMPLATE}+tooling.lock.json").read_text())
+    assert {p["name"] for p in os_lock["packages"]} == {"hostbase", "greeting"}
+    assert [p["name"] for p in app_lock["packages"]] == ["tool"]  # greeting is there already
+    image = next((tmp_path / "cache/images").glob(f"{TEMPLATE}+tooling-*.tar.zst"))
+    root = tmp_path / "root"
+    root.mkdir()
+    subprocess.run(f"zstd -dc '{image}' | tar -x -C '{root}'", shell=True, check=True)
+    inside = subprocess.run(["chroot", str(root), "rpm", "-qa", "--qf", "%{NAME}\n"], capture_output=True, text=True,
+                            check=True).stdout  # fmt: skip
+    assert sorted(inside.split()) == ["greeting", "hostbase", "tool"]
+    assert (root / "etc/tool-ran").read_text() == "tool\n"

@@ -146,6 +146,7 @@ class DebFamily:
         arch: str,
         options: MetadataOptions,
         exclude: Sequence[str],
+        installed: Sequence[Package] = (),
     ) -> tuple[LockedPackage, ...]:
         """Every repository's index read, then apt's policy (:mod:`builder.resolve`)."""
         from builder.resolve import resolve
@@ -153,7 +154,7 @@ class DebFamily:
         packages: list[Package] = []
         for repo in repositories:
             packages += self.load_packages(repo, arch, options)
-        return resolve(self, packages, tuple(requests), arch, tuple(exclude))
+        return resolve(self, packages, tuple(requests), arch, tuple(exclude), installed)
 
     def install(self, request: InstallRequest) -> None:
         from builder.deb import install

@@ -147,10 +147,11 @@ class RpmFamily:
         arch: str,
         options: MetadataOptions,
         exclude: Sequence[str],
+        installed: Sequence[Package] = (),
     ) -> tuple[LockedPackage, ...]:
         from builder.rpm.locking import lock_packages
 
-        return lock_packages(repositories, requests, arch, options, exclude)
+        return lock_packages(repositories, requests, arch, options, exclude, installed)
 
     def install(self, request: InstallRequest) -> None:
         from builder.rpm import install

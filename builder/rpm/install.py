@@ -11,6 +11,9 @@ the target's own rpm write its package database.
    file or scriptlet touched twice) at its own default ``%_dbpath``, and the scratch
    database is dropped. A root without rpm keeps the host's database at /var/lib/rpm.
 
+Into a root that already has its rpm (an app cache on an OS stage, a container), that
+rpm installs the packages, as dnf would drive it.
+
 Each package's signature is checked with rpmkeys (``builder.rpm.rpmsig``) before rpm
 runs when its repository names a key (``gpgkey=``), as dnf's ``gpgcheck``.
 """
@@ -94,6 +97,11 @@ def install(request: InstallRequest) -> None:
     env = {**request.environment}
     try:
         _check_signatures(request, files)
+        if _own_rpm(root):  # a root with packages (an app cache, a container): its own rpm adds to it
+            request.progress(f"rpm: the root's rpm installs {len(names)} packages")
+            request.run(root, ["rpm", "-i", "--nosignature", *sorted(f"/{STAGING}/{n}" for n in names)],
+                        source_date_epoch=request.source_date_epoch, environment=env)  # fmt: skip
+            return
         request.progress(f"rpm: installing {len(names)} packages")
         _run_host(root, [*HOST_RPM, "--root", str(root.resolve()), "--dbpath", f"/{SCRATCH_DB}", "-i",
                          "--nosignature", *sorted(str(staging / n) for n in names)],

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 from builder.errors import EztError
 from builder.family import MetadataOptions
-from builder.model import LockedPackage, PackageRequest, Repository
+from builder.model import LockedPackage, Package, PackageRequest, Repository
 from builder.rpm import metadata
 from builder.rpm.comps import Comps, read_comps
 from builder.rpm.solve import MissingFilesError, RepoMetadata, RpmSolver, Solution, Solved, SolveOptions
@@ -40,10 +40,11 @@ def _repo_metadata(repositories: Sequence[Repository], options: MetadataOptions,
 
 
 def _solve(repositories: Sequence[Repository], requests: Sequence[PackageRequest], arch: str,
-           options: MetadataOptions, exclude: Sequence[str], filelists: bool) -> Solution:  # fmt: skip
+           options: MetadataOptions, exclude: Sequence[str], filelists: bool,
+           installed: Sequence[Package]) -> Solution:  # fmt: skip
     metas, comps = _repo_metadata(repositories, options, filelists)
-    solver = RpmSolver(metas, SolveOptions(arch=arch, exclude=tuple(exclude),
-                                           cache_dir=options.metadata_dir / "solv"), comps)  # fmt: skip
+    settings = SolveOptions(arch=arch, exclude=tuple(exclude), cache_dir=options.metadata_dir / "solv")
+    solver = RpmSolver(metas, settings, comps, [(p.name, p.version, p.arch) for p in installed])
     for request in requests:  # each unknown name or group is named at its own line
         solver.check(request_text(request), request.where)
     where = requests[0].where if requests else None
@@ -51,12 +52,13 @@ def _solve(repositories: Sequence[Repository], requests: Sequence[PackageRequest
 
 
 def lock_packages(repositories: Sequence[Repository], requests: Sequence[PackageRequest], arch: str,
-                  options: MetadataOptions, exclude: Sequence[str]) -> tuple[LockedPackage, ...]:  # fmt: skip
-    """The locked package set, sorted by name and arch."""
+                  options: MetadataOptions, exclude: Sequence[str],
+                  installed: Sequence[Package] = ()) -> tuple[LockedPackage, ...]:  # fmt: skip
+    """The locked package set (only what ``installed`` lacks), sorted by name and arch."""
     try:
-        solution = _solve(repositories, requests, arch, options, exclude, filelists=False)
+        solution = _solve(repositories, requests, arch, options, exclude, False, installed)
     except MissingFilesError:
-        solution = _solve(repositories, requests, arch, options, exclude, filelists=True)
+        solution = _solve(repositories, requests, arch, options, exclude, True, installed)
     urls = {repo.ident: repo.url for repo in repositories}
     return tuple(sorted((_locked(p, urls[p.repo]) for p in solution.packages), key=lambda p: (p.name, p.arch)))
 
