@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from tests.cli import assert_user_error, run_ezt
-from tests.repo_factory import GpgKey, RepoServer
+from tests.repo_factory import Fault, GpgKey, RepoServer
 from tests.rpmhostbase import build_rpm_hostbase
 from tests.rpmrepo import RpmSpec, build_rpm_repo, build_rpms, sign_rpms
 
@@ -36,6 +36,7 @@ SPECS = [
     RpmSpec("tool", requires=("greeting >= 1:2",), files={"/usr/bin/tool": "#!/bin/sh\necho tool"}),
     RpmSpec("unneeded"),
     RpmSpec("needs-ghost", requires=("(libghost >= 3 or libspectre)",)),
+    RpmSpec("clash", conflicts=("tool",)),
 ]  # fmt: skip
 GROUPS = {"core": {"mandatory": ["hostbase"], "default": ["greeting"], "optional": ["unneeded"]}}
 
@@ -46,6 +47,7 @@ class RpmSite:
     keyring: Path
     unsigned_url: str
     """The same repository (repomd.xml signed) but ``greeting`` without a package signature."""
+    server: RepoServer
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +62,7 @@ def rpm_site(tmp_path_factory: pytest.TempPathFactory, gpg_key: GpgKey) -> Itera
     build_rpm_repo(www / "good", rpms, gpg_key, GROUPS)
     build_rpm_repo(www / "unsigned", {**rpms, "greeting-1:2.1-3.el9.noarch": unsigned}, gpg_key, GROUPS)
     server = RepoServer(www).start()
-    yield RpmSite(f"{server.url}/good", gpg_key.keyring, f"{server.url}/unsigned")
+    yield RpmSite(f"{server.url}/good", gpg_key.keyring, f"{server.url}/unsigned", server)
     server.stop()
 
 
@@ -139,6 +141,7 @@ def test_rpm_os_cache(rpm_site: RpmSite, tmp_path: Path) -> None:
         ("@nosuch\n", ("os_packages:1:", "unknown group @nosuch")),
         ("hostbase\nno-such-package\n", ("os_packages:2:", "no package matches 'no-such-package'")),
         ("needs-ghost\n", ("os_packages:1:", "cannot install needs-ghost", "libghost")),
+        ("tool\nclash\n", ("os_packages:1:", "cannot install tool clash", "conflicts with")),
     ],
 )
 def test_rpm_lock_errors(rpm_site: RpmSite, tmp_path: Path, packages: str, fragments: tuple[str, ...]) -> None:
@@ -194,3 +197,16 @@ def test_rpm_app_cache(rpm_site: RpmSite, tmp_path: Path) -> None:
                             check=True).stdout  # fmt: skip
     assert sorted(inside.split()) == ["greeting", "hostbase", "tool"]
     assert (root / "etc/tool-ran").read_text() == "tool\n"
+
+
+def test_rpm_missing_on_server(rpm_site: RpmSite, tmp_path: Path) -> None:
+    write_recipe(rpm_site, tmp_path)
+    assert ezt(rpm_site, tmp_path, "lock", TEMPLATE).returncode == 0
+    rpm_site.server.fail("*/Packages/tool-1.0-1.noarch.rpm", Fault("status", 404), times=100)
+    try:
+        result = ezt(rpm_site, tmp_path, "build", TEMPLATE)
+    finally:  # the module's other tests share the server
+        while rpm_site.server.take_fault("/good/Packages/tool-1.0-1.noarch.rpm") is not None:
+            pass
+    assert_user_error(result, "tool-1.0-1.noarch.rpm")
+    assert "404" in result.stderr
