@@ -4,8 +4,9 @@ The rpm-family counterpart of ``tests/hostbase.py``: a test distribution whose r
 really has ``/bin/sh`` (dash), so scriptlets run, and an rpm of its own, so the
 installer's second step (the target's rpm writes its own database) and ``rpm -qa``
 inside the root really run. Merged /usr: ``/bin``, ``/sbin``, ``/lib``, ``/lib64`` are
-links into ``/usr``. ``/etc/rpm/macros`` puts the database where rpm distributions
-keep it (Debian's rpm default, ``~/.rpmdb``, is for a user's own packages).
+links into ``/usr``. ``/etc/rpm/macros`` puts the database where EL9 and Fedora keep
+it, ``/usr/lib/sysimage/rpm`` (Debian's rpm default, ``~/.rpmdb``, is for a user's own
+packages): an image whose database is there was registered by the root's own rpm.
 """
 
 from __future__ import annotations
@@ -71,7 +72,7 @@ def build_rpm_hostbase(out_dir: Path, name: str = "hostbase", version: str = "1.
             (tree / link).symlink_to(target_dir)
         etc = tree / "etc"
         (etc / "rpm").mkdir(parents=True)
-        (etc / "rpm/macros").write_text("%_dbpath /var/lib/rpm\n")
+        (etc / "rpm/macros").write_text("%_dbpath /usr/lib/sysimage/rpm\n")
         (etc / "passwd").write_text("root:x:0:0:root:/root:/bin/sh\n")
         (etc / "group").write_text("root:x:0:\n")
         (etc / "shadow").write_text(SHADOW)

@@ -119,6 +119,8 @@ def test_rpm_os_cache(rpm_site: RpmSite, tmp_path: Path) -> None:
     assert (root / "etc/from-post-install").read_text() == "hello\n"
     assert (root / "etc/from-post-cache").read_text() == "post-cache\n"
     assert not (root / "var/tmp/ezt-rpmdb").exists() and not (root / "var/tmp/ezt-rpms").exists()
+    # the database is where the root's own rpm keeps it (its macros), not the host rpm's
+    assert (root / "usr/lib/sysimage/rpm/rpmdb.sqlite").is_file() and not (root / "var/lib/rpm").exists()
     manifest = json.loads(Path(f"{image}.json").read_text())
     row = next(p for p in manifest["packages"] if p["name"] == "greeting")
     assert (row["epoch"], row["release"], row["source"], row["license"]) == (1, "3.el9", "greeting-2.1-3.el9.src.rpm",
