@@ -14,6 +14,12 @@ the target's own rpm write its package database.
 Into a root that already has its rpm (an app cache on an OS stage, a container), that
 rpm installs the packages, as dnf would drive it.
 
+Older targets: for el7 (rpm 4.11, BerkeleyDB) and el8 the same two steps apply (the
+host's rpm 4.18, which cannot write BerkeleyDB, only lays files out and runs
+scriptlets; the root's rpm writes its database). Tested here with a root whose rpm is
+the host's (sqlite); not yet with real el7/el8 packages, which need a mirror this
+build host cannot reach.
+
 Each package's signature is checked with rpmkeys (``builder.rpm.rpmsig``) before rpm
 runs when its repository names a key (``gpgkey=``), as dnf's ``gpgcheck``.
 """
