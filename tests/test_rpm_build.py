@@ -32,7 +32,8 @@ TEMPLATE = "testrpm-1-x86_64"
 SPECS = [
     RpmSpec("greeting", version="2.1", release="3.el9", epoch=1, license="MIT and BSD", requires=("hostbase",),
             requires_pre=("/bin/sh",), files={"/usr/share/greeting/version": "2.1"},
-            scripts={"post": "echo configured > /etc/greeting.conf"}),
+            scripts={"post": "echo configured > /etc/greeting.conf\nmkdir -p /etc/ssh\n"
+                             "echo key > /etc/ssh/ssh_host_ed25519_key\necho 0123 > /etc/machine-id"}),
     RpmSpec("tool", requires=("greeting >= 1:2",), files={"/usr/bin/tool": "#!/bin/sh\necho tool"}),
     RpmSpec("unneeded"),
     RpmSpec("needs-ghost", requires=("(libghost >= 3 or libspectre)",)),
@@ -116,6 +117,7 @@ def test_rpm_os_cache(rpm_site: RpmSite, tmp_path: Path) -> None:
     verify = subprocess.run(["chroot", str(root), "rpm", "-Va"], capture_output=True, text=True, check=False)
     assert verify.returncode == 0 and "missing" not in verify.stdout, verify.stdout + verify.stderr
     assert (root / "etc/greeting.conf").read_text() == "configured\n"  # %post ran in the root
+    assert (root / "etc/machine-id").read_bytes() == b"" and not (root / "etc/ssh/ssh_host_ed25519_key").exists()
     assert (root / "etc/from-post-install").read_text() == "hello\n"
     assert (root / "etc/from-post-cache").read_text() == "post-cache\n"
     assert not (root / "var/tmp/ezt-rpmdb").exists() and not (root / "var/tmp/ezt-rpms").exists()

@@ -160,17 +160,52 @@ def remove(root: Path, names: Sequence[str], environment: Mapping[str, str], sou
         run(root, ["rpm", "-e", *names], source_date_epoch=source_date_epoch, environment=environment)
 
 
-RESIDUE = ("var/cache/dnf", "var/cache/yum", SCRATCH_DB, STAGING)
+RESIDUE = (
+    "var/cache/dnf",
+    "var/cache/yum",
+    SCRATCH_DB,
+    STAGING,
+    "var/log/dnf.log",
+    "var/log/dnf.librepo.log",
+    "var/log/dnf.rpm.log",
+    "var/log/hawkey.log",
+    "var/log/yum.log",
+    "var/lib/dbus/machine-id",
+    "var/lib/systemd/random-seed",
+)
+"""Build residue and per-machine ids: each container makes its own."""
+RESIDUE_GLOBS = ("etc/ssh/ssh_host_*",)
+"""Host keys a package's scriptlet may have made: each container must make its own."""
 
 
 def finish_root(root: Path) -> None:
-    """Remove the installer's scratch files, BerkeleyDB's environment files (``__db.*``)
-    and sqlite's shared-memory index: rpm recreates them on first use and they differ
-    from build to build."""
+    """Check that the root's rpm reads its database, then remove build residue, empty
+    ``/etc/machine-id`` (systemd makes one at first boot) and drop BerkeleyDB's
+    environment files (``__db.*``) and sqlite's shared-memory index, which rpm recreates
+    and which differ from build to build."""
+    from builder.deb.rootpath import in_root
+
+    if _own_rpm(root):
+        try:
+            run_in_root(root, ["rpm", "-qa"], source_date_epoch=0)
+        except EztError as exc:
+            raise EztError(f"the rpm database of {root} is unreadable: {exc.message}") from exc
     for residue in RESIDUE:
-        chroot.remove_tree(root / residue)
+        path = in_root(root, residue)
+        if path.is_dir() and not path.is_symlink():
+            chroot.remove_tree(path)
+        else:
+            path.unlink(missing_ok=True)
+    for pattern in RESIDUE_GLOBS:
+        for path in sorted(root.glob(pattern)):
+            in_root(root, path.relative_to(root).as_posix()).unlink(missing_ok=True)
+    machine_id = in_root(root, "etc/machine-id")
+    if machine_id.parent.is_dir():
+        machine_id.unlink(missing_ok=True)
+        machine_id.write_bytes(b"")
+        machine_id.chmod(0o444)
     for directory in ("var/lib/rpm", "usr/lib/sysimage/rpm"):
-        path = root / directory
+        path = in_root(root, directory + "/x").parent
         if path.is_dir() and not path.is_symlink():
             for stale in path.glob("__db.*"):
                 stale.unlink()
