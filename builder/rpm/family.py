@@ -179,6 +179,13 @@ class RpmFamily:
         """rpm keeps no such marks (dnf's own history does, and ezt does not run dnf)."""
         return set()
 
+    def known_packages(self, root: Path) -> set[str]:
+        """Every package the rpm database lists: rpm records a package once its transaction
+        element is done, so there are no half-installed states as in dpkg's database."""
+        from builder.rpm import install
+
+        return {package.name for package in install.read_installed(root)}
+
     def services_held(self, root: Path) -> AbstractContextManager[None]:
         """Scriptlets run chrooted, where systemctl only enables units and never starts one."""
         return contextlib.nullcontext()
