@@ -31,7 +31,6 @@ from builder.errors import EztError
 from builder.family import InstallRequest
 from builder.lock import Lock
 from builder.manifest import manifest_path, read_manifest
-from builder.model import Package
 from builder.recipe import AppCache
 from builder.steps import (
     BuildContext,
@@ -76,16 +75,12 @@ def os_stage(ctx: BuildContext, cache: AppCache) -> Path:
 
 def lock_app_cache(ctx: BuildContext, cache: AppCache) -> Lock:
     """Resolve the apps' packages against the OS stage's installed packages; write the app lock."""
-    from builder.resolve import resolve
-
     template = cache.os
     installed = template.family.installed_packages(os_stage(ctx, cache))
     options = metadata_options(ctx, template)
-    available: list[Package] = []
-    for repo in template.repositories:
-        available += template.family.load_packages(repo, template.native_arch, options)
     requests = tuple(request for app in cache.apps for request in app.packages)
-    added = resolve(template.family, available, requests, template.native_arch, ctx.config.exclude, installed)
+    added = template.family.lock_packages(template.repositories, requests, template.native_arch, options,
+                                          ctx.config.exclude, installed)  # fmt: skip
     lock = Lock(
         template=cache.name,
         family=template.family.name,

@@ -15,7 +15,7 @@ from builder.appcaches import default_app_caches
 from builder.config import Config
 from builder.errors import EztError
 from builder.lock import lock_difference, read_lock
-from builder.recipe import AppCache, find_recipes, load_buildable, os_template_names
+from builder.recipe import AppCache, RecipeDir, find_recipes, load_buildable
 from builder.tasks import Buildable
 
 
@@ -23,9 +23,16 @@ def _templates(config: Config, names: list[str]) -> list[Buildable]:
     """The named templates and app caches; by default every OS template and the app
     caches the recipes' ``appcaches`` files list."""
     if not names:
-        names = os_template_names(config.recipes_dir)
-        names += [name for recipe in find_recipes(config.recipes_dir) for name in default_app_caches(recipe)]
-        if not names:
+        recipes = []
+        for recipe in find_recipes(config.recipes_dir):
+            unset = unset_urlmap(recipe, config)
+            if unset:  # a distribution whose mirror has no url-map value here: asked by name, it is an error
+                _say(f"{recipe.name}: skipped, url map {', '.join(f'${v}' for v in unset)} not set")
+                continue
+            recipes.append(recipe)
+        names = [name for recipe in recipes for name in recipe.os_templates()]
+        names += [name for recipe in recipes for name in default_app_caches(recipe)]
+        if not names and not find_recipes(config.recipes_dir):
             raise EztError(f"no recipes in {config.recipes_dir}")
     return [load_buildable(name, config.recipes_dir, config.urlmap) for name in dict.fromkeys(names)]
 
@@ -121,6 +128,7 @@ def cmd_recipes(args: argparse.Namespace, config: Config) -> int:
                     for t in recipe.os_templates()
                 ],
                 "apps": recipe.apps(),
+                "unset_urlmap": unset_urlmap(recipe, config),
                 "appcaches": sorted(
                     {
                         parsed.template
@@ -138,11 +146,28 @@ def cmd_recipes(args: argparse.Namespace, config: Config) -> int:
         print(row["recipe"])
         for template in row["templates"]:
             print(f"  {template['template']}{_images_text(config, template['template'])}")
+        if row["unset_urlmap"]:
+            names = ", ".join(f"${v}" for v in row["unset_urlmap"])
+            hints = ", ".join(f"EZT_URLMAP_{v}" for v in row["unset_urlmap"])
+            print(f"  cannot build here: url map {names} not set (set {hints} to a mirror)")
         if row["apps"]:
             print(f"  apps: {', '.join(row['apps'])}")
         for cache in row["appcaches"]:
             print(f"  {cache}{_images_text(config, cache)}")
     return 0
+
+
+def unset_urlmap(recipe: RecipeDir, config: Config) -> list[str]:
+    """The url-map variables the recipe's repository lines use that have no value here
+    (a distribution whose mirror this host has no default for)."""
+    from builder.recipe import _VAR_RE, text_lines
+
+    used: set[str] = set()
+    for files in recipe.files.values():
+        path = files.get("repositories")
+        for _number, line in text_lines(path) if path is not None else ():
+            used.update(m.group("braced") or m.group("paren") or m.group("bare") or "" for m in _VAR_RE.finditer(line))
+    return sorted(used - set(config.urlmap) - {"", "ARCH", "basearch", "arch"})
 
 
 def _name(path: Path | None) -> str | None:

@@ -1,11 +1,15 @@
 """The interface every package family (deb, rpm) implements, and the lookup by name.
 
 Resolver, pool, image, publish and runtime code call these methods and never
-branch on the family's name.
+branch on the family's name. Families register themselves: every subpackage of
+``builder`` with a ``family`` module is imported on the first lookup, and that module
+calls :func:`register`; nothing lists the families by name.
 """
 
 from __future__ import annotations
 
+import importlib.util
+import pkgutil
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -16,6 +20,8 @@ from builder.chroot import RootRunner, run_in_root
 from builder.config import DEFAULT_MAX_INDEX_SIZE, DEFAULT_MAX_RELEASE_SIZE
 from builder.errors import EztError, Where
 from builder.model import Alternatives, LockedPackage, Package, PackageRequest, Repository
+
+_REGISTRY: dict[str, Family] = {}
 
 
 @dataclass(frozen=True)
@@ -58,6 +64,11 @@ class Family(Protocol):
     """One package family: metadata, versions, relations, installation."""
 
     name: str
+    package_managers: tuple[str, ...]
+    """The ``os_package_manager`` words (and vztt prefixes: ``dpkg``, ``rpm49x64``) of this family."""
+    metadata_index: str
+    """The signed root file of a repository's metadata (``Release``, ``repomd.xml``) under
+    ``cache/metadata/<ident>/``: a lock is resolved again when it changes."""
     manager_package: str
     """The package an OS needs to manage its packages (``apt``): what tells an OS set
     from an app in a recipe (:meth:`builder.recipe.RecipeDir.kind_of`)."""
@@ -92,6 +103,23 @@ class Family(Protocol):
 
     def parse_pin(self, spec: str, where: Where) -> PackageRequest:
         """An ``os_packages`` entry: a name, with an exact version or a release, or neither."""
+        ...
+
+    def parse_group(self, word: str, where: Where) -> PackageRequest:
+        """An ``os_packages`` entry starting with ``@``: a priority class (deb) or a comps group (rpm)."""
+        ...
+
+    def lock_packages(
+        self,
+        repositories: Sequence[Repository],
+        requests: Sequence[PackageRequest],
+        arch: str,
+        options: MetadataOptions,
+        exclude: Sequence[str],
+        installed: Sequence[Package] = (),
+    ) -> tuple[LockedPackage, ...]:
+        """Resolve requests against the repositories' verified metadata: an OS template's
+        whole set, or (``installed``: what a root has, kept as it is) what must be added."""
         ...
 
     def install(self, request: InstallRequest) -> None:
@@ -131,14 +159,28 @@ class Family(Protocol):
         ...
 
 
+def register(family: Family) -> Family:
+    """Make ``family`` known to :func:`family_for` (called by each family module on import)."""
+    _REGISTRY[family.name] = family
+    return family
+
+
+def families() -> dict[str, Family]:
+    """Every family, by name: the ``family`` module of each subpackage of ``builder`` is imported."""
+    import builder
+
+    for module in pkgutil.iter_modules(builder.__path__):
+        if module.ispkg and importlib.util.find_spec(f"builder.{module.name}.family") is not None:
+            importlib.import_module(f"builder.{module.name}.family")
+    return dict(sorted(_REGISTRY.items()))
+
+
 def family_for(package_manager: str, where: Where | None = None) -> Family:
     """The family of an ``os_package_manager`` value (``dpkg``, ``rpm``, vztt names too)."""
     name = package_manager.strip().lower()
-    if name.startswith("dpkg"):
-        from builder.deb.family import DebFamily
-
-        return DebFamily()
-    if name.startswith("rpm"):
-        raise EztError("package manager 'rpm' is not supported yet", where)
-    raise EztError(f"unknown package manager {package_manager.strip()!r} (expected dpkg or rpm)", where)
-
+    known = families()
+    for family in known.values():
+        if any(name.startswith(prefix) for prefix in family.package_managers):
+            return family
+    expected = " or ".join(prefix for family in known.values() for prefix in family.package_managers)
+    raise EztError(f"unknown package manager {package_manager.strip()!r} (expected {expected})", where)

@@ -27,7 +27,9 @@ from builder.layout import SHA256
 from builder.model import LockedPackage
 
 LOCK_FORMAT = 1
-_SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9+._~:-]*")
+_SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9+._~:^-]*")
+_RPM_FIELDS = ("epoch", "release", "license")
+"""Written only when set (RPM packages), so a deb lock is as it always was."""
 
 
 @dataclass(frozen=True)
@@ -65,6 +67,9 @@ def _package_json(package: LockedPackage) -> dict[str, Any]:
     data = asdict(package)
     data["pre_depends"] = list(package.pre_depends)
     data["depends"] = list(package.depends)
+    for key in _RPM_FIELDS:
+        if data[key] in (None, ""):
+            del data[key]
     return data
 
 
@@ -112,6 +117,9 @@ def read_lock(path: Path) -> Lock:
                 depends=tuple(p.get("depends", ())),
                 source=p.get("source", ""),
                 auto=bool(p.get("auto", False)),
+                epoch=None if p.get("epoch") is None else int(p["epoch"]),
+                release=str(p.get("release", "")),
+                license=str(p.get("license", "")),
             )
             for p in data["packages"]
         )

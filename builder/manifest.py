@@ -45,6 +45,11 @@ class ManifestPackage(NamedTuple):
     version: str
     arch: str
     sha256: str
+    epoch: int | None = None
+    """RPM packages only (their records also carry release, source RPM and license)."""
+    release: str = ""
+    source: str = ""
+    license: str = ""
 
 
 class Manifest(NamedTuple):
@@ -111,7 +116,7 @@ def write_manifest(
         ezt_version=__version__,
         packages=tuple(
             sorted(
-                (ManifestPackage(p.name, p.version, p.arch, p.sha256) for p in packages),
+                (_manifest_package(p) for p in packages),
                 key=lambda p: (p.name, p.arch, p.version),
             )
         ),
@@ -234,10 +239,7 @@ def parse_manifest(raw: bytes, path: Path | str) -> Manifest:
             inputs_digest=_get(data, "inputs_digest", str),
             source_date_epoch=_get(data, "source_date_epoch", int),
             ezt_version=_get(data, "ezt_version", str),
-            packages=tuple(
-                ManifestPackage(*(_get(p, key, str) for key in ("name", "version", "arch", "sha256")))
-                for p in _get(data, "packages", list)
-            ),
+            packages=tuple(_read_package(p) for p in _get(data, "packages", list)),
             extra=_get(data, "extra", dict),
         )
     except KeyError as exc:
@@ -289,10 +291,7 @@ def sbom(manifest: Manifest, *, distribution: str, purl_type: str = "deb") -> di
     used: set[str] = {image_id}
     for package in manifest.packages:
         spdx_id = _unique(f"SPDXRef-Package-{_ID_UNSAFE.sub('-', f'{package.name}-{package.arch}')}", used)
-        purl = (
-            f"pkg:{purl_type}/{quote(distribution.lower(), safe='')}/{quote(package.name, safe='')}"
-            f"@{quote(package.version, safe=':')}?arch={quote(package.arch, safe='')}"
-        )
+        purl = _purl(package, purl_type, distribution)
         packages.append(
             {
                 "SPDXID": spdx_id,
@@ -307,6 +306,7 @@ def sbom(manifest: Manifest, *, distribution: str, purl_type: str = "deb") -> di
                     }
                 ],
                 **_NO_ASSERTIONS,
+                **_rpm_details(package),
             }
         )
         relationships.append({"spdxElementId": image_id, "relationshipType": "CONTAINS", "relatedSpdxElement": spdx_id})
@@ -334,6 +334,54 @@ _NO_ASSERTIONS = {
 _ID_UNSAFE = re.compile(r"[^A-Za-z0-9.-]")
 
 
+def _purl(package: ManifestPackage, purl_type: str, distribution: str) -> str:
+    """``pkg:TYPE/DISTRIBUTION/NAME@VERSION?arch=ARCH``; an RPM's version is
+    ``version-release`` with its epoch as a qualifier (the purl spec's rpm type)."""
+    version = package.version
+    qualifiers = f"arch={quote(package.arch, safe='')}"
+    if package.epoch is not None:
+        version = version.split(":", 1)[-1]
+        qualifiers += f"&epoch={package.epoch}" if package.epoch else ""
+    return (
+        f"pkg:{purl_type}/{quote(distribution.lower(), safe='')}/{quote(package.name, safe='')}"
+        f"@{quote(version, safe=':')}?{qualifiers}"
+    )
+
+
+def _rpm_details(package: ManifestPackage) -> dict[str, str]:
+    """The source RPM and the License tag, as SPDX's free-text fields (an RPM License tag
+    is not always an SPDX expression, so ``licenseDeclared`` stays NOASSERTION)."""
+    details = {}
+    if package.source:
+        details["sourceInfo"] = f"built from source RPM {package.source}"
+    if package.license:
+        details["licenseComments"] = f"License tag: {package.license}"
+    return details if package.epoch is not None else {}
+
+
+def _manifest_package(package: LockedPackage) -> ManifestPackage:
+    if package.epoch is None:
+        return ManifestPackage(package.name, package.version, package.arch, package.sha256)
+    return ManifestPackage(package.name, package.version, package.arch, package.sha256, package.epoch,
+                           package.release, package.source, package.license)  # fmt: skip
+
+
+def _package_json(package: ManifestPackage) -> dict[str, Any]:
+    data: dict[str, Any] = {"name": package.name, "version": package.version, "arch": package.arch,
+                            "sha256": package.sha256}  # fmt: skip
+    if package.epoch is not None:
+        data.update(epoch=package.epoch, release=package.release, source=package.source, license=package.license)
+    return data
+
+
+def _read_package(data: Mapping[str, Any]) -> ManifestPackage:
+    name, version, arch, sha256 = (_get(data, key, str) for key in ("name", "version", "arch", "sha256"))
+    if "epoch" not in data:
+        return ManifestPackage(name, version, arch, sha256)
+    return ManifestPackage(name, version, arch, sha256, _get(data, "epoch", int), _get(data, "release", str),
+                           _get(data, "source", str), _get(data, "license", str))  # fmt: skip
+
+
 def _unique(spdx_id: str, used: set[str]) -> str:
     candidate, n = spdx_id, 1
     while candidate in used:
@@ -355,9 +403,7 @@ def _manifest_json(manifest: Manifest) -> dict[str, Any]:
         "inputs_digest": manifest.inputs_digest,
         "source_date_epoch": manifest.source_date_epoch,
         "ezt_version": manifest.ezt_version,
-        "packages": [
-            {"name": p.name, "version": p.version, "arch": p.arch, "sha256": p.sha256} for p in manifest.packages
-        ],
+        "packages": [_package_json(p) for p in manifest.packages],
         "extra": dict(manifest.extra),
     }
 

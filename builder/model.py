@@ -108,6 +108,19 @@ class LockedPackage:
     source: str = ""
     auto: bool = False
     """Pulled in only as a dependency (apt's ``Auto-Installed``), not asked for by the recipe."""
+    epoch: int | None = None
+    """RPM only (None for deb): the epoch, also in ``version`` (``epoch:version-release``) when not 0."""
+    release: str = ""
+    """RPM only: the release part of ``version``; ``source`` then names the source RPM."""
+    license: str = ""
+    """The package's declared license, where the metadata gives one (rpm-md does)."""
+
+    @property
+    def upstream_version(self) -> str:
+        """``version`` without epoch and release (RPM); the whole version for deb."""
+        if self.epoch is None:
+            return self.version
+        return self.version.split(":", 1)[-1].removesuffix(f"-{self.release}" if self.release else "")
 
     @property
     def deb_name(self) -> str:

@@ -242,9 +242,7 @@ def read_package_requests(path: Path, family: Family, *, classes: bool = True) -
             if word.startswith("@"):
                 if not classes:
                     raise EztError(f"priority class {word!r} is for OS templates, not applications", where)
-                if not re.match(r"^@(required|important|standard|optional|extra)$", word):
-                    raise EztError(f"unknown priority class {word!r} (use @required, @important or @standard)", where)
-                packages.append(PackageRequest(word, None, where))
+                packages.append(family.parse_group(word, where))
                 continue
             packages.append(family.parse_pin(word, where))
     if not packages:

@@ -22,7 +22,7 @@ from builder.config import Config
 from builder.errors import EztError, Where
 from builder.family import InstallRequest, MetadataOptions
 from builder.lock import Lock, lock_difference, read_lock
-from builder.model import LockedPackage, Package, PackageRequest, Repository
+from builder.model import LockedPackage, PackageRequest, Repository
 from builder.recipe import AppCache, Template
 from builder.uptodate import read_record, record_bytes
 
@@ -95,7 +95,7 @@ def metadata_reason(ctx: BuildContext, template: Template, repo: Repository) -> 
 
 
 def repository_label(repo: Repository) -> str:
-    return " ".join([repo.url, repo.suite, *repo.components])
+    return " ".join(part for part in [repo.url, repo.suite, *repo.components] if part)
 
 
 def request_text(request: PackageRequest) -> str:
@@ -135,13 +135,10 @@ def resolved_from(config: Config, template: Template | AppCache) -> dict[str, An
 
 def lock_template(ctx: BuildContext, template: Template) -> Lock:
     """Resolve the template's packages against its repositories and write the lock."""
-    from builder.resolve import resolve
-
     options = metadata_options(ctx, template)
-    packages: list[Package] = []
-    for repo in template.repositories:
-        packages += template.family.load_packages(repo, template.native_arch, options)
-    locked = resolve(template.family, packages, template.packages, template.native_arch, ctx.config.exclude)
+    locked = template.family.lock_packages(
+        template.repositories, template.packages, template.native_arch, options, ctx.config.exclude
+    )
     lock = Lock(
         template=template.name,
         family=template.family.name,
@@ -163,7 +160,8 @@ def lock_record(ctx: BuildContext, template: Template | AppCache) -> dict[str, A
     layout = ctx.config.layout
     os_template = template.os if isinstance(template, AppCache) else template
     record: dict[str, Any] = {"metadata": {
-        repo.ident: _file_digest(layout.metadata / repo.ident / "Release") for repo in os_template.repositories
+        repo.ident: _file_digest(layout.metadata / repo.ident / os_template.family.metadata_index)
+        for repo in os_template.repositories
     }}  # fmt: skip
     if isinstance(template, AppCache):
         record["os_stage"] = _file_digest(layout.stage_stamp(os_template.name))

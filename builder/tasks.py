@@ -48,8 +48,9 @@ class Failures:
         return run
 
 
-def release_file(ctx: steps.BuildContext, repo_ident: str) -> str:
-    return str(ctx.config.layout.metadata / repo_ident / "Release")
+def release_file(ctx: steps.BuildContext, template: Template, repo_ident: str) -> str:
+    """The repository's signed root file (``Release``, ``repomd.xml``): the metadata task's target."""
+    return str(ctx.config.layout.metadata / repo_ident / template.family.metadata_index)
 
 
 def fetch_task(
@@ -81,7 +82,7 @@ def template_tasks(ctx: steps.BuildContext, template: Template, failures: Failur
                 "title": lambda task, r=repo: f"metadata {steps.repository_label(r)}",
                 "actions": [failures.guard(steps.refresh_repository, ctx, template, repo)],
                 "uptodate": [Check(functools.partial(steps.metadata_reason, ctx, template, repo))],
-                "targets": [release_file(ctx, repo.ident)],
+                "targets": [release_file(ctx, template, repo.ident)],
                 "verbosity": 2,
             }
         yield {

@@ -133,7 +133,8 @@ def test_bad_recipe_dir_name(tmp_path: Path) -> None:
 def test_shipped_recipes_load() -> None:
     recipes = Path(__file__).parent.parent / "recipes"
     for name in os_template_names(recipes):
-        template = load_template(name, recipes, URLMAP | {"DEBIAN_SECURITY_SERVER": "http://s.invalid"})
+        rpm_servers = {v: f"http://{v.lower()}.invalid" for v in ("CENTOS_SERVER", "ALMALINUX_SERVER", "ROCKY_SERVER")}
+        template = load_template(name, recipes, URLMAP | {"DEBIAN_SECURITY_SERVER": "http://s.invalid"} | rpm_servers)
         assert template.repositories and template.packages
     names = os_template_names(recipes)
     assert {"debian-12-x86_64", "debian-12-x86_64-minimal", "debian-13-x86_64"} <= set(names)

@@ -9,8 +9,8 @@ from pathlib import Path
 
 from builder.chroot import RootRunner, run_in_root
 from builder.errors import EztError, Where
-from builder.family import InstallRequest, MetadataOptions
-from builder.model import Alternatives, Package, PackageRequest, Repository
+from builder.family import InstallRequest, MetadataOptions, register
+from builder.model import Alternatives, LockedPackage, Package, PackageRequest, Repository
 
 _ARCHES = {
     "x86_64": "amd64",
@@ -33,7 +33,9 @@ class DebFamily:
     """dpkg-based distributions (Debian, Ubuntu)."""
 
     name = "deb"
+    package_managers: tuple[str, ...] = ("dpkg",)
     manager_package = "apt"
+    metadata_index = "Release"
 
     def native_arch(self, template_arch: str) -> str:
         try:
@@ -131,6 +133,29 @@ class DebFamily:
             raise EztError(f"bad version pin {spec!r} (expected name=version)", where)
         return PackageRequest(name, version, where)
 
+    def parse_group(self, word: str, where: Where) -> PackageRequest:
+        """``@required``, ``@important``, ``@standard``...: every package of that Priority."""
+        if not re.match(r"^@(required|important|standard|optional|extra)$", word):
+            raise EztError(f"unknown priority class {word!r} (use @required, @important or @standard)", where)
+        return PackageRequest(word, None, where)
+
+    def lock_packages(
+        self,
+        repositories: Sequence[Repository],
+        requests: Sequence[PackageRequest],
+        arch: str,
+        options: MetadataOptions,
+        exclude: Sequence[str],
+        installed: Sequence[Package] = (),
+    ) -> tuple[LockedPackage, ...]:
+        """Every repository's index read, then apt's policy (:mod:`builder.resolve`)."""
+        from builder.resolve import resolve
+
+        packages: list[Package] = []
+        for repo in repositories:
+            packages += self.load_packages(repo, arch, options)
+        return resolve(self, packages, tuple(requests), arch, tuple(exclude), installed)
+
     def install(self, request: InstallRequest) -> None:
         from builder.deb import install
 
@@ -172,3 +197,6 @@ class DebFamily:
         from builder.deb import finish
 
         finish.finish_root(root)
+
+
+register(DebFamily())

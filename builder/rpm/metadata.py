@@ -153,13 +153,15 @@ def refresh_metadata(
         local = _fresh(directory, repo, options, filelists)
         if local is not None:
             return local
-        fetched = fetch_repomd(transport, repo.url, keyring_for(repo, options), repo.trusted, repo.url)
-        return _store(transport, repo, directory, fetched, filelists)
+        fetched = fetch_repomd(transport, repo.url, keyring_for(repo, options), repo.trusted, repo.url,
+                               options.max_release_bytes)  # fmt: skip
+        return _store(transport, repo, directory, fetched, filelists, options.max_index_bytes)
 
 
 def _store(
-    transport: Transport, repo: Repository, directory: Path, fetched: FetchedRepomd, filelists: bool
-) -> RpmMetadataFiles:
+    transport: Transport, repo: Repository, directory: Path, fetched: FetchedRepomd, filelists: bool,
+    max_bytes: int | None = None,
+) -> RpmMetadataFiles:  # fmt: skip
     repomd = fetched.repomd
     previous = _read_state(directory).get("timestamp")
     if not repo.trusted and isinstance(previous, int) and repomd.timestamp < previous:
@@ -173,6 +175,8 @@ def _store(
         repomd.record("filelists", repo.url)
     for kind in kinds:
         record = repomd.records[kind]
+        if max_bytes is not None and (record.size or 0) > max_bytes:
+            raise EztError(f"{repo.url}: {record.location} is {record.size} bytes, over max_index_size ({max_bytes})")
         target = directory / record.location
         try:
             verify_data(target, record, repo.url)

@@ -111,9 +111,11 @@ def parse_repomd(data: bytes, where: str) -> Repomd:
     return Repomd(revision=(root.findtext(_NS + "revision") or "").strip(), records=records)
 
 
-def _get_optional(transport: Transport, url: str) -> bytes | None:
+def _get_optional(transport: Transport, url: str, max_bytes: int | None = None) -> bytes | None:
     try:
-        return transport.get_bytes(url)
+        return transport.get_bytes(url, max_bytes=max_bytes)
+    except SizeError:
+        raise EztError(f"{url}: larger than {max_bytes} bytes (max_release_size)") from None
     except TransportError as exc:
         if exc.not_found:
             return None
@@ -124,16 +126,18 @@ def repo_url(base_url: str, path: str) -> str:
     return f"{base_url.rstrip('/')}/{path}"
 
 
-def fetch_repomd(transport: Transport, base_url: str, keyring: Path | None, trusted: bool, where: str) -> FetchedRepomd:
+def fetch_repomd(
+    transport: Transport, base_url: str, keyring: Path | None, trusted: bool, where: str, max_bytes: int | None = None
+) -> FetchedRepomd:
     """Download ``repomd.xml`` (and ``.asc``), check the signature with gpgv, parse it.
 
     A repository not marked ``trusted`` must have a good signature by a key of
     ``keyring``; a missing signature is an error then, never a reason to go on.
     """
-    raw = _get_optional(transport, repo_url(base_url, REPOMD))
+    raw = _get_optional(transport, repo_url(base_url, REPOMD), max_bytes)
     if raw is None:
         raise EztError(f"{where}: no {REPOMD} (is this the base URL of an rpm-md repository?)")
-    signature = _get_optional(transport, repo_url(base_url, SIGNATURE))
+    signature = _get_optional(transport, repo_url(base_url, SIGNATURE), max_bytes)
     signed = False
     if not trusted:
         if signature is None:

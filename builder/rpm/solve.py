@@ -112,6 +112,11 @@ class Solved:
     checksum: str
     requested: bool
     """Asked for (by name, provide, file or group), not only pulled in by a dependency."""
+    checksum_type: str = "sha256"
+    size: int = 0
+    """The package file's size (primary's ``<size package=>``)."""
+    sourcerpm: str = ""
+    license: str = ""
 
     @property
     def evr(self) -> str:
@@ -167,7 +172,15 @@ def _load(pool: Any, meta: RepoMetadata, cache_dir: Path | None) -> Any:
 class RpmSolver:
     """A libsolv pool of the given repositories, ready to resolve any number of requests."""
 
-    def __init__(self, repos: Sequence[RepoMetadata], options: SolveOptions, comps: Comps | None = None) -> None:
+    def __init__(
+        self,
+        repos: Sequence[RepoMetadata],
+        options: SolveOptions,
+        comps: Comps | None = None,
+        installed: Sequence[tuple[str, str, str]] = (),
+    ) -> None:
+        """``installed``: (name, evr, arch) of what the root already has (an app cache's OS
+        stage): kept as they are, and only what must be added is resolved."""
         self.options = options
         self.comps = comps or Comps()
         self.pool = solv.Pool()
@@ -177,6 +190,7 @@ class RpmSolver:
         self.pool.set_flag(solv.Pool.POOL_FLAG_IMPLICITOBSOLETEUSESCOLORS, 1)
         for meta in repos:
             _load(self.pool, meta, options.cache_dir)
+        self.installed_repo = _installed_repo(self.pool, installed) if installed else None
         self.has_filelists = all(meta.filelists is not None for meta in repos)
         self.pool.addfileprovides()
         self.pool.createwhatprovides()
@@ -190,6 +204,9 @@ class RpmSolver:
             arches.update(MULTILIB.get(self.options.arch, ()))
         allowed: set[int] = set()
         for s in self.pool.solvables_iter():
+            if self.installed_repo is not None and s.repo == self.installed_repo:
+                allowed.add(s.id)  # what the root has is there, whatever the arch or EXCLUDE
+                continue
             if s.arch not in arches:
                 continue
             if self.options.exclude and self._excluded(s):
@@ -241,6 +258,14 @@ class RpmSolver:
             raise EztError(message, where)
         raise EztError(f"no package matches {request!r}", where)
 
+    def check(self, request: str, where: Where | None = None) -> None:
+        """EztError naming ``where`` if ``request`` matches nothing (unknown name, file or group)."""
+        if request.startswith("@"):
+            self._group_names(request, where)
+            return
+        check_request(request, where)
+        self._select(request, where)
+
     def resolve(self, requests: Sequence[str], where: Where | None = None) -> Solution:
         """The package set installing ``requests`` (names, ``name-version``, ``name.arch``,
         provides such as ``perl(Foo) >= 1``, file paths, ``@group``, ``@^environment``).
@@ -285,6 +310,8 @@ class RpmSolver:
         for flag in DNF_SOLVER_FLAGS:
             solver.set_flag(flag, 1)
         solver.set_flag(solv.Solver.SOLVER_FLAG_IGNORE_RECOMMENDED, 0 if self.options.weak else 1)
+        if self.installed_repo is not None:  # the root's packages stay exactly as they are
+            jobs = [*jobs, self.pool.Job(solv.Job.SOLVER_SOLVABLE_REPO | solv.Job.SOLVER_LOCK, self.installed_repo.id)]
         problems = solver.solve(jobs)
         if problems:
             reasons = [_problem_text(problem) for problem in problems]
@@ -312,7 +339,37 @@ class RpmSolver:
             location=s.lookup_location()[0],
             checksum=checksum.hex() if checksum is not None else "",
             requested=requested,
+            checksum_type=checksum.typestr() if checksum is not None else "",
+            size=s.lookup_num(solv.SOLVABLE_DOWNLOADSIZE),
+            sourcerpm=s.lookup_sourcepkg() or "",
+            license=s.lookup_str(solv.SOLVABLE_LICENSE) or "",
         )
+
+
+_FILES = solv.Dataiterator.SEARCH_FILES | solv.Dataiterator.SEARCH_COMPLETE_FILELIST
+_DEP_KEYS = (solv.SOLVABLE_PROVIDES, solv.SOLVABLE_REQUIRES, solv.SOLVABLE_CONFLICTS, solv.SOLVABLE_OBSOLETES)
+
+
+def _installed_repo(pool: Any, installed: Sequence[tuple[str, str, str]]) -> Any:
+    """A repository of the installed packages, each with the dependencies its metadata
+    record has (or only itself provided, when no repository has it any more)."""
+    known = {(s.name, s.evr, s.arch): s for s in pool.solvables_iter()}
+    repo = pool.add_repo("@System")
+    for name, evr, arch in installed:
+        s = repo.add_solvable()
+        s.name, s.evr, s.arch = name, evr, arch
+        source = known.get((name, evr, arch))
+        if source is None:
+            s.add_deparray(solv.SOLVABLE_PROVIDES, pool.rel2id(pool.str2id(name), pool.str2id(evr), solv.REL_EQ))
+            continue
+        for key in _DEP_KEYS:
+            for dep in source.lookup_deparray(key):
+                s.add_deparray(key, dep)
+        for item in source.Dataiterator(solv.SOLVABLE_FILELIST, None, _FILES):  # its files, as provides
+            s.add_deparray(solv.SOLVABLE_PROVIDES, pool.str2id(item.str))
+    repo.internalize()
+    pool.installed = repo
+    return repo
 
 
 def check_request(request: str, where: Where | None = None) -> None:

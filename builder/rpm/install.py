@@ -1,0 +1,216 @@
+"""Install locked RPMs into a stage root as ``dnf --installroot`` and mock do, then let
+the target's own rpm write its package database.
+
+1. The host's rpm installs every package in one transaction with ``--root``: rpm
+   orders it (Requires, Requires(pre)), lays the files out and runs each scriptlet
+   chrooted into the root, with /proc and a private /dev mounted as mock mounts them.
+   Its database goes to a scratch path in the root, in the host rpm's format.
+2. The database the image keeps must be in the target's format (el7/el8 BerkeleyDB,
+   el9+ sqlite), which the host's rpm cannot always write. So when the root now has an
+   rpm of its own, that rpm registers the same package files with ``--justdb`` (no
+   file or scriptlet touched twice) at its own default ``%_dbpath``, and the scratch
+   database is dropped. A root without rpm keeps the host's database at /var/lib/rpm.
+
+Into a root that already has its rpm (an app cache on an OS stage, a container), that
+rpm installs the packages, as dnf would drive it.
+
+Older targets: for el7 (rpm 4.11, BerkeleyDB) and el8 the same two steps apply (the
+host's rpm 4.18, which cannot write BerkeleyDB, only lays files out and runs
+scriptlets; the root's rpm writes its database). Tested here with a root whose rpm is
+the host's (sqlite); not yet with real el7/el8 packages, which need a mirror this
+build host cannot reach.
+
+Each package's signature is checked with rpmkeys (``builder.rpm.rpmsig``) before rpm
+runs when its repository names a key (``gpgkey=``), as dnf's ``gpgcheck``.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from builder import chroot
+from builder.chroot import RootRunner, run_in_root
+from builder.errors import EztError
+from builder.family import InstallRequest
+from builder.model import LockedPackage, Package
+
+SCRATCH_DB = "var/tmp/ezt-rpmdb"
+"""The host rpm's database during step 1, relative to the root."""
+STAGING = "var/tmp/ezt-rpms"
+"""Package files the in-root rpm reads in step 2."""
+HOST_RPM = ("rpm", "--noplugins", "--define", "_pkgverify_level digest", "--define", "_db_backend sqlite")
+"""The host rpm as the installer: its plugins (selinux, systemd inhibit) are the host's
+business; digests are checked, signatures were checked before (rpmsig)."""
+QUERY_FORMAT = r"%{NAME}\t%{EPOCHNUM}\t%{VERSION}\t%{RELEASE}\t%{ARCH}\n"
+
+_HOST_IN_ROOT = (
+    r"""
+set -e
+r=$1; shift
+fail() { echo "ezt: $*" >&2; exit 125; }
+umask 022
+mkdir -p "$r/proc" "$r/dev"
+mount -t proc -o nosuid,nodev,noexec proc "$r/proc"
+"""
+    + chroot.DEV_SETUP
+    + r"""
+set +e
+"$@"
+"""
+)
+"""A host command with the root's /proc and /dev mounted, in a private mount
+namespace (gone when it ends), as mock mounts them around ``rpm --root``."""
+
+
+def _run_host(root: Path, argv: Sequence[str], epoch: int, environment: Mapping[str, str]) -> str:
+    wrapper = ["unshare", "--mount", "--propagation", "private", "/bin/sh", "-c", _HOST_IN_ROOT, "ezt-rpm",
+               str(root.resolve()), *argv]  # fmt: skip
+    return chroot.run_command(wrapper, chroot.command_environment(epoch, environment), shown=argv, where=root)
+
+
+def _check_signatures(request: InstallRequest, files: Mapping[LockedPackage, Path]) -> None:
+    from builder.rpm.rpmsig import check_packages
+
+    for repo in request.repositories:
+        if repo.signed_by is None:
+            continue
+        prefix = repo.url.rstrip("/") + "/"
+        mine = [path for package, path in files.items() if package.url.startswith(prefix)]
+        if mine:
+            check_packages(mine, Path(repo.signed_by), repo.url)
+
+
+def _own_rpm(root: Path) -> bool:
+    return any((root / d / "rpm").is_file() for d in ("usr/bin", "bin"))
+
+
+def install(request: InstallRequest) -> None:
+    """Install ``request.packages`` into ``request.root`` (see the module's steps)."""
+    if shutil.which("rpm") is None:
+        raise EztError("the host's rpm (Debian package rpm) is needed to install RPM packages")
+    root = request.root
+    staging = root / STAGING
+    staging.mkdir(parents=True, exist_ok=True)
+    files: dict[LockedPackage, Path] = {}
+    for package in request.packages:  # pool files are named by digest; rpm's messages name the package
+        files[package] = staging / package.url.rsplit("/", 1)[-1]
+        shutil.copyfile(request.package_file(package), files[package])
+    names = [path.name for path in files.values()]
+    scratch = root / SCRATCH_DB
+    chroot.remove_tree(scratch)
+    env = {**request.environment}
+    try:
+        _check_signatures(request, files)
+        if _own_rpm(root):  # a root with packages (an app cache, a container): its own rpm adds to it
+            request.progress(f"rpm: the root's rpm installs {len(names)} packages")
+            request.run(root, ["rpm", "-i", "--nosignature", *sorted(f"/{STAGING}/{n}" for n in names)],
+                        source_date_epoch=request.source_date_epoch, environment=env)  # fmt: skip
+            return
+        request.progress(f"rpm: installing {len(names)} packages")
+        _run_host(root, [*HOST_RPM, "--root", str(root.resolve()), "--dbpath", f"/{SCRATCH_DB}", "-i",
+                         "--nosignature", *sorted(str(staging / n) for n in names)],
+                  request.source_date_epoch, env)  # fmt: skip
+        if _own_rpm(root):
+            request.progress("rpm: the root's own rpm registers the packages in its database")
+            request.run(root, ["rpm", "-i", "--justdb", "--nodeps", "--noscripts", "--notriggers", "--nosignature",
+                               "--nodigest", *sorted(f"/{STAGING}/{n}" for n in names)],
+                        source_date_epoch=request.source_date_epoch, environment=env)  # fmt: skip
+            chroot.remove_tree(scratch)
+        else:
+            target = root / "var/lib/rpm"
+            chroot.remove_tree(target)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            scratch.rename(target)
+    finally:
+        chroot.remove_tree(staging)
+
+
+def _query(root: Path, run: RootRunner) -> str:
+    if not _own_rpm(root):
+        import subprocess
+
+        done = subprocess.run(["rpm", "--root", str(root.resolve()), "--dbpath", "/var/lib/rpm", "-qa",
+                               "--qf", QUERY_FORMAT], capture_output=True, text=True, check=False)  # fmt: skip
+        if done.returncode != 0:
+            raise EztError(f"cannot read the rpm database of {root}: {done.stderr.strip()}")
+        return done.stdout
+    return run(root, ["rpm", "-qa", "--qf", QUERY_FORMAT], source_date_epoch=0)
+
+
+def read_installed(root: Path, run: RootRunner = run_in_root) -> list[Package]:
+    """What the root's rpm database lists (``version`` is the EVR, as in locks)."""
+    from builder.rpm.evr import evr_string
+
+    packages = []
+    for line in _query(root, run).splitlines():
+        fields = line.split("\t")
+        if len(fields) != 5 or fields[0] == "gpg-pubkey":
+            continue
+        name, epoch, version, release, arch = fields
+        packages.append(Package(name, evr_string(epoch, version, release), arch, "", "", 0, ""))
+    return sorted(packages, key=lambda p: (p.name, p.arch))
+
+
+def remove(root: Path, names: Sequence[str], environment: Mapping[str, str], source_date_epoch: int,
+           run: RootRunner = run_in_root) -> None:  # fmt: skip
+    """``rpm -e`` inside the root: its own rpm, its own scriptlets."""
+    if names:
+        run(root, ["rpm", "-e", *names], source_date_epoch=source_date_epoch, environment=environment)
+
+
+RESIDUE = (
+    "var/cache/dnf",
+    "var/cache/yum",
+    SCRATCH_DB,
+    STAGING,
+    "var/log/dnf.log",
+    "var/log/dnf.librepo.log",
+    "var/log/dnf.rpm.log",
+    "var/log/hawkey.log",
+    "var/log/yum.log",
+    "var/lib/dbus/machine-id",
+    "var/lib/systemd/random-seed",
+)
+"""Build residue and per-machine ids: each container makes its own."""
+RESIDUE_GLOBS = ("etc/ssh/ssh_host_*",)
+"""Host keys a package's scriptlet may have made: each container must make its own."""
+
+
+def finish_root(root: Path) -> None:
+    """Check that the root's rpm reads its database, then remove build residue, empty
+    ``/etc/machine-id`` (systemd makes one at first boot) and drop BerkeleyDB's
+    environment files (``__db.*``) and sqlite's shared-memory index, which rpm recreates
+    and which differ from build to build."""
+    from builder.deb.rootpath import in_root
+
+    if _own_rpm(root):
+        try:
+            run_in_root(root, ["rpm", "-qa"], source_date_epoch=0)
+        except EztError as exc:
+            raise EztError(f"the rpm database of {root} is unreadable: {exc.message}") from exc
+    for residue in RESIDUE:
+        path = in_root(root, residue)
+        if path.is_dir() and not path.is_symlink():
+            chroot.remove_tree(path)
+        else:
+            path.unlink(missing_ok=True)
+    for pattern in RESIDUE_GLOBS:
+        for path in sorted(root.glob(pattern)):
+            in_root(root, path.relative_to(root).as_posix()).unlink(missing_ok=True)
+    machine_id = in_root(root, "etc/machine-id")
+    if machine_id.parent.is_dir():
+        machine_id.unlink(missing_ok=True)
+        machine_id.write_bytes(b"")
+        machine_id.chmod(0o444)
+    for directory in ("var/lib/rpm", "usr/lib/sysimage/rpm"):
+        path = in_root(root, directory + "/x").parent
+        if path.is_dir() and not path.is_symlink():
+            for stale in path.glob("__db.*"):
+                stale.unlink()
+            (path / ".rpm.lock").unlink(missing_ok=True)
+            (path / "rpmdb.sqlite-shm").unlink(missing_ok=True)  # sqlite's shared-memory index, rebuilt on open
+            wal = path / "rpmdb.sqlite-wal"
+            if wal.is_file() and wal.stat().st_size == 0:
+                wal.unlink()
