@@ -119,6 +119,8 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
 
     recipes = sub.add_parser("recipes", parents=[common], help="list recipes, templates and built images")
     recipes.add_argument("--json", action="store_true", help=JSON_HELP)
+    recipes.add_argument("-v", "--verbose", action="store_true",
+                         help="also list files the build does not use (*.spec, ...)")
 
     info = sub.add_parser("info", parents=[common], help="show a template's repositories, packages and state")
     info.add_argument("template", metavar="TEMPLATE", help="a template or app cache")

@@ -121,6 +121,7 @@ def cmd_recipes(args: argparse.Namespace, config: Config) -> int:
                     for t in recipe.os_templates()
                 ],
                 "apps": recipe.apps(),
+                "unused": [p.name for p in recipe.unused],
                 "appcaches": sorted(
                     {
                         parsed.template
@@ -140,6 +141,8 @@ def cmd_recipes(args: argparse.Namespace, config: Config) -> int:
             print(f"  {template['template']}{_images_text(config, template['template'])}")
         if row["apps"]:
             print(f"  apps: {', '.join(row['apps'])}")
+        if args.verbose and row["unused"]:
+            print(f"  unused: {', '.join(row['unused'])}")
         for cache in row["appcaches"]:
             print(f"  {cache}{_images_text(config, cache)}")
     return 0
@@ -193,6 +196,9 @@ def cmd_info(args: argparse.Namespace, config: Config) -> int:
         "packages": packages,
         "lock": lock_state,
         "last_image": latest.name if latest else None,
+        "osrelease": template.osrelease,
+        "version": template.version,
+        "release": template.release,
     }
     if args.json:
         print(json.dumps(data, indent=2, sort_keys=True))
@@ -200,6 +206,9 @@ def cmd_info(args: argparse.Namespace, config: Config) -> int:
     print(f"template     {data['template']} ({data['family']}, {data['arch']})")
     if description:
         print(f"description  {description.splitlines()[0]}")
+    if template.osrelease or template.version or template.release:
+        print(f"EZ           osrelease {template.osrelease or '-'}, version {template.version or '-'}, "
+              f"release {template.release or '-'}")  # fmt: skip
     print("repositories")
     for repo in repositories:
         print(f"  {repo}")

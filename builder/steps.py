@@ -6,6 +6,7 @@ the previous one wrote under the cache directory, so any step can be re-run alon
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -20,6 +21,7 @@ from builder import chroot, rootfs, uptodate
 from builder.atomic import write_bytes, write_if_changed
 from builder.config import Config
 from builder.errors import EztError, Where
+from builder.ezformat import bootstrap_stages
 from builder.family import InstallRequest, MetadataOptions
 from builder.lock import Lock, lock_difference, read_lock
 from builder.model import LockedPackage, Package, PackageRequest, Repository
@@ -284,23 +286,35 @@ def stage_template(ctx: BuildContext, template: Template) -> None:
     env = _environment(template, epoch)
 
     def fill(work: Path) -> None:
+        # vztt's order (src/cache.c): pre-cache on the host, the packages_0 / packages_1
+        # groups, mid-pre-install and mid-post-install inside, the rest, post-cache on
+        # the host, post-install inside
         if template.pre_cache:
             chroot.run_host_script(template.pre_cache.path, work, source_date_epoch=epoch, environment=env)
-        template.family.install(
-            InstallRequest(
-                root=work,
-                packages=lock.packages,
-                package_file=lambda p: verified_pool_file(ctx, p),
-                environment=env,
-                source_date_epoch=epoch,
-                repositories=template.repositories,
-                progress=ctx.say,
-            )
-        )
-        if template.post_install:
-            run_post_install(template.post_install.path, work, epoch, env)
-        if template.post_cache:
-            chroot.run_host_script(template.post_cache.path, work, source_date_epoch=epoch, environment=env)
+        stages = (*bootstrap_stages(lock.packages, template.bootstrap), lock.packages)
+        with contextlib.ExitStack() as held:
+            for number, packages in enumerate(stages):
+                if packages is lock.packages and template.mid_pre_install:
+                    run_post_install(template.mid_pre_install.path, work, epoch, env)
+                    if template.mid_post_install:
+                        run_post_install(template.mid_post_install.path, work, epoch, env)
+                template.family.install(
+                    InstallRequest(
+                        root=work,
+                        packages=packages,
+                        package_file=lambda p: verified_pool_file(ctx, p),
+                        environment=env,
+                        source_date_epoch=epoch,
+                        repositories=template.repositories,
+                        progress=ctx.say,
+                    )
+                )
+                if number == 0 and len(stages) > 1:  # later installs into the root must not let services start
+                    held.enter_context(template.family.services_held(work))
+            if template.post_cache:
+                chroot.run_host_script(template.post_cache.path, work, source_date_epoch=epoch, environment=env)
+            if template.post_install:
+                run_post_install(template.post_install.path, work, epoch, env)
         template.family.finish_root(work)
 
     stamp = (ctx.config.layout.stage_stamp(template.name), stage_stamp(stage_record(ctx, template), epoch))
