@@ -452,8 +452,10 @@ def os_image_inputs(ctx: BuildContext, template: Template) -> ImageInputs:
         packages=lock.packages,
         distribution=template.distribution or template.recipe.split("-")[0],
         purl_type=template.family.name,
-        extra={"kind": "os", "recipe": template.recipe, "distribution": template.distribution},
-    )
+        extra={"kind": "os", "recipe": template.recipe, "distribution": template.distribution,
+               **{k: v for k, v in (("osrelease", template.osrelease), ("version", template.version),
+                                    ("release", template.release)) if v}},  # the EZ template's, if it says
+    )  # fmt: skip
 
 
 def image_template(ctx: BuildContext, template: Template) -> Path:

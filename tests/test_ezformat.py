@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 from collections.abc import Iterator
@@ -128,6 +129,9 @@ def test_staged_groups_and_mid_scripts_run_in_vztt_order(staged_site: Site, tmp_
         "os_packages_0": "hostbase first\nsecond\n",
         "os_packages_1": "third\n",
         "os_packages": "last\n",
+        "os_osrelease": "6.1\n",
+        "os_version": "7.0.0\n",
+        "os_release": "2\n",
         "os_pre-cache": _host("pre-cache"),
         "os_mid-pre-install": _inside("mid-pre-install"),
         "os_mid-post-install": _inside("mid-post-install"),
@@ -141,7 +145,13 @@ def test_staged_groups_and_mid_scripts_run_in_vztt_order(staged_site: Site, tmp_
     result = run_ezt("build", TEMPLATE, "--recipes", str(tmp_path / "recipes"), "--cache-dir", str(tmp_path / "c"),
                      env={"EZT_URLMAP_TEST_SERVER": staged_site.server.url, "SOURCE_DATE_EPOCH": "1700000000"})
     assert result.returncode == 0, result.stderr
-    root = unpack(next((tmp_path / "c" / "images").glob("*.tar.zst")), tmp_path / "root")
+    image = next((tmp_path / "c" / "images").glob("*.tar.zst"))
+    extra = json.loads(Path(f"{image}.json").read_text())["extra"]
+    assert (extra["osrelease"], extra["version"], extra["release"]) == ("6.1", "7.0.0", "2")
+    info = run_ezt("info", TEMPLATE, "--recipes", str(tmp_path / "recipes"), "--cache-dir", str(tmp_path / "c"),
+                   env={"EZT_URLMAP_TEST_SERVER": staged_site.server.url})
+    assert "osrelease 6.1, version 7.0.0, release 2" in info.stdout, info.stderr
+    root = unpack(image, tmp_path / "root")
     log = [_sorted(line) for line in (root / "ezt-order.log").read_text().splitlines()]
     assert log == [
         "pre-cache:",
