@@ -29,10 +29,8 @@ from builder.recipefiles import (
     split_file_name,
     unused_file,
 )
+from builder.vzttconf import expand_vars
 
-_VAR_RE = re.compile(
-    r"\$\{(?P<braced>[A-Za-z_][A-Za-z0-9_]*)\}|\$\((?P<paren>[A-Za-z_]+)\)|\$(?P<bare>[A-Za-z_][A-Za-z0-9_]*)"
-)
 _ENV_RE = re.compile(r"^(?P<key>[A-Za-z_][A-Za-z0-9_]*)=(?P<value>.*)$")
 _PRIORITY_RE = re.compile(r"^@(required|important|standard|optional|extra)$")
 
@@ -219,22 +217,6 @@ def text_lines(path: Path) -> list[tuple[int, str]]:
         if line:
             out.append((number, line))
     return out
-
-
-def expand_vars(line: str, urlmap: Mapping[str, str], arch: str, native_arch: str, where: Where) -> str:
-    """Replace ``$VAR``/``${VAR}`` from the url map and ``$(ARCH)``/``$basearch`` by the arch."""
-
-    def substitute(match: re.Match[str]) -> str:
-        var = match.group("braced") or match.group("paren") or match.group("bare") or ""
-        if var in ("ARCH", "basearch", "arch"):
-            return native_arch if var != "basearch" else arch
-        if var in urlmap:
-            return urlmap[var]
-        known = ", ".join(f"${k}" for k in sorted(urlmap)) or "none"
-        hint = f"set EZT_URLMAP_{var} or urlmap in the config"
-        raise EztError(f"unknown url map variable ${var} (known: {known}; {hint})", where)
-
-    return _VAR_RE.sub(substitute, line)
 
 
 def read_package_requests(path: Path, family: Family, *, classes: bool = True) -> tuple[PackageRequest, ...]:
@@ -426,6 +408,9 @@ class App:
     description: str
     summary: str
     files: tuple[Path, ...]
+    pre_install_hn: Script | None = None
+    post_install_hn: Script | None = None
+    """Run on the host with the root as argument (vztt's ``*-hn`` scripts)."""
 
     def digest(self) -> str:
         return files_digest(self.files)
@@ -477,6 +462,8 @@ def load_app(recipe: RecipeDir, name: str, family: Family) -> App:
         description=text("description"),
         summary=text("summary"),
         files=tuple(files[kind] for kind in sorted(files)),
+        pre_install_hn=read_script(files["pre-install-hn"]) if "pre-install-hn" in files else None,
+        post_install_hn=read_script(files["post-install-hn"]) if "post-install-hn" in files else None,
     )
 
 
