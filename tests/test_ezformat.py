@@ -167,3 +167,36 @@ def test_staged_groups_and_mid_scripts_run_in_vztt_order(staged_site: Site, tmp_
     done = subprocess.run(["dpkg-query", f"--admindir={root}/var/lib/dpkg", "-W", "-f=${Package} "],
                           capture_output=True, text=True, check=True)  # fmt: skip
     assert set(done.stdout.split()) == {"hostbase", "first", "second", "third", "last"}
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="installing into a chroot needs root")
+def test_app_hn_scripts_run_on_the_host_in_vztt_order(staged_site: Site, tmp_path: Path) -> None:
+    recipe = tmp_path / "recipes" / TEMPLATE
+    recipe.mkdir(parents=True)
+    files = {
+        "os_distribution": "debian\n",
+        "os_repositories": f"[signed-by={staged_site.key.keyring}] $TEST_SERVER stable main\n",
+        "os_packages": "hostbase\n",
+        "mod_perl_packages": "last\n",
+        "mod_perl_pre-install-hn": _host("pre-install-hn"),
+        "mod_perl_pre-install": _inside("pre-install"),
+        "mod_perl_post-install-hn": _host("post-install-hn"),
+        "mod_perl_post-install": _inside("post-install"),
+    }
+    for name, text in files.items():
+        (recipe / name).write_text(text)
+        if text.startswith("#!"):
+            (recipe / name).chmod(0o755)
+    result = run_ezt("build", f"{TEMPLATE}+mod_perl", "--recipes", str(tmp_path / "recipes"), "--cache-dir",
+                     str(tmp_path / "c"), env={"EZT_URLMAP_TEST_SERVER": staged_site.server.url,
+                                               "SOURCE_DATE_EPOCH": "1700000000"})  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    image = next((tmp_path / "c" / "images").glob(f"{TEMPLATE}+mod_perl-*.tar.zst"))
+    root = unpack(image, tmp_path / "root")
+    assert [_sorted(line) for line in (root / "ezt-order.log").read_text().splitlines()] == [
+        "pre-install-hn: hostbase",
+        "pre-install: hostbase",
+        "postinst last",
+        "post-install-hn: hostbase last",
+        "post-install: hostbase last",
+    ]
