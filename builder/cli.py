@@ -147,6 +147,12 @@ def _config(args: argparse.Namespace) -> Config:
         if args.command == "create" and args.config is not None and not args.config.exists():
             raise EztError(f"{exc.message} (a vzctl sample config is --sample-config NAME)", exc.where) from exc
         raise
+    given = getattr(args, "recipes", None) is not None or config.recipes_dir != Path("recipes")
+    if not given and not Path("recipes").exists():
+        from runtime.definitions import node_recipes  # a node: the EZ definitions installed on it
+
+        view = node_recipes(getattr(args, "vz_root", None) or config.vz_root)
+        config = config._replace(recipes_dir=view) if view is not None else config
     return config.with_paths(args.recipes, args.cache_dir)
 
 
