@@ -297,11 +297,12 @@ def load_template(name: str, recipes_dir: Path, urlmap: Mapping[str, str]) -> Te
     if not repositories:
         raise EztError("no repositories listed", Where.of(repos_path))
 
-    bootstrap = tuple(tuple(words) for _, words in read_words(chosen["packages_0"])) if chosen["packages_0"] else ()
-    if chosen["packages_1"]:
-        bootstrap += (tuple(w for _, words in read_words(chosen["packages_1"]) for w in words),)
-    staged = tuple(PackageRequest(w, None, Where.of(chosen["packages_0"] or chosen["packages_1"] or repos_path))
-                   for group in bootstrap for w in group)  # fmt: skip
+    lines0 = [(chosen["packages_0"], n, w) for n, w in read_words(chosen["packages_0"])] if chosen["packages_0"] else []
+    lines1 = [(chosen["packages_1"], n, w) for n, w in read_words(chosen["packages_1"])] if chosen["packages_1"] else []
+    staged = tuple(family.parse_pin(w, Where.of(path, n)) for path, n, words in lines0 + lines1 for w in words)
+    names = iter(r.name for r in staged)  # the groups by name: a pin's version is the lock's business
+    bootstrap = tuple(tuple(next(names) for _ in words) for _, _, words in lines0)
+    bootstrap += (tuple(next(names) for _, _, words in lines1 for _ in words),) if lines1 else ()
     listed = read_package_requests(required("packages"), family)
     first: dict[str, PackageRequest] = {}
     for request in staged:
