@@ -117,6 +117,11 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     lock.add_argument("--refresh", action="store_true", help="revalidate repository metadata now")
     lock.add_argument("-q", "--quiet", action="store_true", help="no progress, no messages: errors only")
 
+    fetch = sub.add_parser("fetch", parents=[common],
+                           help="lock if needed and fill the pool only (for a later --offline build)")
+    fetch.add_argument("templates", nargs="+", metavar="TEMPLATE", help="templates or app caches")
+    fetch.add_argument("-q", "--quiet", action="store_true", help="no progress, no messages: errors only")
+
     recipes = sub.add_parser("recipes", parents=[common], help="list recipes, templates and built images")
     recipes.add_argument("--json", action="store_true", help=JSON_HELP)
     recipes.add_argument("-v", "--verbose", action="store_true",

@@ -97,6 +97,17 @@ def cmd_publish(args: argparse.Namespace, config: Config) -> int:
     return 0
 
 
+def cmd_fetch(args: argparse.Namespace, config: Config) -> int:
+    """vzpkg's ``fetch``: the lock (made if missing or stale) and its packages in the pool."""
+    ctx = steps.BuildContext(config, steps.BuildOptions(), _say)
+    templates = _templates(config, args.templates)
+    runner.run_build(ctx, templates, 1, only=tuple(f"fetch:{t.name}" for t in templates))
+    for template in templates:
+        lock = steps.load_lock(ctx, template)
+        _say(f"{template.name}: {len(lock.packages)} packages in the pool")
+    return 0
+
+
 def cmd_lock(args: argparse.Namespace, config: Config) -> int:
     ctx = steps.BuildContext(config, steps.BuildOptions(refresh=args.refresh, lock_only=True), _say)
     templates = _templates(config, args.templates)
