@@ -279,6 +279,12 @@ def _environment(template: Template, epoch: int) -> dict[str, str]:
     return env
 
 
+NAME_FILES = {"etc/hostname": "localhost\n",
+              "etc/hosts": "127.0.0.1\tlocalhost\n::1\t\tlocalhost ip6-localhost ip6-loopback\n"}  # fmt: skip
+"""The host name files a stage root gets before its packages, unless a pre-cache script
+made them: the build's host name (``localhost``, see :mod:`builder.chroot`) resolves."""
+
+
 def stage_template(ctx: BuildContext, template: Template) -> None:
     """Install the locked packages into a fresh stage root and run the recipe's scripts."""
     lock = load_lock(ctx, template)
@@ -291,6 +297,9 @@ def stage_template(ctx: BuildContext, template: Template) -> None:
         # the host, post-install inside
         if template.pre_cache:
             chroot.run_host_script(template.pre_cache.path, work, source_date_epoch=epoch, environment=env)
+        for name, text in NAME_FILES.items():  # as debootstrap gives them: postfix, exim, ... need a host name
+            if not os.path.lexists(work / name):
+                rootfs.write_file(work, "/" + name, text.encode(), mode=0o644)
         stages = (*bootstrap_stages(lock.packages, template.bootstrap), lock.packages)
         with contextlib.ExitStack() as held:
             for number, packages in enumerate(stages):

@@ -114,6 +114,9 @@ def staged_site(tmp_path_factory: pytest.TempPathFactory, gpg_key: GpgKey) -> It
     extra = [build_deb(site.debs, name, "1.0", "all", fields={"Depends": "hostbase", "Priority": "optional"},
                        scripts={"postinst": f"#!/bin/sh\nset -e\necho 'postinst {name}' >> /ezt-order.log\n"})
              for name in ("first", "second", "third", "last")]  # fmt: skip
+    extra.append(build_deb(site.debs, "namecheck", "1.0", "all", fields={"Depends": "hostbase"}, scripts={
+        "postinst": "#!/bin/sh\nset -e\nread n < /proc/sys/kernel/hostname\necho \"$n\" > /etc/built-name\n"
+                    "while read -r line; do echo \"$line\"; done < /etc/hosts > /etc/hosts-at-build\n"}))  # fmt: skip
     build_repo(site.repo, package_set(site.debs) + extra, gpg_key)
     yield site
     server.stop()
@@ -200,3 +203,21 @@ def test_app_hn_scripts_run_on_the_host_in_vztt_order(staged_site: Site, tmp_pat
         "post-install-hn: hostbase last",
         "post-install: hostbase last",
     ]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="installing into a chroot needs root")
+def test_maintainer_scripts_see_the_build_host_name(staged_site: Site, tmp_path: Path) -> None:
+    """As under debootstrap, a package's scripts find a host name and an /etc/hosts that
+    names it (postfix's postinst fails without); the builder's own name stays out."""
+    recipe = tmp_path / "recipes" / TEMPLATE
+    recipe.mkdir(parents=True)
+    (recipe / "os_repositories").write_text(f"[signed-by={staged_site.key.keyring}] $TEST_SERVER stable main\n")
+    (recipe / "os_packages").write_text("hostbase\nnamecheck\n")
+    (recipe / "os_distribution").write_text("debian\n")
+    result = run_ezt("build", TEMPLATE, "--recipes", str(tmp_path / "recipes"), "--cache-dir", str(tmp_path / "c"),
+                     env={"EZT_URLMAP_TEST_SERVER": staged_site.server.url, "SOURCE_DATE_EPOCH": "1700000000"})
+    assert result.returncode == 0, result.stderr
+    root = unpack(next((tmp_path / "c" / "images").glob("*.tar.zst")), tmp_path / "root")
+    assert (root / "etc/built-name").read_text() == "localhost\n"
+    assert "127.0.0.1\tlocalhost" in (root / "etc/hosts-at-build").read_text()
+    assert (root / "etc/hostname").read_text() == "localhost\n"
