@@ -181,7 +181,9 @@ def cmd_template(args: argparse.Namespace, config: Config) -> int:
         if not args.files:
             raise EztError("ezt template remove: name at least one dated image or definition (see ezt template list)")
         for image in args.files:
-            if parse_image_name(str(image).removesuffix(SUFFIX) + SUFFIX) is None and "/" not in str(image):
+            names = {d.name for d in definitions.list_definitions(layout)}
+            if parse_image_name(str(image).removesuffix(SUFFIX) + SUFFIX) is None and \
+                    str(image).partition("+")[0] in names:  # fmt: skip
                 print(f"removed {definitions.remove(layout, str(image))}")
                 continue
             for path in container.remove_image(layout, str(image)):

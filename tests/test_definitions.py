@@ -74,7 +74,7 @@ def test_install_from_archive_and_errors(tmp_path: Path) -> None:
     (source / "os_mid-install").write_text("x\n")
     assert_user_error(ezt(tmp_path / "vz", "install", str(source)), "os_mid-install", "unknown recipe file kind")
     assert_user_error(ezt(tmp_path / "vz", "install", str(tmp_path / "nothing.zip")), "nothing.zip")
-    assert_user_error(ezt(tmp_path / "vz", "remove", "other-1-x86_64"), "no template definition 'other-1-x86_64'")
+    assert_user_error(ezt(tmp_path / "vz", "remove", "other-1-x86_64"), "'other-1-x86_64' is not a dated image name")
     assert_user_error(ezt(tmp_path / "vz", "remove", "testos-1-x86_64+php"), "no application 'php'")
 
 
