@@ -122,6 +122,14 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     fetch.add_argument("templates", nargs="+", metavar="TEMPLATE", help="templates or app caches")
     fetch.add_argument("-q", "--quiet", action="store_true", help="no progress, no messages: errors only")
 
+    gc = sub.add_parser("gc", parents=[common], help="remove old images and pool files no lock or kept image needs")
+    gc.add_argument("--keep", type=int, required=True, metavar="N", help="newest images kept per template")
+    gc.add_argument("--dry-run", action="store_true", help="say what would go")
+    clean = sub.add_parser("clean", parents=[common], help="remove stages (--all: metadata and pool too)")
+    clean.add_argument("templates", nargs="*", metavar="TEMPLATE", help="whose stages (default: all)")
+    clean.add_argument("--all", action="store_true", help="also the repository metadata and the whole pool")
+    clean.add_argument("--dry-run", action="store_true", help="say what would go")
+
     recipes = sub.add_parser("recipes", parents=[common], help="list recipes, templates and built images")
     recipes.add_argument("--json", action="store_true", help=JSON_HELP)
     recipes.add_argument("-v", "--verbose", action="store_true",

@@ -108,6 +108,32 @@ def cmd_fetch(args: argparse.Namespace, config: Config) -> int:
     return 0
 
 
+def _report(removed: list[Any], dry_run: bool) -> int:
+    for item in removed:
+        print(f"{'would remove' if dry_run else 'removed'} {item.path} ({item.why})")
+    total = sum(item.size for item in removed)
+    _say(f"{len(removed)} item(s), {total / 1e6:.1f} MB{' (dry run)' if dry_run else ''}")
+    return 0
+
+
+def cmd_gc(args: argparse.Namespace, config: Config) -> int:
+    """Images beyond ``--keep`` per template (never a container's or the current one),
+    then pool files nothing kept needs (:mod:`builder.cachegc`)."""
+    from builder.cachegc import gc
+    from runtime.listing import list_containers
+    from runtime.paths import NodeLayout
+
+    node = NodeLayout(config.vz_root.absolute(), config.conf_dir)
+    in_use = [info.ostemplate for info in list_containers(node)]
+    return _report(gc(config.layout, args.keep, in_use, dry_run=args.dry_run), args.dry_run)
+
+
+def cmd_clean(args: argparse.Namespace, config: Config) -> int:
+    from builder.cachegc import clean
+
+    return _report(clean(config.layout, args.templates, everything=args.all, dry_run=args.dry_run), args.dry_run)
+
+
 def cmd_lock(args: argparse.Namespace, config: Config) -> int:
     ctx = steps.BuildContext(config, steps.BuildOptions(refresh=args.refresh, lock_only=True), _say)
     templates = _templates(config, args.templates)
