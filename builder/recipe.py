@@ -165,6 +165,7 @@ def read_recipe_dir(path: Path) -> RecipeDir:
         raise EztError("no such recipe directory", Where.of(path))
     groups: dict[str, dict[str, Path]] = {}
     unused: list[Path] = []
+    has_spec = any(p.suffix == ".spec" and p.is_file() for p in path.iterdir())
     for entry in sorted(path.iterdir()):
         if ignored_file(entry.name):
             continue
@@ -172,6 +173,9 @@ def read_recipe_dir(path: Path) -> RecipeDir:
             unused.append(entry)
             continue
         split = split_file_name(entry.name) if entry.is_file() else None
+        if split is None and has_spec and entry.is_file():
+            unused.append(entry)  # an EZ source installs only the kinds its spec names; vztt never sees it
+            continue
         if split is None:
             match = KIND_RE.match(entry.name)
             if match and entry.is_file():

@@ -38,7 +38,9 @@ OS_KINDS = (
 """Every kind vztt reads from an OS template's ``config/os/default`` (and ``keyring``,
 ezt's own)."""
 APP_KINDS = ("packages", "pre-install", "post-install", "pre-install-hn", "post-install-hn", "environment",
-             "description", "summary", "version", "release")  # fmt: skip
+             "description", "summary", "version", "release", "repositories", "mirrorlist")  # fmt: skip
+"""An EZ application may carry its own ``repositories`` / ``mirrorlist`` (the spec
+installs them for every template), so those do not make a name an OS set."""
 SET_ONLY_KINDS = frozenset(OS_KINDS) - frozenset(APP_KINDS)
 """Files that make a name an OS set rather than an app."""
 KNOWN_KINDS = tuple(sorted(set(OS_KINDS) | set(APP_KINDS), key=len, reverse=True))

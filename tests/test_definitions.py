@@ -72,6 +72,7 @@ def test_install_from_archive_and_errors(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "vz/template/testos/1/x86_64/config/os/default/packages").is_file()
     (source / "os_mid-install").write_text("x\n")
+    (source / "testos-1-x86_64-ez.spec").unlink()  # with one, a kind it does not install is only skipped
     assert_user_error(ezt(tmp_path / "vz", "install", str(source)), "os_mid-install", "unknown recipe file kind")
     assert_user_error(ezt(tmp_path / "vz", "install", str(tmp_path / "nothing.zip")), "nothing.zip")
     assert_user_error(ezt(tmp_path / "vz", "remove", "other-1-x86_64"), "'other-1-x86_64' is not a dated image name")

@@ -73,8 +73,17 @@ def test_unknown_kind_and_underivable_manager_are_one_line_errors(tmp_path: Path
         load_template("plan9-4-x86_64", tmp_path, URLMAP)
     (recipe / "os_package_manager").unlink()
     (recipe / "os_mid-install").write_text("#!/bin/sh\n")
+    assert "os_mid-install" in [p.name for p in read_recipe_dir(recipe).unused]  # the spec would not install it
+    (recipe / "debian-12-x86_64-ez.spec").unlink()  # without a spec, an unknown kind is a typo
     result = run_ezt("lock", "plan9-4-x86_64", "--recipes", str(tmp_path), "--cache-dir", str(tmp_path / "c"))
-    assert_user_error(result, "os_mid-install")
+    assert_user_error(result, "os_mid-install", "unknown recipe file kind 'mid-install'")
+
+
+def test_app_with_its_own_mirrorlist_stays_an_app(tmp_path: Path) -> None:
+    ez_recipe(tmp_path, docker_packages="docker\n", docker_mirrorlist="$SW_SERVER/mirrors/docker\n",
+              docker_repositories="$TEST_SERVER/docker stable main\n")  # fmt: skip
+    found = read_recipe_dir(tmp_path / "debian-12-x86_64")
+    assert (found.apps(), found.sets()) == (["docker"], [])
 
 
 def test_recipes_verbose_lists_unused_files(tmp_path: Path) -> None:
