@@ -26,7 +26,7 @@ URL_MAP = Path("template/conf/vztt/url.map")
 """Below the node's ``vz_root``, where vztt reads it."""
 VZTT_CONF = Path("/etc/vztt/vztt.conf")
 _CONF_LINE = re.compile(r"^(?:export\s+)?(?P<key>[A-Za-z_][A-Za-z0-9_]*)=(?P<value>.*)$")
-_VAR_RE = re.compile(
+VAR_RE = re.compile(
     r"\$\{(?P<braced>[A-Za-z_][A-Za-z0-9_]*)\}|\$\((?P<paren>[A-Za-z_]+)\)|\$(?P<bare>[A-Za-z_][A-Za-z0-9_]*)"
 )
 _PLAIN_VAR = re.compile(r"^\$(?P<name>[A-Za-z_][A-Za-z0-9_]*)$")
@@ -132,4 +132,4 @@ def expand_vars(line: str, urlmap: Mapping[str, str], arch: str, native_arch: st
         hint = f"set EZT_URLMAP_{var}, urlmap in the config, or a line in vztt's url.map"
         raise EztError(f"unknown url map variable ${var} (known: {known}; {hint})", where)
 
-    return _VAR_RE.sub(substitute, line)
+    return VAR_RE.sub(substitute, line)
