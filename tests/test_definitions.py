@@ -75,6 +75,14 @@ def test_install_from_archive_and_errors(tmp_path: Path) -> None:
     (source / "testos-1-x86_64-ez.spec").unlink()  # with one, a kind it does not install is only skipped
     assert_user_error(ezt(tmp_path / "vz", "install", str(source)), "os_mid-install", "unknown recipe file kind")
     assert_user_error(ezt(tmp_path / "vz", "install", str(tmp_path / "nothing.zip")), "nothing.zip")
+    (tmp_path / "other-1-x86_64").mkdir()
+    (tmp_path / "other-1-x86_64" / "nginx_packages").write_text("nginx\n")
+    assert_user_error(ezt(tmp_path / "vz", "install", str(tmp_path / "other-1-x86_64")), "no os_* files")
+    evil = tmp_path / "evil.tar"
+    with tarfile.open(evil, "w") as tar:
+        tar.add(source / "os_packages", arcname="../os_packages")
+    assert_user_error(ezt(tmp_path / "vz", "install", str(evil)), "points outside the archive")
+    assert not (tmp_path / "os_packages").exists()
     assert_user_error(ezt(tmp_path / "vz", "remove", "other-1-x86_64"), "'other-1-x86_64' is not a dated image name")
     assert_user_error(ezt(tmp_path / "vz", "remove", "testos-1-x86_64+php"), "no application 'php'")
 
