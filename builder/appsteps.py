@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from builder import uptodate
+from builder import chroot, uptodate
 from builder.atomic import write_if_changed
 from builder.errors import EztError
 from builder.family import InstallRequest
@@ -117,7 +117,11 @@ def stage_app_cache(ctx: BuildContext, cache: AppCache) -> None:
 
     def fill(work: Path) -> None:
         with family.services_held(work):
+            # vztt's order (src/appcache.c): pre-install-hn on the host, pre-install
+            # inside, the packages, post-install-hn on the host, post-install inside
             for app in cache.apps:
+                if app.pre_install_hn:
+                    chroot.run_host_script(app.pre_install_hn.path, work, source_date_epoch=epoch, environment=env)
                 if app.pre_install:
                     run_post_install(app.pre_install.path, work, epoch, env)
             family.install(
@@ -131,6 +135,8 @@ def stage_app_cache(ctx: BuildContext, cache: AppCache) -> None:
                 )
             )
             for app in cache.apps:
+                if app.post_install_hn:
+                    chroot.run_host_script(app.post_install_hn.path, work, source_date_epoch=epoch, environment=env)
                 if app.post_install:
                     run_post_install(app.post_install.path, work, epoch, env)
         family.finish_root(work)

@@ -12,6 +12,9 @@ from pathlib import Path
 from typing import NamedTuple
 
 APT_ETC = Path("/etc/apt")
+UBUNTU_SUITES = frozenset(
+    "bionic focal jammy kinetic lunar mantic noble oracular plucky questing".split()  # noqa: SIM905
+)
 DEBIAN_SUITES = frozenset(
     "buster bullseye bookworm trixie forky duke sid oldoldstable oldstable stable testing unstable".split()  # noqa: SIM905
 )
@@ -92,4 +95,30 @@ def debian_servers(apt_etc: Path = APT_ETC) -> dict[str, str]:
         key = "DEBIAN_SECURITY_SERVER" if is_security else "DEBIAN_SERVER"
         if key not in found and (is_security or "main" in entry.components):
             found[key] = entry.uri.rstrip("/")
+    return found
+
+
+def _suite_base(suite: str) -> str:
+    return suite.split("-")[0].split("/")[0]
+
+
+def _root_before(uri: str, segment: str) -> str | None:
+    """``http://host/pub/debian`` -> ``http://host/pub`` for segment ``debian``."""
+    uri = uri.rstrip("/")
+    head, slash, last = uri.rpartition("/")
+    return head if slash and last == segment and "://" in head else None
+
+
+def mirror_roots(apt_etc: Path = APT_ETC) -> dict[str, str]:
+    """vztt's ``$DEB_SERVER`` and ``$UBU_SERVER``: the root of the host's Debian (Ubuntu)
+    mirror, the part of its main archive URI before ``/debian`` (``/ubuntu``), which EZ
+    repository lines extend with ``/debian``, ``/debian-security``, ``/ubuntu``."""
+    found: dict[str, str] = {}
+    for entry in host_sources(apt_etc):
+        if any(s.endswith(("-security", "/updates")) for s in entry.suites) or "main" not in entry.components:
+            continue
+        for key, suites, segment in (("DEB_SERVER", DEBIAN_SUITES, "debian"), ("UBU_SERVER", UBUNTU_SUITES, "ubuntu")):
+            root = _root_before(entry.uri, segment)
+            if key not in found and root and any(_suite_base(s) in suites for s in entry.suites):
+                found[key] = root
     return found

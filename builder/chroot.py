@@ -1,8 +1,9 @@
 """Run commands inside a stage root with /proc, /sys and /dev present only while they run.
 
-Each command runs under ``unshare --mount --pid --fork``: a short shell prologue
-mounts proc, sysfs (read-only) and a small tmpfs /dev into the root, then runs
-``chroot <root> cmd``. The mounts live in a private mount namespace, so they
+Each command runs under ``unshare --mount --pid --uts --fork``: a short shell
+prologue sets the host name ``localhost`` (maintainer scripts such as postfix's read
+it; the builder's must not reach the image), mounts proc, sysfs (read-only) and a
+small tmpfs /dev into the root, then runs ``chroot <root> cmd``. The mounts live in a private mount namespace, so they
 vanish with the command however it ends (success, failure, Ctrl-C, SIGKILL of
 ezt): nothing is ever left mounted on the host, and deleting a stage root can
 never descend into the host's /proc or /dev. The new pid namespace ends with its
@@ -62,6 +63,7 @@ done
 [ -d "$r/proc" ] || mkdir -m 0555 "$r/proc"
 [ -d "$r/sys" ] || mkdir -m 0555 "$r/sys"
 [ -d "$r/dev" ] || mkdir -m 0755 "$r/dev"
+echo localhost > /proc/sys/kernel/hostname || fail "cannot set the host name"
 mount -t proc -o nosuid,nodev,noexec proc "$r/proc"
 mount -t sysfs -o ro,nosuid,nodev,noexec sysfs "$r/sys"
 """
@@ -127,6 +129,7 @@ def run_in_root(
         "unshare",
         "--mount",
         "--pid",
+        "--uts",  # the build's own host name (localhost), never the builder's
         "--fork",
         "--kill-child",
         "--propagation",

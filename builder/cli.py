@@ -117,8 +117,23 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     lock.add_argument("--refresh", action="store_true", help="revalidate repository metadata now")
     lock.add_argument("-q", "--quiet", action="store_true", help="no progress, no messages: errors only")
 
+    fetch = sub.add_parser("fetch", parents=[common],
+                           help="lock if needed and fill the pool only (for a later --offline build)")
+    fetch.add_argument("templates", nargs="+", metavar="TEMPLATE", help="templates or app caches")
+    fetch.add_argument("-q", "--quiet", action="store_true", help="no progress, no messages: errors only")
+
+    gc = sub.add_parser("gc", parents=[common], help="remove old images and pool files no lock or kept image needs")
+    gc.add_argument("--keep", type=int, required=True, metavar="N", help="newest images kept per template")
+    gc.add_argument("--dry-run", action="store_true", help="say what would go")
+    clean = sub.add_parser("clean", parents=[common], help="remove stages (--all: metadata and pool too)")
+    clean.add_argument("templates", nargs="*", metavar="TEMPLATE", help="whose stages (default: all)")
+    clean.add_argument("--all", action="store_true", help="also the repository metadata and the whole pool")
+    clean.add_argument("--dry-run", action="store_true", help="say what would go")
+
     recipes = sub.add_parser("recipes", parents=[common], help="list recipes, templates and built images")
     recipes.add_argument("--json", action="store_true", help=JSON_HELP)
+    recipes.add_argument("-v", "--verbose", action="store_true",
+                         help="also list files the build does not use (*.spec, ...)")
 
     info = sub.add_parser("info", parents=[common], help="show a template's repositories, packages and state")
     info.add_argument("template", metavar="TEMPLATE", help="a template or app cache")
@@ -145,6 +160,12 @@ def _config(args: argparse.Namespace) -> Config:
         if args.command == "create" and args.config is not None and not args.config.exists():
             raise EztError(f"{exc.message} (a vzctl sample config is --sample-config NAME)", exc.where) from exc
         raise
+    given = getattr(args, "recipes", None) is not None or config.recipes_dir != Path("recipes")
+    if not given and not Path("recipes").exists():
+        from runtime.definitions import node_recipes  # a node: the EZ definitions installed on it
+
+        view = node_recipes(getattr(args, "vz_root", None) or config.vz_root)
+        config = config._replace(recipes_dir=view) if view is not None else config
     return config.with_paths(args.recipes, args.cache_dir)
 
 

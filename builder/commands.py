@@ -104,6 +104,43 @@ def cmd_publish(args: argparse.Namespace, config: Config) -> int:
     return 0
 
 
+def cmd_fetch(args: argparse.Namespace, config: Config) -> int:
+    """vzpkg's ``fetch``: the lock (made if missing or stale) and its packages in the pool."""
+    ctx = steps.BuildContext(config, steps.BuildOptions(), _say)
+    templates = _templates(config, args.templates)
+    runner.run_build(ctx, templates, 1, only=tuple(f"fetch:{t.name}" for t in templates))
+    for template in templates:
+        lock = steps.load_lock(ctx, template)
+        _say(f"{template.name}: {len(lock.packages)} packages in the pool")
+    return 0
+
+
+def _report(removed: list[Any], dry_run: bool) -> int:
+    for item in removed:
+        print(f"{'would remove' if dry_run else 'removed'} {item.path} ({item.why})")
+    total = sum(item.size for item in removed)
+    _say(f"{len(removed)} item(s), {total / 1e6:.1f} MB{' (dry run)' if dry_run else ''}")
+    return 0
+
+
+def cmd_gc(args: argparse.Namespace, config: Config) -> int:
+    """Images beyond ``--keep`` per template (never a container's or the current one),
+    then pool files nothing kept needs (:mod:`builder.cachegc`)."""
+    from builder.cachegc import gc
+    from runtime.listing import list_containers
+    from runtime.paths import NodeLayout
+
+    node = NodeLayout(config.vz_root.absolute(), config.conf_dir)
+    in_use = [info.ostemplate for info in list_containers(node)]
+    return _report(gc(config.layout, args.keep, in_use, dry_run=args.dry_run), args.dry_run)
+
+
+def cmd_clean(args: argparse.Namespace, config: Config) -> int:
+    from builder.cachegc import clean
+
+    return _report(clean(config.layout, args.templates, everything=args.all, dry_run=args.dry_run), args.dry_run)
+
+
 def cmd_lock(args: argparse.Namespace, config: Config) -> int:
     ctx = steps.BuildContext(config, steps.BuildOptions(refresh=args.refresh, lock_only=True), _say)
     templates = _templates(config, args.templates)
@@ -129,6 +166,7 @@ def cmd_recipes(args: argparse.Namespace, config: Config) -> int:
                 ],
                 "apps": recipe.apps(),
                 "unset_urlmap": unset_urlmap(recipe, config),
+                "unused": [p.name for p in recipe.unused],
                 "appcaches": sorted(
                     {
                         parsed.template
@@ -152,6 +190,8 @@ def cmd_recipes(args: argparse.Namespace, config: Config) -> int:
             print(f"  cannot build here: url map {names} not set (set {hints} to a mirror)")
         if row["apps"]:
             print(f"  apps: {', '.join(row['apps'])}")
+        if args.verbose and row["unused"]:
+            print(f"  unused: {', '.join(row['unused'])}")
         for cache in row["appcaches"]:
             print(f"  {cache}{_images_text(config, cache)}")
     return 0
@@ -218,6 +258,9 @@ def cmd_info(args: argparse.Namespace, config: Config) -> int:
         "packages": packages,
         "lock": lock_state,
         "last_image": latest.name if latest else None,
+        "osrelease": template.osrelease,
+        "version": template.version,
+        "release": template.release,
     }
     if args.json:
         print(json.dumps(data, indent=2, sort_keys=True))
@@ -225,6 +268,9 @@ def cmd_info(args: argparse.Namespace, config: Config) -> int:
     print(f"template     {data['template']} ({data['family']}, {data['arch']})")
     if description:
         print(f"description  {description.splitlines()[0]}")
+    if template.osrelease or template.version or template.release:
+        print(f"EZ           osrelease {template.osrelease or '-'}, version {template.version or '-'}, "
+              f"release {template.release or '-'}")  # fmt: skip
     print("repositories")
     for repo in repositories:
         print(f"  {repo}")

@@ -14,9 +14,10 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, NamedTuple
 
-from builder.aptsources import debian_servers
+from builder.aptsources import debian_servers, mirror_roots
 from builder.errors import EztError, Where
 from builder.layout import CacheLayout
+from builder.vzttconf import URL_MAP, VZTT_CONF, read_url_map, read_vztt_conf, url_map_entries
 
 DEFAULT_KEYRING = Path("/usr/share/keyrings/debian-archive-keyring.gpg")
 SYSTEM_CONFIG = Path("/etc/ezt/ezt.yaml")
@@ -35,6 +36,8 @@ _PATH_KEYS = {
     "keyring": "keyring",
     "vz_root": "vz_root",
     "conf_dir": "conf_dir",
+    "url_map": "url_map",
+    "vztt_conf": "vztt_conf",
 }
 """Keys naming a path (relative to the config file's directory) -> the Config field."""
 
@@ -65,6 +68,10 @@ class Config(NamedTuple):
     registry_auth: Mapping[str, str] = MappingProxyType({})
     """OCI registry host[:port] -> ``user:password`` (else ~/.docker/config.json is asked)."""
     source: str | None = None
+    url_map: Path | None = None
+    """vztt's url.map (default ``<vz_root>/template/conf/vztt/url.map`` if there)."""
+    vztt_conf: Path | None = None
+    """vztt's vztt.conf (default ``/etc/vztt/vztt.conf`` if there)."""
 
     @property
     def layout(self) -> CacheLayout:
@@ -150,14 +157,36 @@ def load_config(path: Path | None = None, environ: Mapping[str, str] | None = No
         path = Path(env["EZT_CONFIG"])
     if path is None and SYSTEM_CONFIG.is_file():
         path = SYSTEM_CONFIG
-    urlmap: dict[str, str] = dict(debian_servers())
+    urlmap: dict[str, str] = {**debian_servers(), **mirror_roots()}
     config = Config()
-    if path is not None:
-        config = _apply_file(config, urlmap, path)
+    if path is not None:  # a first pass for where vztt's files are: they come below the file's settings
+        config = _apply_file(config, {}, path)
+    base = _apply_vztt(Config(), urlmap, config)
+    config = _apply_file(base, urlmap, path) if path is not None else base
     for name, value in env.items():
         if name.startswith("EZT_URLMAP_") and value:
             urlmap[name.removeprefix("EZT_URLMAP_")] = value.rstrip("/")
     return config._replace(urlmap=urlmap)
+
+
+def _apply_vztt(config: Config, urlmap: dict[str, str], located: Config) -> Config:
+    """vztt's url.map and vztt.conf (see :mod:`builder.vzttconf`), where ``located`` says
+    or at vztt's own places if there; the config file and environment override them."""
+    url_map = located.url_map or (located.vz_root / URL_MAP)
+    if located.url_map is not None or url_map.is_file():
+        urlmap.update(url_map_entries(read_url_map(url_map)))
+    conf_path = located.vztt_conf or VZTT_CONF
+    if located.vztt_conf is None and not conf_path.is_file():
+        return config
+    conf = read_vztt_conf(conf_path)
+    changes: dict[str, Any] = {}
+    if conf.proxy is not None:
+        changes["proxy"] = conf.proxy
+    if conf.metadata_expire is not None:
+        changes["metadata_expire"] = conf.metadata_expire
+    if conf.exclude is not None:
+        changes["exclude"] = conf.exclude
+    return config._replace(**changes)
 
 
 def _apply_file(config: Config, urlmap: dict[str, str], path: Path) -> Config:
@@ -206,6 +235,7 @@ def _apply_file(config: Config, urlmap: dict[str, str], path: Path) -> Config:
         else:
             known = "recipes, cache_dir, urlmap, exclude, jobs, download_threads, metadata_expire, metadata_max_age, "
             known += "max_release_size, max_index_size, proxy, keyring, "
-            known += "vz_root, conf_dir, idmap, bridge, bridge_address, remote, pull, publish, registry_auth"
+            known += "vz_root, conf_dir, idmap, bridge, bridge_address, remote, pull, publish, registry_auth, "
+            known += "url_map, vztt_conf"
             raise EztError(f"unknown key {key!r} (known: {known})", where)
     return config._replace(**changes)

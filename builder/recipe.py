@@ -16,41 +16,25 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from builder.errors import EztError, Where
+from builder.ezformat import derive_manager, manager_family_word, read_words
 from builder.family import Family, family_for
 from builder.model import PackageRequest, Repository
+from builder.recipefiles import (
+    KIND_RE,
+    KNOWN_KINDS,
+    OS_KINDS,
+    RECIPE_NAME_RE,
+    SET_ONLY_KINDS,
+    ignored_file,
+    split_file_name,
+    unused_file,
+)
+from builder.vzttconf import VAR_RE, expand_vars
 
-OS_KINDS = (
-    "package_manager",
-    "distribution",
-    "repositories",
-    "mirrorlist",
-    "packages",
-    "environment",
-    "pre-cache",
-    "post-cache",
-    "post-install",
-    "description",
-    "summary",
-    "keyring",
-)
-APP_KINDS = ("packages", "pre-install", "post-install", "environment", "description", "summary")
-SET_ONLY_KINDS = frozenset(OS_KINDS) - frozenset(APP_KINDS)
-_KIND_RE = re.compile(r"^(?P<name>[A-Za-z0-9][A-Za-z0-9.-]*)_(?P<kind>[a-z][a-z_-]*)$")
-_VAR_RE = re.compile(
-    r"\$\{(?P<braced>[A-Za-z_][A-Za-z0-9_]*)\}|\$\((?P<paren>[A-Za-z_]+)\)|\$(?P<bare>[A-Za-z_][A-Za-z0-9_]*)"
-)
+_VAR_RE = VAR_RE
+"""``$VAR``, ``${VAR}``, ``$(VAR)`` in repository lines (kept here for its users)."""
 _ENV_RE = re.compile(r"^(?P<key>[A-Za-z_][A-Za-z0-9_]*)=(?P<value>.*)$")
-_RECIPE_NAME_RE = re.compile(r"^(?P<os>[a-z][a-z0-9.]*)-(?P<version>[A-Za-z0-9.]+)-(?P<arch>[a-z0-9_]+)$")
-_NOT_RECIPE_FILES = frozenset(("appcaches", "README", "README.md"))
 _PRIORITY_RE = re.compile(r"^@(required|important|standard|optional|extra)$")
-
-
-def ignored_file(name: str) -> bool:
-    """Files a recipe directory may hold that are no recipe file: hidden files and
-    editors' leftovers (``*~``, ``.#*``, ``#*#``), patch leftovers (``*.orig``,
-    ``*.rej``), and the ``appcaches`` list and READMEs."""
-    return (name.startswith((".", "#")) or name.endswith(("~", ".orig", ".rej"))
-            or name in _NOT_RECIPE_FILES)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -82,6 +66,14 @@ class Template:
     description: str
     summary: str
     files: tuple[Path, ...]
+    bootstrap: tuple[tuple[str, ...], ...] = ()
+    """vztt's staged groups: each ``packages_0`` line, then ``packages_1`` (one group)."""
+    mid_pre_install: Script | None = None
+    mid_post_install: Script | None = None
+    osrelease: str = ""
+    version: str = ""
+    release: str = ""
+    upgradable_versions: tuple[str, ...] = ()
 
     @property
     def native_arch(self) -> str:
@@ -107,9 +99,11 @@ class RecipeDir:
     name: str
     path: Path
     files: Mapping[str, Mapping[str, Path]]
+    unused: tuple[Path, ...] = ()
+    """Files skipped as :func:`unused_file` (``ezt recipes -v`` lists them)."""
 
     def arch(self) -> str:
-        match = _RECIPE_NAME_RE.match(self.name)
+        match = RECIPE_NAME_RE.match(self.name)
         if not match:
             raise EztError("recipe directory must be named <os>-<version>-<arch>, e.g. debian-12-x86_64",
                            Where.of(self.path))
@@ -141,10 +135,14 @@ class RecipeDir:
         """The package that manages packages in an OS of this recipe (``apt``), or None
         when ``os_package_manager`` is missing or unknown (loading the template says so)."""
         path = self.files.get("os", {}).get("package_manager")
-        if path is None:
-            return None
+        distribution = self.files.get("os", {}).get("distribution")
         try:
-            return family_for(path.read_text(errors="replace")).manager_package
+            if path is not None:
+                manager = manager_family_word(path.read_text(errors="replace"))
+            else:
+                text = distribution.read_text(errors="replace") if distribution else ""
+                manager = derive_manager(text, self.name.split("-")[0]) or ""
+            return family_for(manager).manager_package
         except EztError:
             return None
 
@@ -168,19 +166,30 @@ def read_recipe_dir(path: Path) -> RecipeDir:
     if not path.is_dir():
         raise EztError("no such recipe directory", Where.of(path))
     groups: dict[str, dict[str, Path]] = {}
+    unused: list[Path] = []
+    has_spec = any(p.suffix == ".spec" and p.is_file() for p in path.iterdir())
     for entry in sorted(path.iterdir()):
         if ignored_file(entry.name):
             continue
-        match = _KIND_RE.match(entry.name)
-        if not match or not entry.is_file():
+        if unused_file(entry.name) and not entry.is_dir():
+            unused.append(entry)
+            continue
+        split = split_file_name(entry.name) if entry.is_file() else None
+        if split is None and has_spec and entry.is_file():
+            unused.append(entry)  # an EZ source installs only the kinds its spec names; vztt never sees it
+            continue
+        if split is None:
+            match = KIND_RE.match(entry.name)
+            if match and entry.is_file():
+                known = ", ".join(sorted(KNOWN_KINDS))
+                raise EztError(f"unknown recipe file kind {match.group('kind')!r} (known: {known})", Where.of(entry))
             raise EztError("unexpected file in recipe (expected os_<kind> or <name>_<kind>)", Where.of(entry))
-        name, kind = match.group("name"), match.group("kind")
-        allowed = OS_KINDS if name == "os" else tuple(OS_KINDS) + APP_KINDS
-        if kind not in allowed:
-            raise EztError(f"unknown recipe file kind {kind!r} (known: {', '.join(sorted(set(allowed)))})",
+        name, kind = split
+        if name == "os" and kind not in OS_KINDS:
+            raise EztError(f"unknown recipe file kind {kind!r} for os (known: {', '.join(sorted(OS_KINDS))})",
                            Where.of(entry))
         groups.setdefault(name, {})[kind] = entry
-    return RecipeDir(path.name, path, groups)
+    return RecipeDir(path.name, path, groups, tuple(unused))
 
 
 def find_recipes(recipes_dir: Path) -> list[RecipeDir]:
@@ -214,22 +223,6 @@ def text_lines(path: Path) -> list[tuple[int, str]]:
         if line:
             out.append((number, line))
     return out
-
-
-def expand_vars(line: str, urlmap: Mapping[str, str], arch: str, native_arch: str, where: Where) -> str:
-    """Replace ``$VAR``/``${VAR}`` from the url map and ``$(ARCH)``/``$basearch`` by the arch."""
-
-    def substitute(match: re.Match[str]) -> str:
-        var = match.group("braced") or match.group("paren") or match.group("bare") or ""
-        if var in ("ARCH", "basearch", "arch"):
-            return native_arch if var != "basearch" else arch
-        if var in urlmap:
-            return urlmap[var]
-        known = ", ".join(f"${k}" for k in sorted(urlmap)) or "none"
-        hint = f"set EZT_URLMAP_{var} or urlmap in the config"
-        raise EztError(f"unknown url map variable ${var} (known: {known}; {hint})", where)
-
-    return _VAR_RE.sub(substitute, line)
 
 
 def read_package_requests(path: Path, family: Family, *, classes: bool = True) -> tuple[PackageRequest, ...]:
@@ -282,16 +275,24 @@ def load_template(name: str, recipes_dir: Path, urlmap: Mapping[str, str]) -> Te
             raise EztError(f"missing os_{kind}", Where.of(recipe.path / f"os_{kind}"))
         return path
 
-    manager_path = required("package_manager")
-    manager_lines = text_lines(manager_path)
-    if len(manager_lines) != 1:
-        raise EztError("os_package_manager must hold one word (dpkg or rpm)", Where.of(manager_path, 1))
-    line_no, manager = manager_lines[0]
-    family = family_for(manager, Where.of(manager_path, line_no))
+    distribution = " ".join(text for _, text in text_lines(chosen["distribution"])) if chosen["distribution"] else ""
+    manager_path = chosen["package_manager"]
+    if manager_path is not None:
+        manager_lines = text_lines(manager_path)
+        if len(manager_lines) != 1:
+            raise EztError("os_package_manager must hold one word (dpkg or rpm)", Where.of(manager_path, 1))
+        line_no, manager = manager_lines[0]
+        where = Where.of(manager_path, line_no)
+    else:
+        derived = derive_manager(distribution, recipe_name.split("-")[0])
+        if derived is None:
+            raise EztError("missing os_package_manager (and os_distribution does not name a known distribution)",
+                           Where.of(recipe.path / "os_package_manager"))
+        manager, where = derived, Where.of(recipe.path / "os_distribution")
+    family = family_for(manager_family_word(manager, where), where)
     arch = recipe.arch()
     native = family.native_arch(arch)
 
-    distribution = " ".join(text for _, text in text_lines(chosen["distribution"])) if chosen["distribution"] else ""
     repos_path = required("repositories")
     repositories = []
     for number, line in text_lines(repos_path):
@@ -300,7 +301,18 @@ def load_template(name: str, recipes_dir: Path, urlmap: Mapping[str, str]) -> Te
     if not repositories:
         raise EztError("no repositories listed", Where.of(repos_path))
 
-    packages = read_package_requests(required("packages"), family)
+    lines0 = [(chosen["packages_0"], n, w) for n, w in read_words(chosen["packages_0"])] if chosen["packages_0"] else []
+    lines1 = [(chosen["packages_1"], n, w) for n, w in read_words(chosen["packages_1"])] if chosen["packages_1"] else []
+    staged = tuple(family.parse_pin(w, Where.of(path, n)) for path, n, words in lines0 + lines1 for w in words)
+    names = iter(r.name for r in staged)  # the groups by name: a pin's version is the lock's business
+    bootstrap = tuple(tuple(next(names) for _ in words) for _, _, words in lines0)
+    bootstrap += (tuple(next(names) for _, _, words in lines1 for _ in words),) if lines1 else ()
+    listed = read_package_requests(required("packages"), family)
+    first: dict[str, PackageRequest] = {}
+    for request in staged:
+        first.setdefault(request.name, request)
+    listed_names = {r.name for r in listed}
+    packages = tuple(r for r in first.values() if r.name not in listed_names) + listed
     environment = read_environment(chosen["environment"])
 
     keyring = None
@@ -339,6 +351,14 @@ def load_template(name: str, recipes_dir: Path, urlmap: Mapping[str, str]) -> Te
         description=text("description"),
         summary=text("summary"),
         files=files,
+        bootstrap=tuple(g for g in bootstrap if g),
+        mid_pre_install=script("mid-pre-install"),
+        mid_post_install=script("mid-post-install"),
+        osrelease=text("osrelease"),
+        version=text("version"),
+        release=text("release"),
+        upgradable_versions=tuple(w for _, words in read_words(chosen["upgradable_versions"]) for w in words)
+        if chosen["upgradable_versions"] else (),
     )
 
 
@@ -393,6 +413,9 @@ class App:
     description: str
     summary: str
     files: tuple[Path, ...]
+    pre_install_hn: Script | None = None
+    post_install_hn: Script | None = None
+    """Run on the host with the root as argument (vztt's ``*-hn`` scripts)."""
 
     def digest(self) -> str:
         return files_digest(self.files)
@@ -444,6 +467,8 @@ def load_app(recipe: RecipeDir, name: str, family: Family) -> App:
         description=text("description"),
         summary=text("summary"),
         files=tuple(files[kind] for kind in sorted(files)),
+        pre_install_hn=read_script(files["pre-install-hn"]) if "pre-install-hn" in files else None,
+        post_install_hn=read_script(files["post-install-hn"]) if "post-install-hn" in files else None,
     )
 
 

@@ -6,6 +6,7 @@ the previous one wrote under the cache directory, so any step can be re-run alon
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -20,6 +21,7 @@ from builder import chroot, rootfs, uptodate
 from builder.atomic import write_bytes, write_if_changed
 from builder.config import Config
 from builder.errors import EztError, Where
+from builder.ezformat import bootstrap_stages
 from builder.family import InstallRequest, MetadataOptions
 from builder.lock import Lock, lock_difference, read_lock
 from builder.model import LockedPackage, PackageRequest, Repository
@@ -275,6 +277,12 @@ def _environment(template: Template, epoch: int) -> dict[str, str]:
     return env
 
 
+NAME_FILES = {"etc/hostname": "localhost\n",
+              "etc/hosts": "127.0.0.1\tlocalhost\n::1\t\tlocalhost ip6-localhost ip6-loopback\n"}  # fmt: skip
+"""The host name files a stage root gets before its packages, unless a pre-cache script
+made them: the build's host name (``localhost``, see :mod:`builder.chroot`) resolves."""
+
+
 def stage_template(ctx: BuildContext, template: Template) -> None:
     """Install the locked packages into a fresh stage root and run the recipe's scripts."""
     lock = load_lock(ctx, template)
@@ -282,23 +290,38 @@ def stage_template(ctx: BuildContext, template: Template) -> None:
     env = _environment(template, epoch)
 
     def fill(work: Path) -> None:
+        # vztt's order (src/cache.c): pre-cache on the host, the packages_0 / packages_1
+        # groups, mid-pre-install and mid-post-install inside, the rest, post-cache on
+        # the host, post-install inside
         if template.pre_cache:
             chroot.run_host_script(template.pre_cache.path, work, source_date_epoch=epoch, environment=env)
-        template.family.install(
-            InstallRequest(
-                root=work,
-                packages=lock.packages,
-                package_file=lambda p: verified_pool_file(ctx, p),
-                environment=env,
-                source_date_epoch=epoch,
-                repositories=template.repositories,
-                progress=ctx.say,
-            )
-        )
-        if template.post_install:
-            run_post_install(template.post_install.path, work, epoch, env)
-        if template.post_cache:
-            chroot.run_host_script(template.post_cache.path, work, source_date_epoch=epoch, environment=env)
+        for name, text in NAME_FILES.items():  # as debootstrap gives them: postfix, exim, ... need a host name
+            if not os.path.lexists(work / name):
+                rootfs.write_file(work, "/" + name, text.encode(), mode=0o644)
+        stages = (*bootstrap_stages(lock.packages, template.bootstrap), lock.packages)
+        with contextlib.ExitStack() as held:
+            for number, packages in enumerate(stages):
+                if packages is lock.packages and template.mid_pre_install:
+                    run_post_install(template.mid_pre_install.path, work, epoch, env)
+                    if template.mid_post_install:
+                        run_post_install(template.mid_post_install.path, work, epoch, env)
+                template.family.install(
+                    InstallRequest(
+                        root=work,
+                        packages=packages,
+                        package_file=lambda p: verified_pool_file(ctx, p),
+                        environment=env,
+                        source_date_epoch=epoch,
+                        repositories=template.repositories,
+                        progress=ctx.say,
+                    )
+                )
+                if number == 0 and len(stages) > 1:  # later installs into the root must not let services start
+                    held.enter_context(template.family.services_held(work))
+            if template.post_cache:
+                chroot.run_host_script(template.post_cache.path, work, source_date_epoch=epoch, environment=env)
+            if template.post_install:
+                run_post_install(template.post_install.path, work, epoch, env)
         template.family.finish_root(work)
 
     stamp = (ctx.config.layout.stage_stamp(template.name), stage_stamp(stage_record(ctx, template), epoch))
@@ -436,8 +459,10 @@ def os_image_inputs(ctx: BuildContext, template: Template) -> ImageInputs:
         packages=lock.packages,
         distribution=template.distribution or template.recipe.split("-")[0],
         purl_type=template.family.name,
-        extra={"kind": "os", "recipe": template.recipe, "distribution": template.distribution},
-    )
+        extra={"kind": "os", "recipe": template.recipe, "distribution": template.distribution,
+               **{k: v for k, v in (("osrelease", template.osrelease), ("version", template.version),
+                                    ("release", template.release)) if v}},  # the EZ template's, if it says
+    )  # fmt: skip
 
 
 def image_template(ctx: BuildContext, template: Template) -> Path:

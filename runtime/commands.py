@@ -33,10 +33,12 @@ def add_parsers(sub: Commands, common: argparse.ArgumentParser) -> None:
     ctid_help = "container ID: a positive integer or a name of a-z, 0-9 and -"
 
     template = sub.add_parser("template", parents=[node],
-                              help="the node's template caches: add, list, remove, pull, update")  # fmt: skip
-    template.add_argument("action", choices=("add", "list", "remove", "pull", "update"), help="what to do")
+                              help="the node's template caches and EZ definitions: add, install, list, remove, pull, "
+                                   "update")  # fmt: skip
+    template.add_argument("action", choices=("add", "install", "list", "remove", "pull", "update"), help="what to do")
     template.add_argument("files", nargs="*", type=Path, metavar="IMAGE",
-                          help="add: image files; remove: dated images; pull: templates or dated images")
+                          help="add: image files; install: EZ template sources (DIR or tar ARCHIVE); remove: dated "
+                               "images or definitions (T, T+APP); pull: templates or dated images")  # fmt: skip
     template.add_argument("--json", action="store_true", help=JSON_HELP)
     template.add_argument("--from", dest="source", metavar="SOURCE",
                           help="pull/update: the published tree (URL or directory; default: remote in the config)")
@@ -167,18 +169,39 @@ def cmd_template(args: argparse.Namespace, config: Config) -> int:
             for path in added:
                 print(path)
         return 0
+    from builder.imagename import SUFFIX, parse_image_name
+    from runtime import definitions
+
+    if args.action == "install":
+        if not args.files:
+            raise EztError("ezt template install: name at least one EZ template source (DIR or ARCHIVE)")
+        for source in args.files:
+            done = definitions.install(layout, source)
+            print(f"installed {done.name} in {done.config}")
+        return 0
     if args.action == "remove":
         if not args.files:
-            raise EztError("ezt template remove: name at least one dated image (see ezt template list)")
+            raise EztError("ezt template remove: name at least one dated image or definition (see ezt template list)")
         for image in args.files:
+            names = {d.name for d in definitions.list_definitions(layout)}
+            if parse_image_name(str(image).removesuffix(SUFFIX) + SUFFIX) is None and \
+                    str(image).partition("+")[0] in names:  # fmt: skip
+                print(f"removed {definitions.remove(layout, str(image))}")
+                continue
             for path in container.remove_image(layout, str(image)):
                 print(f"removed {path}")
         return 0
     images = store.list_templates(layout, [config.layout.images])
+    defined = definitions.list_definitions(layout)
     if args.json:
         print(json.dumps([{"template": i.template, "image": i.name, "size": i.size, "path": str(i.path)}
-                          for i in images], indent=2))
+                          for i in images] + [{"definition": d.name, "sets": list(d.sets), "apps": list(d.apps),
+                                               "path": str(d.config)} for d in defined], indent=2))  # fmt: skip
         return 0
+    for definition in defined:
+        parts = (("sets", definition.sets), ("apps", definition.apps))
+        extra = "".join(f"; {k}: {', '.join(v)}" for k, v in parts if v)
+        print(f"{definition.name:<32} definition ({definition.config}{extra})")
     for image in images:
         print(f"{image.template:<32} {image.name:<44} {image.size / 1e6:8.1f} MB")
     return 0
