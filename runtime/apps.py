@@ -59,7 +59,7 @@ from runtime.applookup import (
     load_os_template,
     template_of_image,
 )
-from runtime.apprepos import available_packages, build_context, fetch
+from runtime.apprepos import available_packages, build_context, fetch, lock_added, refreshed
 from runtime.appstate import (
     AppRecord,
     Pending,
@@ -172,13 +172,11 @@ def install_locked(
         if not todo:
             return InstallResult((), (), already)
         ctx = build_context(config, say, refresh)
-        available = available_packages(ctx, template)
-        from builder.resolve import resolve
-
+        options = refreshed(ctx, template)
         installed = template.family.installed_packages(root)
         records = ensure_records(ct, root, present, installed)
         requests = tuple(request for app in todo for request in app.packages)
-        added = resolve(template.family, available, requests, template.native_arch, config.exclude, installed)
+        added = lock_added(ctx, template, options, requests, installed)
         fetch(ctx, added)
         epoch = _epoch()
         cache = AppCache(name=f"{template.name}+{'+'.join(a.name for a in todo)}", os=template, apps=tuple(todo))
@@ -352,20 +350,19 @@ def update_apps(
             present = split_list(values.get("TEMPLATES"))
             wanted = _installed_named(ct, present, names)
             ctx = build_context(config, say, refresh=True)
-            available = available_packages(ctx, ct.os)
-            from builder.resolve import resolve
-
+            options = refreshed(ctx, template)
             installed = family.installed_packages(root)
             records = ensure_records(ct, root, present, installed)
             current = {package.name: package.version for package in installed}
-            native = (template.native_arch, "all")
             if wanted:
                 names_in = sorted({
                     package for app in wanted
                     for package in (records[app].packages or records[app].requested) if package in current
                 })  # fmt: skip
             else:
+                available = available_packages(ctx, template)
                 offered = {package.name for package in available}
+                native = {package.arch for package in available}  # the template's arch and all / noarch
                 names_in = sorted(
                     package.name for package in installed
                     if package.name in offered and package.arch in native
@@ -373,7 +370,7 @@ def update_apps(
                 )  # fmt: skip
             fixed = [package for package in installed if package.name not in set(names_in)]
             requests = tuple(PackageRequest(name) for name in names_in)
-            resolved = resolve(family, available, requests, template.native_arch, config.exclude, fixed)
+            resolved = lock_added(ctx, template, options, requests, fixed)
             changes = [
                 package for package in resolved
                 if package.name not in current or family.compare_versions(package.version, current[package.name]) > 0
