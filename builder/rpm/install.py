@@ -36,6 +36,7 @@ from builder.chroot import RootRunner, run_in_root
 from builder.errors import EztError
 from builder.family import InstallRequest
 from builder.model import LockedPackage, Package
+from builder.rpm.automarks import forget_marks, write_auto_marks
 
 SCRATCH_DB = "var/tmp/ezt-rpmdb"
 """The host rpm's database during step 1, relative to the root."""
@@ -112,6 +113,7 @@ def install(request: InstallRequest) -> None:
             # -U: a package of a name the root has replaces it (ezt update), the others are added
             request.run(root, ["rpm", "-U", "--nosignature", *sorted(f"/{STAGING}/{n}" for n in names)],
                         source_date_epoch=request.source_date_epoch, environment=env)  # fmt: skip
+            write_auto_marks(root, request.packages)
             return
         request.progress(f"rpm: installing {len(names)} packages")
         _run_host(root, [*HOST_RPM, "--root", str(root.resolve()), "--dbpath", f"/{SCRATCH_DB}", "-i",
@@ -128,6 +130,7 @@ def install(request: InstallRequest) -> None:
             chroot.remove_tree(target)
             target.parent.mkdir(parents=True, exist_ok=True)
             scratch.rename(target)
+        write_auto_marks(root, request.packages)
     finally:
         chroot.remove_tree(staging)
 
@@ -207,6 +210,7 @@ def remove(root: Path, names: Sequence[str], environment: Mapping[str, str], sou
     """``rpm -e`` inside the root: its own rpm, its own scriptlets."""
     if names:
         run(root, ["rpm", "-e", *names], source_date_epoch=source_date_epoch, environment=environment)
+        forget_marks(root, names)
 
 
 RESIDUE = (
