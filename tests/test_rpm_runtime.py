@@ -271,7 +271,11 @@ def test_shared_layout(node: Node) -> None:
 
 def test_update(node: Node, tmp_path: Path) -> None:
     node.ok("create", "101", "--ostemplate", TEMPLATE)
+    host_dir = tmp_path / "host-dir"
+    host_dir.mkdir()
+    (node.root("101") / "var/tmp/ezt-rpms").symlink_to(host_dir)  # the installer's staging path: not written through
     node.ok("install", "101", "web")
+    assert list(host_dir.iterdir()) == [] and not os.path.lexists(node.root("101") / "var/tmp/ezt-rpms")
     assert node.ok("update", "101") == "container 101: all packages up to date\n"
     server = node.site.publish(tmp_path, [
         webd("2.0", ("libweb", "web-common", "libshared >= 1.1", "libnew")),
@@ -333,3 +337,40 @@ def test_errors(node: Node) -> None:
                       "applications: bad, db, web")  # fmt: skip
     assert_user_error(node.ezt("remove", "101", "web"), "application 'web' is not installed in container 101")
     assert node.installed("101") == OS_PACKAGES
+    # a database ezt cannot read: one line naming it, and nothing installed
+    database = node.root("101") / "usr/lib/sysimage/rpm/rpmdb.sqlite"
+    database.write_bytes(b"not a database\n")
+    assert_user_error(node.ezt("install", "101", "web"), "cannot read the rpm database /usr/lib/sysimage/rpm",
+                      "file is not a database")  # fmt: skip
+    assert "TEMPLATES" not in node.config("101")
+    assert not (node.root("101") / "usr/share/webd/version").exists()
+
+
+def test_installed_packages_from_a_copy_never_through_a_link(site: Site, tmp_path: Path) -> None:
+    """The rpm family reads a root's database with the host's rpm from a copy: a database
+    the root links to on the host is not read, the root's own directory gets no file
+    (sqlite's index would be the host root's), and each package comes with its Requires
+    and Provides (what the runtime's graph of installed packages needs)."""
+    from builder.rpm.family import RpmFamily
+
+    def register(dbpath: Path, *nevras: str) -> None:
+        files = [str(site.rpms[nevra]) for nevra in nevras]
+        subprocess.run(["rpm", "--define", "_db_backend sqlite", "--dbpath", str(dbpath), "-i", "--justdb",
+                        "--nodeps", "--nosignature", *files], check=True, capture_output=True)  # fmt: skip
+
+    host_db = tmp_path / "host-db"
+    register(host_db, "badtool-1.0-1.noarch")
+    root = tmp_path / "root"
+    (root / "usr/lib/sysimage").mkdir(parents=True)
+    (root / "usr/lib/sysimage/rpm").symlink_to(host_db)
+    family = RpmFamily()
+    assert family.installed_packages(root) == []
+    (root / "usr/lib/sysimage/rpm").unlink()
+    register(root / "usr/lib/sysimage/rpm", "dbd-1.0-1.noarch", "libshared-1.0-1.noarch")
+    before = sorted(path.name for path in (root / "usr/lib/sysimage/rpm").iterdir())
+    packages = {package.name: package for package in family.installed_packages(root)}
+    assert sorted(packages) == ["dbd", "libshared"]
+    assert (packages["dbd"].version, packages["dbd"].arch) == ("1.0-1", "noarch")
+    assert packages["dbd"].depends == "libshared" and "libshared = 1.0-1" in packages["libshared"].provides
+    assert sorted(path.name for path in (root / "usr/lib/sysimage/rpm").iterdir()) == before
+    assert family.known_packages(root) == {"dbd", "libshared"}

@@ -143,9 +143,10 @@ _BACKENDS = (("rpmdb.sqlite", "sqlite"), ("Packages", "bdb_ro"))
 BerkeleyDB, which the host's rpm 4.18 reads but cannot write)."""
 
 
-def _database_copy(root: Path, into: Path) -> str | None:
+def _database_copy(root: Path, into: Path) -> tuple[str, str] | None:
     """Copy the root's rpm database into ``into`` (read without following a link out of
-    the root); the backend that reads it, None if the root has none."""
+    the root); the backend that reads it and its directory in the root, None if the root
+    has none."""
     from builder import rootfs
 
     for directory in DB_DIRS:
@@ -160,7 +161,7 @@ def _database_copy(root: Path, into: Path) -> str | None:
                     data = rootfs.read_file(root, f"{directory}/{name}")
                     if data is not None:
                         (into / name).write_bytes(data)
-                return backend
+                return backend, directory
         except EztError:  # a link among the parents (el9's /var/lib/rpm -> ../../usr/lib/sysimage/rpm)
             continue
     return None
@@ -174,13 +175,16 @@ def _query(root: Path) -> str:
     import tempfile
 
     with tempfile.TemporaryDirectory(prefix="ezt-rpmdb-") as tmp:
-        backend = _database_copy(root, Path(tmp))
-        if backend is None:
+        found = _database_copy(root, Path(tmp))
+        if found is None:
             return ""
+        backend, directory = found
         done = subprocess.run(["rpm", "--define", f"_db_backend {backend}", "--dbpath", tmp, "-qa",
                                "--qf", QUERY_FORMAT], capture_output=True, text=True, check=False)  # fmt: skip
     if done.returncode != 0:
-        raise EztError(f"cannot read the rpm database of {root}: {done.stderr.strip()}")
+        lines = [line.removeprefix("error: ") for line in done.stderr.splitlines() if line.strip()]
+        why = lines[0] if lines else f"rpm exit status {done.returncode}"
+        raise EztError(f"cannot read the rpm database /{directory} of {root}: {why}", details=done.stderr)
     return done.stdout
 
 
