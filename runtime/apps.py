@@ -6,11 +6,12 @@ A container's template and its recipe's applications are looked up by
 usable (a ``shared`` overlay is mounted for the command and unmounted again):
 
 install
-    the apps' packages are resolved against what the container's own package database
-    has installed (installed packages are never replaced), fetched from the template's
+    the apps' packages are resolved by the template's family (apt's policy for deb,
+    libsolv for rpm: ``Family.lock_packages`` with what the container's own package
+    database has installed, which is never replaced), fetched from the template's
     repositories into the builder's content-addressed pool (sha256-verified), and
-    installed by the container's own dpkg in a chroot with a ``policy-rc.d`` that keeps
-    services from starting; the app's ``pre-install`` / ``post-install`` scripts run
+    installed by the container's own dpkg or rpm inside the container (in a stopped
+    one, dpkg with a ``policy-rc.d`` that keeps services from starting); the app's ``pre-install`` / ``post-install`` scripts run
     inside the root. The app is recorded in the config's ``TEMPLATES`` and, with the
     packages the install added, in the container's app state (:mod:`runtime.appstate`).
     An install is a transaction (:mod:`runtime.apptxn`): one that fails purges what it
