@@ -11,9 +11,10 @@ install
     database has installed, which is never replaced), fetched from the template's
     repositories into the builder's content-addressed pool (sha256-verified), and
     installed by the container's own dpkg or rpm inside the container (in a stopped
-    one, dpkg with a ``policy-rc.d`` that keeps services from starting); the app's ``pre-install`` / ``post-install`` scripts run
-    inside the root. The app is recorded in the config's ``TEMPLATES`` and, with the
-    packages the install added, in the container's app state (:mod:`runtime.appstate`).
+    one, dpkg with a ``policy-rc.d`` that keeps services from starting); the app's
+    ``pre-install`` / ``post-install`` scripts run inside the root. The app is recorded
+    in the config's ``TEMPLATES`` and, with the packages the install added, in the
+    container's app state (:mod:`runtime.appstate`).
     An install is a transaction (:mod:`runtime.apptxn`): one that fails purges what it
     added, one that was killed is settled by the next app command. An app already
     installed is left as it is, unless ``reinstall``: its scripts run again and any of
