@@ -304,9 +304,32 @@ def test_update(node: Node, tmp_path: Path) -> None:
         server.stop()
 
 
+def test_interrupted_install_undone_by_the_next_command(node: Node) -> None:
+    """An install killed after rpm ran (its pending record left, not committed): the next
+    app command removes what it added with the container's rpm, then does its own work."""
+    node.ok("create", "101", "--ostemplate", TEMPLATE)
+    node.ok("install", "101", "web")
+    root = node.root("101")
+    record = {"format": "ezt-apps/1", "apps": {},
+              "pending": {"apps": ["web"], "packages": sorted(WEB), "committed": False}}  # fmt: skip
+    (root / "var/lib/ezt/apps.json").write_text(json.dumps(record))
+    conf = node.layout.conf_file("101")
+    conf.write_text(conf.read_text().replace('TEMPLATES="web"\n', ""))
+    out = node.ok("install", "101", "db")
+    assert ("container 101: undid the interrupted install of web "
+            "(purged libshared, libweb, web-common, webd)") in out  # fmt: skip
+    assert node.installed("101") == OS_PACKAGES | {"dbd", "libshared"}
+    assert node.config("101")["TEMPLATES"] == "db"
+    assert state(root) == {"db": {"requested": ["dbd"], "packages": ["dbd", "libshared"]}}
+
+
 def test_app_cache(node: Node) -> None:
     site = node.site
     app_cache = f"{TEMPLATE}+web"
+    out = node.ok("create", "103", "--ostemplate", TEMPLATE, "--app", "web")
+    assert out.splitlines()[0] == f"no app cache for {app_cache}: installing web"
+    assert node.config("103")["TEMPLATES"] == "web"
+    assert node.installed("103") == OS_PACKAGES | WEB
     site.build(app_cache)
     lock = json.loads((site.cache / "locks" / f"{app_cache}.lock.json").read_text())
     assert {p["name"] for p in lock["packages"]} == WEB
