@@ -68,6 +68,8 @@ SPECS = [
     webd(),
     RpmSpec("dbd", requires=("libshared",), files=version_file("dbd", "1.0")),
     RpmSpec("badtool", files=version_file("badtool", "1.0")),
+    RpmSpec("perlish", files={"/usr/bin/perlish": "#!/bin/sh\necho perlish"}),
+    RpmSpec("script", requires=("/usr/bin/perlish",), files=version_file("script", "1.0")),
 ]
 
 
@@ -114,6 +116,8 @@ def write_recipes(recipes: Path, key: GpgKey) -> Path:
         "db_summary": "a database\n",
         "bad_packages": "badtool\n",
         "bad_post-install": script + "echo the bad app failed here >&2\nexit 3\n",
+        "lang_packages": "perlish\n",
+        "scripts_packages": "script\n",
     }
     (recipes / TEMPLATE).mkdir(parents=True)
     for name, text in files.items():
@@ -224,7 +228,8 @@ def test_create_exec_install_remove(node: Node) -> None:
     assert out.splitlines()[-1] == "container 101: installed db: 1 package (dbd)"
     listed = node.ok("list-apps", "101").splitlines()
     assert [line.split(None, 2) for line in listed[1:]] == [
-        ["bad", "available"], ["db", "installed", "a database"], ["web", "installed", "a web server"],
+        ["bad", "available"], ["db", "installed", "a database"], ["lang", "available"], ["scripts", "available"],
+        ["web", "installed", "a web server"],
     ]  # fmt: skip
 
     # libshared came with web, but db requires it: it stays, and now counts as db's
@@ -304,6 +309,22 @@ def test_update(node: Node, tmp_path: Path) -> None:
         server.stop()
 
 
+def test_file_dependency_keeps_its_owner(node: Node) -> None:
+    """``script`` requires the file /usr/bin/perlish, which ``perlish`` (app ``lang``) owns
+    without providing it by name: removing ``lang`` keeps it for ``scripts``."""
+    node.ok("create", "101", "--ostemplate", TEMPLATE)
+    node.ok("install", "101", "lang")
+    node.ok("install", "101", "scripts")
+    assert node.installed("101") == OS_PACKAGES | {"perlish", "script"}
+    out = node.ok("remove", "101", "lang")
+    assert out == ("container 101: removed lang (purged 0 packages: none)\n"
+                   "  kept perlish: still needed by application scripts\n")  # fmt: skip
+    assert node.installed("101") == OS_PACKAGES | {"perlish", "script"}
+    out = node.ok("remove", "101", "scripts")
+    assert out == "container 101: removed scripts (purged 2 packages: perlish, script)\n"
+    assert node.installed("101") == OS_PACKAGES
+
+
 def test_interrupted_install_undone_by_the_next_command(node: Node) -> None:
     """An install killed after rpm ran (its pending record left, not committed): the next
     app command removes what it added with the container's rpm, then does its own work."""
@@ -357,7 +378,7 @@ def test_app_cache(node: Node) -> None:
 def test_errors(node: Node) -> None:
     node.ok("create", "101", "--ostemplate", TEMPLATE)
     assert_user_error(node.ezt("install", "101", "nope"), "no application 'nope' for container 101",
-                      "applications: bad, db, web")  # fmt: skip
+                      "applications: bad, db, lang, scripts, web")  # fmt: skip
     assert_user_error(node.ezt("remove", "101", "web"), "application 'web' is not installed in container 101")
     assert node.installed("101") == OS_PACKAGES
     # a database ezt cannot read: one line naming it, and nothing installed
@@ -393,7 +414,11 @@ def test_installed_packages_from_a_copy_never_through_a_link(site: Site, tmp_pat
     before = sorted(path.name for path in (root / "usr/lib/sysimage/rpm").iterdir())
     packages = {package.name: package for package in family.installed_packages(root)}
     assert sorted(packages) == ["dbd", "libshared"]
+    assert sorted(path.name for path in (root / "usr/lib/sysimage/rpm").iterdir()) == before
     assert (packages["dbd"].version, packages["dbd"].arch) == ("1.0-1", "noarch")
     assert packages["dbd"].depends == "libshared" and "libshared = 1.0-1" in packages["libshared"].provides
-    assert sorted(path.name for path in (root / "usr/lib/sysimage/rpm").iterdir()) == before
-    assert family.known_packages(root) == {"dbd", "libshared"}
+    register(root / "usr/lib/sysimage/rpm", "perlish-1.0-1.noarch", "script-1.0-1.noarch")
+    packages = {package.name: package for package in family.installed_packages(root)}
+    assert packages["script"].depends == "/usr/bin/perlish"
+    assert packages["perlish"].provides.split(", ") == ["perlish = 1.0-1", "/usr/bin/perlish"]  # the file it owns
+    assert family.known_packages(root) == {"dbd", "libshared", "perlish", "script"}

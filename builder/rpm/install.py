@@ -45,7 +45,9 @@ STAGING = "var/tmp/ezt-rpms"
 HOST_RPM = ("rpm", "--noplugins", "--define", "_pkgverify_level digest", "--define", "_db_backend sqlite")
 """The host rpm as the installer: its plugins (selinux, systemd inhibit) are the host's
 business; digests are checked, signatures were checked before (rpmsig)."""
-QUERY_FORMAT = r"%{NAME}\t%{EPOCHNUM}\t%{VERSION}\t%{RELEASE}\t%{ARCH}\t[%{REQUIRENEVRS}, ]\t[%{PROVIDENEVRS}, ]\n"
+QUERY_FORMAT = (r"P\t%{NAME}\t%{EPOCHNUM}\t%{VERSION}\t%{RELEASE}\t%{ARCH}\t[%{REQUIRENEVRS}, ]\t[%{PROVIDENEVRS}, ]\n"
+                r"[F\t%{FILENAMES}\n]")
+"""Each package's line, then one line per file it owns (what meets a file dependency)."""
 
 _HOST_IN_ROOT = (
     r"""
@@ -195,17 +197,30 @@ def _relations(text: str) -> str:
 
 def read_installed(root: Path) -> list[Package]:
     """What the root's rpm database lists (``version`` is the EVR, as in locks), each with
-    its Requires and Provides (what the runtime's graph of installed packages reads)."""
+    its Requires and Provides (what the runtime's graph of installed packages reads); a
+    file some package requires (``/usr/bin/perl``) counts as provided by its owner."""
     from builder.rpm.evr import evr_string
 
-    packages = []
+    rows: list[list[str]] = []
+    files: dict[str, list[int]] = {}
     for line in _query(root).splitlines():
         fields = line.split("\t")
-        if len(fields) != 7 or fields[0] == "gpg-pubkey":
+        if fields[0] == "P" and len(fields) == 8:
+            rows.append(fields[1:])
+        elif fields[0] == "F" and len(fields) == 2 and rows:
+            files.setdefault(fields[1], []).append(len(rows) - 1)
+    wanted = {part for row in rows for part in _relations(row[5]).split(", ") if part.startswith("/")}
+    owned: dict[int, list[str]] = {}
+    for path in sorted(wanted):
+        for index in files.get(path, ()):
+            owned.setdefault(index, []).append(path)
+    packages = []
+    for index, (name, epoch, version, release, arch, requires, provides) in enumerate(rows):
+        if name == "gpg-pubkey":
             continue
-        name, epoch, version, release, arch, requires, provides = fields
+        provided = ", ".join(part for part in (_relations(provides), *owned.get(index, ())) if part)
         packages.append(Package(name, evr_string(epoch, version, release), arch, "", "", 0, "",
-                                depends=_relations(requires), provides=_relations(provides)))  # fmt: skip
+                                depends=_relations(requires), provides=provided))  # fmt: skip
     return sorted(packages, key=lambda p: (p.name, p.arch))
 
 
