@@ -298,6 +298,8 @@ def test_update(node: Node, tmp_path: Path) -> None:
         versions = node.rpm_qa("101")  # each once: rpm replaced the old versions
         assert (versions["webd"], versions["libshared"], versions["libnew"]) == ("2.0-1", "1.1-1", "1.0-1")
         root = node.root("101")
+        # the dependencies upgraded stay marked as such, the new one is marked
+        assert (root / "var/lib/ezt/rpm-auto").read_text() == "libnew\nlibshared\nlibweb\nweb-common\n"
         assert (root / "usr/share/webd/version").read_text() == "2.0\n"
         assert (root / "etc/webd.conf").read_text() == "webd 2.0\n"
         assert state(root)["web"]["packages"] == sorted(WEB | {"libnew"})

@@ -35,10 +35,11 @@ def _write(root: Path, names: set[str]) -> None:
 
 
 def write_auto_marks(root: Path, packages: Sequence[LockedPackage]) -> None:
-    """Mark the packages a lock pulled in as dependencies; a package asked for by name
-    loses its mark (as ``dnf mark install``)."""
+    """Mark the packages a lock pulled in as dependencies. Marks already there are kept,
+    as apt keeps them: ``ezt update`` asks for installed packages by name, and an
+    upgrade does not make a dependency one installed by hand."""
     marks = read_auto_marks(root)
-    after = (marks | {p.name for p in packages if p.auto}) - {p.name for p in packages if not p.auto}
+    after = marks | {p.name for p in packages if p.auto}
     if after != marks:
         _write(root, after)
 
