@@ -262,8 +262,10 @@ def test_shared_layout(node: Node) -> None:
     assert not mounts_under(node.layout.root("102"))  # mounted for the install only
     assert node.installed("102") == OS_PACKAGES | WEB | {"dbd"}
     # each app owns what its packages require (the lock's depends, from libsolv): libshared is db's, the first
-    assert state(node.root("102")) == {"db": {"requested": ["dbd"], "packages": ["dbd", "libshared"]},
-                                       "web": {"requested": ["webd"], "packages": ["libweb", "web-common", "webd"]}}
+    assert state(node.root("102")) == {
+        "db": {"requested": ["dbd"], "packages": ["dbd", "libshared"]},
+        "web": {"requested": ["webd"], "packages": ["libweb", "web-common", "webd"]},
+    }
     node.ok("umount", "102")
     upper = node.layout.private("102") / "upper"
     assert (upper / "usr/share/webd/version").read_text() == "1.0\n"

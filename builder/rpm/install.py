@@ -45,8 +45,10 @@ STAGING = "var/tmp/ezt-rpms"
 HOST_RPM = ("rpm", "--noplugins", "--define", "_pkgverify_level digest", "--define", "_db_backend sqlite")
 """The host rpm as the installer: its plugins (selinux, systemd inhibit) are the host's
 business; digests are checked, signatures were checked before (rpmsig)."""
-QUERY_FORMAT = (r"P\t%{NAME}\t%{EPOCHNUM}\t%{VERSION}\t%{RELEASE}\t%{ARCH}\t[%{REQUIRENEVRS}, ]\t[%{PROVIDENEVRS}, ]\n"
-                r"[F\t%{FILENAMES}\n]")
+QUERY_FORMAT = (
+    r"P\t%{NAME}\t%{EPOCHNUM}\t%{VERSION}\t%{RELEASE}\t%{ARCH}\t[%{REQUIRENEVRS}, ]\t[%{PROVIDENEVRS}, ]\n"
+    r"[F\t%{FILENAMES}\n]"
+)
 """Each package's line, then one line per file it owns (what meets a file dependency)."""
 
 _HOST_IN_ROOT = (
