@@ -426,3 +426,25 @@ def test_installed_packages_from_a_copy_never_through_a_link(site: Site, tmp_pat
     assert packages["script"].depends == "/usr/bin/perlish"
     assert packages["perlish"].provides.split(", ") == ["perlish = 1.0-1", "/usr/bin/perlish"]  # the file it owns
     assert family.known_packages(root) == {"dbd", "libshared", "perlish", "script"}
+
+
+def test_replaced_rpm_writes_nothing_on_the_host(node: Node, tmp_path: Path) -> None:
+    """A tenant replaces ``/usr/bin/rpm`` by a script that writes a host path (directly
+    and through ``/proc/1/root``) and then runs the real rpm: ezt reads the container's
+    database with the host's rpm and runs the container's rpm only inside the container,
+    so every app command works and the host path never appears."""
+    from tests.lxcnode import put
+
+    target = tmp_path / "owned-by-rpm"
+    node.ok("create", "101", "--ostemplate", TEMPLATE)
+    root = node.root("101")
+    put(root, "/usr/bin/rpm.real", (root / "usr/bin/rpm").read_bytes())
+    script = (f"#!/bin/sh\necho pwned > {target}\necho pwned > /proc/1/root{target}\n"
+              'echo "$1" >> /var/tmp/rpm-ran\nexec rpm.real "$@"\n')  # fmt: skip
+    put(root, "/usr/bin/rpm", script.encode())
+    node.ok("install", "101", "web")
+    node.ok("remove", "101", "web")
+    node.ok("update", "101")
+    assert not target.exists()
+    assert (root / "var/tmp/rpm-ran").read_text() == "-U\n-e\n"  # the tenant's rpm ran, in the container
+    assert node.installed("101") == OS_PACKAGES
