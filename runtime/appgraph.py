@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
+from builder.errors import EztError
 from builder.family import Family
 from builder.model import Alternatives, Package
 
@@ -41,7 +42,7 @@ class InstalledGraph:
             return ()
         try:
             return self.family.parse_relations(text)
-        except ValueError:
+        except (ValueError, EztError):  # a field the family cannot read needs nothing
             return ()
 
     def depends(self, name: str) -> tuple[Alternatives, ...]:

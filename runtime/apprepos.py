@@ -9,7 +9,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from builder.config import Config
-from builder.model import LockedPackage, Package
+from builder.family import MetadataOptions
+from builder.model import LockedPackage, Package, PackageRequest
 from builder.recipe import Template
 from builder.steps import BuildContext, BuildOptions, metadata_options, refresh_repository
 
@@ -20,14 +21,35 @@ def build_context(config: Config, say: Callable[[str], None], refresh: bool) -> 
     return BuildContext(config, BuildOptions(refresh=refresh), say)
 
 
-def available_packages(ctx: BuildContext, template: Template) -> list[Package]:
-    """The template's repositories' packages, their metadata refreshed when due."""
-    options = metadata_options(ctx, template)
-    packages: list[Package] = []
+def refreshed(ctx: BuildContext, template: Template) -> MetadataOptions:
+    """Refresh the template's repositories' metadata when due; the options that read it."""
     for repo in template.repositories:
         refresh_repository(ctx, template, repo)
+    return metadata_options(ctx, template)
+
+
+def available_packages(ctx: BuildContext, template: Template) -> list[Package]:
+    """The template's repositories' packages, their metadata refreshed when due."""
+    options = refreshed(ctx, template)
+    packages: list[Package] = []
+    for repo in template.repositories:
         packages += template.family.load_packages(repo, template.native_arch, options)
     return packages
+
+
+def lock_added(
+    ctx: BuildContext,
+    template: Template,
+    options: MetadataOptions,
+    requests: Sequence[PackageRequest],
+    installed: Sequence[Package],
+) -> tuple[LockedPackage, ...]:
+    """What installing ``requests`` adds to a root that has ``installed`` (kept as it is),
+    resolved by the template's family (apt's policy for deb, libsolv for rpm) against
+    its repositories' verified metadata."""
+    family = template.family
+    return family.lock_packages(template.repositories, requests, template.native_arch, options,
+                                ctx.config.exclude, installed)  # fmt: skip
 
 
 def fetch(ctx: BuildContext, packages: Sequence[LockedPackage]) -> None:

@@ -6,13 +6,15 @@ A container's template and its recipe's applications are looked up by
 usable (a ``shared`` overlay is mounted for the command and unmounted again):
 
 install
-    the apps' packages are resolved against what the container's own package database
-    has installed (installed packages are never replaced), fetched from the template's
+    the apps' packages are resolved by the template's family (apt's policy for deb,
+    libsolv for rpm: ``Family.lock_packages`` with what the container's own package
+    database has installed, which is never replaced), fetched from the template's
     repositories into the builder's content-addressed pool (sha256-verified), and
-    installed by the container's own dpkg in a chroot with a ``policy-rc.d`` that keeps
-    services from starting; the app's ``pre-install`` / ``post-install`` scripts run
-    inside the root. The app is recorded in the config's ``TEMPLATES`` and, with the
-    packages the install added, in the container's app state (:mod:`runtime.appstate`).
+    installed by the container's own dpkg or rpm inside the container (in a stopped
+    one, dpkg with a ``policy-rc.d`` that keeps services from starting); the app's
+    ``pre-install`` / ``post-install`` scripts run inside the root. The app is recorded
+    in the config's ``TEMPLATES`` and, with the packages the install added, in the
+    container's app state (:mod:`runtime.appstate`).
     An install is a transaction (:mod:`runtime.apptxn`): one that fails purges what it
     added, one that was killed is settled by the next app command. An app already
     installed is left as it is, unless ``reinstall``: its scripts run again and any of
@@ -59,7 +61,7 @@ from runtime.applookup import (
     load_os_template,
     template_of_image,
 )
-from runtime.apprepos import available_packages, build_context, fetch
+from runtime.apprepos import available_packages, build_context, fetch, lock_added, refreshed
 from runtime.appstate import (
     AppRecord,
     Pending,
@@ -172,13 +174,11 @@ def install_locked(
         if not todo:
             return InstallResult((), (), already)
         ctx = build_context(config, say, refresh)
-        available = available_packages(ctx, template)
-        from builder.resolve import resolve
-
+        options = refreshed(ctx, template)
         installed = template.family.installed_packages(root)
         records = ensure_records(ct, root, present, installed)
         requests = tuple(request for app in todo for request in app.packages)
-        added = resolve(template.family, available, requests, template.native_arch, config.exclude, installed)
+        added = lock_added(ctx, template, options, requests, installed)
         fetch(ctx, added)
         epoch = _epoch()
         cache = AppCache(name=f"{template.name}+{'+'.join(a.name for a in todo)}", os=template, apps=tuple(todo))
@@ -352,20 +352,19 @@ def update_apps(
             present = split_list(values.get("TEMPLATES"))
             wanted = _installed_named(ct, present, names)
             ctx = build_context(config, say, refresh=True)
-            available = available_packages(ctx, ct.os)
-            from builder.resolve import resolve
-
+            options = refreshed(ctx, template)
             installed = family.installed_packages(root)
             records = ensure_records(ct, root, present, installed)
             current = {package.name: package.version for package in installed}
-            native = (template.native_arch, "all")
             if wanted:
                 names_in = sorted({
                     package for app in wanted
                     for package in (records[app].packages or records[app].requested) if package in current
                 })  # fmt: skip
             else:
+                available = available_packages(ctx, template)
                 offered = {package.name for package in available}
+                native = {package.arch for package in available}  # the template's arch and all / noarch
                 names_in = sorted(
                     package.name for package in installed
                     if package.name in offered and package.arch in native
@@ -373,7 +372,7 @@ def update_apps(
                 )  # fmt: skip
             fixed = [package for package in installed if package.name not in set(names_in)]
             requests = tuple(PackageRequest(name) for name in names_in)
-            resolved = resolve(family, available, requests, template.native_arch, config.exclude, fixed)
+            resolved = lock_added(ctx, template, options, requests, fixed)
             changes = [
                 package for package in resolved
                 if package.name not in current or family.compare_versions(package.version, current[package.name]) > 0

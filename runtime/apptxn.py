@@ -7,15 +7,15 @@ packages it is about to add. Then
 - it succeeds: the app records and the pending record marked *committed* are written
   in one atomic write (the commit), then ``TEMPLATES`` in the config, then the pending
   record goes;
-- it fails (an app script, a package's maintainer script in dpkg): the packages it
-  added are purged (:func:`undo`), the pending record goes, and the error says so;
+- it fails (an app script, a package's maintainer script or scriptlet): the packages it
+  added are purged (dpkg) or removed (rpm) (:func:`undo`), the pending record goes, and the error says so;
 - it is killed or interrupted (Ctrl-C: what runs in the container may still be dying,
   an undo now would race with it), or its undo fails: the pending record stays, and
   the next ``install``, ``remove`` or ``update`` on the container settles it first
   (:func:`recover`): a committed install by writing ``TEMPLATES``, any other by the undo.
 
-The undo purges the added packages in whatever state dpkg left them (half-installed
-ones too), except any that a package installed since needs. What the app scripts did
+The undo purges the added packages in whatever state the package manager left them
+(dpkg's half-installed ones too), except any that a package installed since needs. What the app scripts did
 besides installing packages is not undone.
 """
 

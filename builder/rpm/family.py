@@ -176,8 +176,11 @@ class RpmFamily:
         install.remove(root, names, environment, source_date_epoch, run)
 
     def auto_installed(self, root: Path) -> set[str]:
-        """rpm keeps no such marks (dnf's own history does, and ezt does not run dnf)."""
-        return set()
+        """ezt's own marks (:mod:`builder.rpm.automarks`): rpm keeps none, dnf keeps them in
+        its history database, and ezt does not run dnf."""
+        from builder.rpm.automarks import read_auto_marks
+
+        return read_auto_marks(root)
 
     def known_packages(self, root: Path) -> set[str]:
         """Every package the rpm database lists: rpm records a package once its transaction

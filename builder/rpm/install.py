@@ -12,7 +12,8 @@ the target's own rpm write its package database.
    database is dropped. A root without rpm keeps the host's database at /var/lib/rpm.
 
 Into a root that already has its rpm (an app cache on an OS stage, a container), that
-rpm installs the packages, as dnf would drive it.
+rpm installs the packages (``rpm -U``: newer versions of installed ones replace them),
+as dnf would drive it; in a container it runs in the container, never as host root.
 
 Older targets: for el7 (rpm 4.11, BerkeleyDB) and el8 the same two steps apply (the
 host's rpm 4.18, which cannot write BerkeleyDB, only lays files out and runs
@@ -35,6 +36,7 @@ from builder.chroot import RootRunner, run_in_root
 from builder.errors import EztError
 from builder.family import InstallRequest
 from builder.model import LockedPackage, Package
+from builder.rpm.automarks import forget_marks, write_auto_marks
 
 SCRATCH_DB = "var/tmp/ezt-rpmdb"
 """The host rpm's database during step 1, relative to the root."""
@@ -43,7 +45,11 @@ STAGING = "var/tmp/ezt-rpms"
 HOST_RPM = ("rpm", "--noplugins", "--define", "_pkgverify_level digest", "--define", "_db_backend sqlite")
 """The host rpm as the installer: its plugins (selinux, systemd inhibit) are the host's
 business; digests are checked, signatures were checked before (rpmsig)."""
-QUERY_FORMAT = r"%{NAME}\t%{EPOCHNUM}\t%{VERSION}\t%{RELEASE}\t%{ARCH}\n"
+QUERY_FORMAT = (
+    r"P\t%{NAME}\t%{EPOCHNUM}\t%{VERSION}\t%{RELEASE}\t%{ARCH}\t[%{REQUIRENEVRS}, ]\t[%{PROVIDENEVRS}, ]\n"
+    r"[F\t%{FILENAMES}\n]"
+)
+"""Each package's line, then one line per file it owns (what meets a file dependency)."""
 
 _HOST_IN_ROOT = (
     r"""
@@ -90,9 +96,12 @@ def install(request: InstallRequest) -> None:
     """Install ``request.packages`` into ``request.root`` (see the module's steps)."""
     if shutil.which("rpm") is None:
         raise EztError("the host's rpm (Debian package rpm) is needed to install RPM packages")
+    from builder.deb.rootpath import in_root
+
     root = request.root
-    staging = root / STAGING
-    staging.mkdir(parents=True, exist_ok=True)
+    staging = in_root(root, STAGING)  # never through a link out of the root (a container's)
+    chroot.remove_tree(staging)
+    staging.mkdir(parents=True)
     files: dict[LockedPackage, Path] = {}
     for package in request.packages:  # pool files are named by digest; rpm's messages name the package
         files[package] = staging / package.url.rsplit("/", 1)[-1]
@@ -105,8 +114,10 @@ def install(request: InstallRequest) -> None:
         _check_signatures(request, files)
         if _own_rpm(root):  # a root with packages (an app cache, a container): its own rpm adds to it
             request.progress(f"rpm: the root's rpm installs {len(names)} packages")
-            request.run(root, ["rpm", "-i", "--nosignature", *sorted(f"/{STAGING}/{n}" for n in names)],
+            # -U: a package of a name the root has replaces it (ezt update), the others are added
+            request.run(root, ["rpm", "-U", "--nosignature", *sorted(f"/{STAGING}/{n}" for n in names)],
                         source_date_epoch=request.source_date_epoch, environment=env)  # fmt: skip
+            write_auto_marks(root, request.packages)
             return
         request.progress(f"rpm: installing {len(names)} packages")
         _run_host(root, [*HOST_RPM, "--root", str(root.resolve()), "--dbpath", f"/{SCRATCH_DB}", "-i",
@@ -123,33 +134,95 @@ def install(request: InstallRequest) -> None:
             chroot.remove_tree(target)
             target.parent.mkdir(parents=True, exist_ok=True)
             scratch.rename(target)
+        write_auto_marks(root, request.packages)
     finally:
         chroot.remove_tree(staging)
 
 
-def _query(root: Path, run: RootRunner) -> str:
-    if not _own_rpm(root):
-        import subprocess
+DB_DIRS = ("usr/lib/sysimage/rpm", "var/lib/rpm")
+"""Where a root's rpm keeps its database: EL9 and Fedora, then EL7/EL8 (and the host
+rpm's database of a root without an rpm of its own)."""
+_BACKENDS = (("rpmdb.sqlite", "sqlite"), ("Packages", "bdb_ro"))
+"""A database file and the host rpm's backend that reads it (el9+: sqlite; el7/el8:
+BerkeleyDB, which the host's rpm 4.18 reads but cannot write)."""
 
-        done = subprocess.run(["rpm", "--root", str(root.resolve()), "--dbpath", "/var/lib/rpm", "-qa",
+
+def _database_copy(root: Path, into: Path) -> tuple[str, str] | None:
+    """Copy the root's rpm database into ``into`` (read without following a link out of
+    the root); the backend that reads it and its directory in the root, None if the root
+    has none."""
+    from builder import rootfs
+
+    for directory in DB_DIRS:
+        try:
+            names = rootfs.list_dir(root, directory)
+            for marker, backend in _BACKENDS:
+                if marker not in names:
+                    continue
+                for name in names:
+                    if name.startswith("__db.") or name == ".rpm.lock":
+                        continue
+                    data = rootfs.read_file(root, f"{directory}/{name}")
+                    if data is not None:
+                        (into / name).write_bytes(data)
+                return backend, directory
+        except EztError:  # a link among the parents (el9's /var/lib/rpm -> ../../usr/lib/sysimage/rpm)
+            continue
+    return None
+
+
+def _query(root: Path) -> str:
+    """``rpm -qa`` of the root's database by the host's rpm, on a copy of it: no program of
+    the root runs as the host's root (a container's), and the root's files stay untouched
+    (sqlite would leave its shared-memory index there, owned by the host's root)."""
+    import subprocess
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="ezt-rpmdb-") as tmp:
+        found = _database_copy(root, Path(tmp))
+        if found is None:
+            return ""
+        backend, directory = found
+        done = subprocess.run(["rpm", "--define", f"_db_backend {backend}", "--dbpath", tmp, "-qa",
                                "--qf", QUERY_FORMAT], capture_output=True, text=True, check=False)  # fmt: skip
-        if done.returncode != 0:
-            raise EztError(f"cannot read the rpm database of {root}: {done.stderr.strip()}")
-        return done.stdout
-    return run(root, ["rpm", "-qa", "--qf", QUERY_FORMAT], source_date_epoch=0)
+    if done.returncode != 0:
+        lines = [line.removeprefix("error: ") for line in done.stderr.splitlines() if line.strip()]
+        why = lines[0] if lines else f"rpm exit status {done.returncode}"
+        raise EztError(f"cannot read the rpm database /{directory} of {root}: {why}", details=done.stderr)
+    return done.stdout
 
 
-def read_installed(root: Path, run: RootRunner = run_in_root) -> list[Package]:
-    """What the root's rpm database lists (``version`` is the EVR, as in locks)."""
+def _relations(text: str) -> str:
+    """rpm's ``[%{REQUIRENEVRS}, ]`` as a dependency list: rpmlib()'s own features dropped."""
+    return ", ".join(part for part in text.removesuffix(", ").split(", ") if part and not part.startswith("rpmlib("))
+
+
+def read_installed(root: Path) -> list[Package]:
+    """What the root's rpm database lists (``version`` is the EVR, as in locks), each with
+    its Requires and Provides (what the runtime's graph of installed packages reads); a
+    file some package requires (``/usr/bin/perl``) counts as provided by its owner."""
     from builder.rpm.evr import evr_string
 
-    packages = []
-    for line in _query(root, run).splitlines():
+    rows: list[list[str]] = []
+    files: dict[str, list[int]] = {}
+    for line in _query(root).splitlines():
         fields = line.split("\t")
-        if len(fields) != 5 or fields[0] == "gpg-pubkey":
+        if fields[0] == "P" and len(fields) == 8:
+            rows.append(fields[1:])
+        elif fields[0] == "F" and len(fields) == 2 and rows:
+            files.setdefault(fields[1], []).append(len(rows) - 1)
+    wanted = {part for row in rows for part in _relations(row[5]).split(", ") if part.startswith("/")}
+    owned: dict[int, list[str]] = {}
+    for path in sorted(wanted):
+        for index in files.get(path, ()):
+            owned.setdefault(index, []).append(path)
+    packages = []
+    for index, (name, epoch, version, release, arch, requires, provides) in enumerate(rows):
+        if name == "gpg-pubkey":
             continue
-        name, epoch, version, release, arch = fields
-        packages.append(Package(name, evr_string(epoch, version, release), arch, "", "", 0, ""))
+        provided = ", ".join(part for part in (_relations(provides), *owned.get(index, ())) if part)
+        packages.append(Package(name, evr_string(epoch, version, release), arch, "", "", 0, "",
+                                depends=_relations(requires), provides=provided))  # fmt: skip
     return sorted(packages, key=lambda p: (p.name, p.arch))
 
 
@@ -158,6 +231,7 @@ def remove(root: Path, names: Sequence[str], environment: Mapping[str, str], sou
     """``rpm -e`` inside the root: its own rpm, its own scriptlets."""
     if names:
         run(root, ["rpm", "-e", *names], source_date_epoch=source_date_epoch, environment=environment)
+        forget_marks(root, names)
 
 
 RESIDUE = (

@@ -79,4 +79,5 @@ def _locked(package: Solved, base_url: str) -> LockedPackage:
         epoch=package.epoch,
         release=package.release,
         license=package.license,
+        depends=package.requires,
     )

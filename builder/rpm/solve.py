@@ -117,6 +117,9 @@ class Solved:
     """The package file's size (primary's ``<size package=>``)."""
     sourcerpm: str = ""
     license: str = ""
+    requires: tuple[str, ...] = ()
+    """The other packages of the set that meet its Requires (a lock's ``depends``: which
+    app a package came with)."""
 
     @property
     def evr(self) -> str:
@@ -299,7 +302,9 @@ class RpmSolver:
             jobs += [self._name_job(name) for name in extra]
             installed = self._solve(jobs, requests, where)
         requested = {s.id for job in jobs for s in job.solvables()}
-        packages = tuple(sorted((self._record(i, i in requested) for i in installed), key=lambda p: p.nevra))
+        chosen = set(installed)
+        records = (self._record(i, i in requested, chosen) for i in installed)
+        packages = tuple(sorted(records, key=lambda p: p.nevra))
         return Solution(packages, tuple(dict.fromkeys(skipped)))
 
     def _name_job(self, name: str) -> Any:
@@ -323,7 +328,13 @@ class RpmSolver:
             raise EztError(message, where)
         return [s.id for s in solver.transaction().newsolvables()]
 
-    def _record(self, solvable_id: int, requested: bool) -> Solved:
+    def _needs(self, s: Any, chosen: set[int]) -> tuple[str, ...]:
+        """The names of the ``chosen`` packages that provide what ``s`` requires (pre-requires too)."""
+        names = {p.name for dep in s.lookup_deparray(solv.SOLVABLE_REQUIRES, 0)
+                 for p in self.pool.whatprovides(dep) if p.id in chosen and p.id != s.id}  # fmt: skip
+        return tuple(sorted(names))
+
+    def _record(self, solvable_id: int, requested: bool, chosen: set[int]) -> Solved:
         s = self.pool.solvables[solvable_id]
         evr = s.evr
         epoch, _, rest = evr.rpartition(":")
@@ -343,6 +354,7 @@ class RpmSolver:
             size=s.lookup_num(solv.SOLVABLE_DOWNLOADSIZE),
             sourcerpm=s.lookup_sourcepkg() or "",
             license=s.lookup_str(solv.SOLVABLE_LICENSE) or "",
+            requires=self._needs(s, chosen),
         )
 
 
