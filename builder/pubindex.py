@@ -16,7 +16,8 @@ to the index's own directory::
            "lock_digest": "...",
            "os_image": {"name": "...", "sha256": "..."} or null,   # what an app cache was built on
            "deltas": [{"from": "<older dated name>", "from_sha256": "...", "window_log": 28,
-                       "blob": {"path": ..., "sha256": ..., "size": ...}}]}   # builder.delta
+                       "blob": {"path": ..., "sha256": ..., "size": ...}}],   # builder.delta
+           "current": true}         # only on an image older than the newest that is the current one
         ]
       }
     }
@@ -78,13 +79,18 @@ class IndexImage(NamedTuple):
     lock_digest: str
     os_image: Mapping[str, str] | None = None
     deltas: tuple[Delta, ...] = ()
+    current: bool = False
+    """The image the template's last published build ended with, when that is not its
+    newest (a reverted edit reuses an earlier image): what the template means."""
 
     @property
     def file_name(self) -> str:
         return f"{self.name}.tar.zst"
 
     def as_json(self) -> dict[str, Any]:
+        flag = {"current": True} if self.current else {}
         return {
+            **flag,
             "name": self.name,
             "date": self.date.isoformat(),
             "serial": self.serial,
@@ -99,6 +105,11 @@ class IndexImage(NamedTuple):
 
 Index = dict[str, list[IndexImage]]
 """Template name -> its images, oldest first."""
+
+
+def current_of(images: list[IndexImage]) -> IndexImage:
+    """What a template name means in the index: the image flagged current, else its newest."""
+    return next((image for image in reversed(images) if image.current), images[-1])
 
 
 def render(index: Index) -> bytes:
@@ -152,6 +163,7 @@ def parse(data: bytes, where: str) -> Index:
                     lock_digest=str(item.get("lock_digest", "")),
                     os_image={str(k): str(v) for k, v in os_image.items()} if isinstance(os_image, dict) else None,
                     deltas=tuple(_delta(d, f"{spot}.deltas[{n}]") for n, d in enumerate(item.get("deltas") or [])),
+                    current=item.get("current") is True,
                 ))  # fmt: skip
             index[str(template)] = sorted(entries, key=lambda image: (image.date, image.serial))
         return index

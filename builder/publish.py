@@ -176,10 +176,16 @@ def publish(
             entries.sort(key=lambda e: (e.date, e.serial))
         say(f"publish: {entry.name} ({entry.image.size / 1e6:.1f} MB){' (already there)' if same else ''}")
         done.append(Published(template, entry.name, entry.image.sha256, entry.image.size, not same))
+        # flagged current only when older than the newest (a reverted edit's image); readers take it
+        entries[:] = [e._replace(current=e.name == entry.name != entries[-1].name) for e in entries]
         if keep is not None and len(entries) > keep:
-            for dropped in entries[:-keep]:
-                say(f"publish: retired {dropped.name}")
-            del entries[:-keep]
+            kept = entries[-keep:]
+            if all(e.name != entry.name for e in kept):  # never retire the image the template means
+                kept = [e for e in entries if e.name == entry.name] + kept
+            for dropped in entries:
+                if dropped not in kept:
+                    say(f"publish: retired {dropped.name}")
+            entries[:] = kept
     data = pubindex.render(index)
     signature = sign_detached(data, sign_key) if sign_key is not None else None
     write_bytes(index_file, data)

@@ -26,7 +26,7 @@ from builder.atomic import write_bytes
 from builder.errors import EztError
 from builder.imagename import SUFFIX, parse_image_name
 from builder.manifest import manifest_path, parse_manifest, read_manifest, sbom_path
-from builder.pubindex import Blob, Index, IndexImage
+from builder.pubindex import Blob, Index, IndexImage, current_of
 from builder.transport import Transport, TransportError
 from runtime.locks import LOCK_TIMEOUT, flock
 from runtime.paths import NodeLayout
@@ -85,10 +85,11 @@ def _get(transport: Transport, url: str, what: str) -> bytes:
 
 
 def choose(index: Index, name: str, where: str) -> IndexImage:
-    """The newest image of template ``name``, or the dated image ``name``."""
+    """The image template ``name`` means (flagged current, else its newest), or the
+    dated image ``name``."""
     name = name.removesuffix(SUFFIX)
     if index.get(name):
-        return index[name][-1]
+        return current_of(index[name])
     parsed = parse_image_name(name + SUFFIX)
     if parsed is not None:
         for image in index.get(parsed.template, []):

@@ -62,6 +62,9 @@ def command(args: argparse.Namespace, config: Config, layout: NodeLayout) -> int
             names = _named(args)
         chosen = [pull.choose(index, name, urls.index_url) for name in names]
         pulled = [pull.pull_image(layout, transport, urls, image, say) for image in chosen]
+        for name, image in zip(names, chosen, strict=True):
+            if name.removesuffix(".tar.zst") == image.template:  # asked for by template: what it means now
+                store.record_current(layout, image.template, image.name)
     if args.json:
         print(json.dumps([{"image": image.name, "sha256": image.image.sha256, "path": str(path)}
                           for image, path in zip(chosen, pulled, strict=True)], indent=2))  # fmt: skip

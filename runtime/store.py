@@ -13,6 +13,7 @@ A *dated name* is an image's file name without ``.tar.zst``
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable, Iterable
 from datetime import date
@@ -143,7 +144,7 @@ def choose_image(layout: NodeLayout, name: str, extra_dirs: Iterable[Path] = ())
             return image
     newest = [image for image in images if image.template == name]
     if newest:
-        return _current_in_cache(newest, extra_dirs) or newest[-1]
+        return _current_in_cache(newest, extra_dirs) or _current_in_store(layout, newest) or newest[-1]
     if not images:
         raise EztError(f"no cache image {name!r}: the template store {layout.template_cache} is empty")
     raise EztError(f"no cache image {name!r}; available: {_summary(images)}")
@@ -161,6 +162,41 @@ def _current_in_cache(images: list[StoredImage], extra_dirs: Iterable[Path]) -> 
             current = current_image(directory, newest.template)
             return next((image for image in images if image.path == current), None)
     return None
+
+
+def _current_record(layout: NodeLayout, template: str) -> Path:
+    return layout.template_cache / f".{template}.current.json"
+
+
+def record_current(layout: NodeLayout, template: str, dated_name: str) -> None:
+    """Remember that a pull of ``template`` by name got ``dated_name``, the image its
+    published tree calls current: when that is not the store's newest (a reverted edit
+    reuses an earlier image), a create of ``template`` still takes it. The images newer
+    than it at this point are listed: one that comes later (pulled by its dated name,
+    added) makes the record void, and the newest counts again."""
+    newer = [i.name for i in list_templates(layout) if i.template == template and _after(i, dated_name)]
+    record = json.dumps({"image": dated_name, "over": sorted(newer)}, sort_keys=True) + "\n"
+    write_bytes(_current_record(layout, template), record.encode())
+
+
+def _after(image: StoredImage, dated_name: str) -> bool:
+    parsed = parse_image_name(dated_name + SUFFIX)
+    return parsed is not None and (image.date, image.serial) > (parsed.date, parsed.serial)
+
+
+def _current_in_store(layout: NodeLayout, images: list[StoredImage]) -> StoredImage | None:
+    """The image a pull recorded as the template's current (see :func:`record_current`),
+    while no image newer than it has come since."""
+    try:
+        record = json.loads(_current_record(layout, images[-1].template).read_bytes())
+        name, over = str(record["image"]), set(record["over"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    chosen = next((image for image in images if image.name == name and image.path.parent == layout.template_cache),
+                  None)  # fmt: skip
+    if chosen is None or any(_after(image, name) and image.name not in over for image in images):
+        return None
+    return chosen
 
 
 def _summary(images: list[StoredImage]) -> str:

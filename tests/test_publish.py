@@ -277,3 +277,60 @@ def test_pull_onto_a_full_disk(server: tuple[RepoServer, Path], node_image: Node
                      str(vz))  # fmt: skip
         assert_user_error(pulled, "disk full while writing")
         assert _store(vz) == []
+
+
+def test_a_reverted_edit_s_image_is_what_trees_and_nodes_take(
+    two_images: tuple[NodeImage, NodeImage], tmp_path: Path
+) -> None:
+    """A build that reverts an edit ends with the earlier image (same inputs): published
+    again, it is flagged current in the index, a pull of the template takes it although
+    a newer one is there, and a node that holds both creates from it."""
+    first, second = two_images
+    template = first.template
+    cache = tmp_path / "cache"
+    (cache / "images").mkdir(parents=True)
+    for image in (first, second):
+        for suffix in ("", ".json", ".spdx.json"):
+            shutil.copy(f"{image.path}{suffix}", cache / "images" / f"{image.path.name}{suffix}")
+    state = cache / "state" / f"{template}.image.json"
+    state.parent.mkdir()
+    state.write_text(json.dumps({"image": second.path.name}))  # the edited build, published first
+    tree = tmp_path / "tree"
+    assert ezt("publish", template, "--to", str(tree), "--cache-dir", str(cache)).returncode == 0
+    served = RepoServer(tree).start()
+    try:
+        vz = tmp_path / "vz"
+        node = ("--from", served.url, "--no-verify", "--vz-root", str(vz))
+        assert ezt("template", "pull", template, *node).returncode == 0
+        assert _store(vz) == [second.path.name, f"{second.path.name}.json", f"{second.path.name}.spdx.json"]
+
+        state.write_text(json.dumps({"image": first.path.name}))  # the edit reverted: the build reused the first
+        again = ezt("publish", template, "--to", str(tree), "--cache-dir", str(cache), "--keep", "1")
+        assert again.returncode == 0, again.stderr
+        entries = json.loads((tree / "index.json").read_text())["templates"][template]
+        assert [(e["name"], e.get("current", False)) for e in entries] == [(first.name, True), (second.name, False)]
+
+        updated = ezt("template", "update", *node)
+        assert updated.returncode == 0, updated.stderr
+        assert f"{first.path.name}" in updated.stdout
+        made = ezt("create", "101", "--ostemplate", template, "--vz-root", str(vz))
+        assert made.returncode == 0, made.stderr
+        config = (vz / "conf" / "101.conf").read_text()
+        assert f'OSTEMPLATE="{first.name}"' in config
+        assert ezt("destroy", "101", "--vz-root", str(vz)).returncode == 0
+
+        fresh = tmp_path / "fresh"
+        pulled = ezt("template", "pull", template, "--from", served.url, "--no-verify", "--vz-root", str(fresh))
+        assert pulled.returncode == 0 and _store(fresh)[0] == first.path.name, pulled.stdout
+
+        # a newer image published by a later build counts again
+        state.write_text(json.dumps({"image": second.path.name}))
+        assert ezt("publish", template, "--to", str(tree), "--cache-dir", str(cache)).returncode == 0
+        entries = json.loads((tree / "index.json").read_text())["templates"][template]
+        assert not any(e.get("current") for e in entries)
+        assert ezt("template", "update", *node).returncode == 0
+        assert ezt("create", "102", "--ostemplate", template, "--vz-root", str(vz)).returncode == 0
+        assert f'OSTEMPLATE="{second.name}"' in (vz / "conf" / "102.conf").read_text()
+        assert ezt("destroy", "102", "--vz-root", str(vz)).returncode == 0
+    finally:
+        served.stop()
