@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -233,7 +233,7 @@ def read_package_requests(path: Path, family: Family, *, classes: bool = True) -
         where = Where.of(path, number)
         for word in line.split():
             if word.startswith("@"):
-                if not classes:
+                if not classes and family.name == "deb":  # rpm: a comps group, as vzpkg's group install
                     raise EztError(f"priority class {word!r} is for OS templates, not applications", where)
                 packages.append(family.parse_group(word, where))
                 continue
@@ -293,13 +293,21 @@ def load_template(name: str, recipes_dir: Path, urlmap: Mapping[str, str]) -> Te
     arch = recipe.arch()
     native = family.native_arch(arch)
 
-    repos_path = required("repositories")
+    parse_mirrorlist = getattr(family, "parse_mirrorlist", None)  # rpm: os_mirrorlist URLs name base URLs
+    mirrorlist_path = chosen["mirrorlist"] if parse_mirrorlist is not None else None
+    repos_path = chosen["repositories"] or (None if mirrorlist_path else required("repositories"))
+    sources: list[tuple[Path, Callable[[str, Where], Repository]]] = []
+    if repos_path is not None:
+        sources.append((repos_path, family.parse_repository))
+    if mirrorlist_path is not None and parse_mirrorlist is not None:
+        sources.append((mirrorlist_path, parse_mirrorlist))
     repositories = []
-    for number, line in text_lines(repos_path):
-        where = Where.of(repos_path, number)
-        repositories.append(family.parse_repository(expand_vars(line, urlmap, arch, native, where), where))
+    for path, parse in sources:
+        for number, line in text_lines(path):
+            where = Where.of(path, number)
+            repositories.append(parse(expand_vars(line, urlmap, arch, native, where), where))
     if not repositories:
-        raise EztError("no repositories listed", Where.of(repos_path))
+        raise EztError("no repositories listed", Where.of(repos_path or mirrorlist_path or recipe.path))
 
     lines0 = [(chosen["packages_0"], n, w) for n, w in read_words(chosen["packages_0"])] if chosen["packages_0"] else []
     lines1 = [(chosen["packages_1"], n, w) for n, w in read_words(chosen["packages_1"])] if chosen["packages_1"] else []

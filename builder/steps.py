@@ -109,6 +109,7 @@ def request_text(request: PackageRequest) -> str:
 def _repository_text(repo: Repository) -> str:
     """A repository as a lock records it: URL (url map expanded), suite, components, options."""
     options = (" [trusted=yes]" if repo.trusted else "") + (f" [signed-by={repo.signed_by}]" if repo.signed_by else "")
+    options += " [mirrorlist]" if repo.mirrorlist else ""
     options += f" [arch={','.join(repo.architectures)}]" if repo.architectures else ""
     return repository_label(repo) + options
 

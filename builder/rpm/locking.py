@@ -59,7 +59,7 @@ def lock_packages(repositories: Sequence[Repository], requests: Sequence[Package
         solution = _solve(repositories, requests, arch, options, exclude, False, installed)
     except MissingFilesError:
         solution = _solve(repositories, requests, arch, options, exclude, True, installed)
-    urls = {repo.ident: repo.url for repo in repositories}
+    urls = {repo.ident: metadata.base_url(repo, options) for repo in repositories}
     return tuple(sorted((_locked(p, urls[p.repo]) for p in solution.packages), key=lambda p: (p.name, p.arch)))
 
 

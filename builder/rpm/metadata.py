@@ -16,6 +16,7 @@ Files are only rewritten when their content changes, since timestamps drive doit
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import json
 import time
@@ -153,9 +154,40 @@ def refresh_metadata(
         local = _fresh(directory, repo, options, filelists)
         if local is not None:
             return local
+        if repo.mirrorlist:
+            return _store_from_mirrors(transport, repo, directory, options, filelists)
         fetched = fetch_repomd(transport, repo.url, keyring_for(repo, options), repo.trusted, repo.url,
                                options.max_release_bytes)  # fmt: skip
         return _store(transport, repo, directory, fetched, filelists, options.max_index_bytes)
+
+
+def _store_from_mirrors(
+    transport: Transport, repo: Repository, directory: Path, options: MetadataOptions, filelists: bool
+) -> RpmMetadataFiles:
+    """Fetch the mirror list (or metalink), take the first mirror with verified metadata
+    and store its files as if its base URL were the recipe's; the base is kept in
+    ``state.json`` for the lock's package URLs."""
+    from builder.rpm.mirrors import fetch_mirrors, fetch_repomd_from
+
+    mirrors = fetch_mirrors(transport, repo.url)
+    base, fetched = fetch_repomd_from(transport, mirrors, keyring_for(repo, options), repo.trusted, repo.url,
+                                      options.max_release_bytes)  # fmt: skip
+    files = _store(transport, dataclasses.replace(repo, url=base, mirrorlist=False), directory, fetched, filelists,
+                   options.max_index_bytes)  # fmt: skip
+    state = _read_state(directory) | {"base_url": base, "mirrors": list(mirrors.urls)}
+    write_bytes(directory / STATE, (json.dumps(state, indent=1, sort_keys=True) + "\n").encode())
+    return files
+
+
+def base_url(repo: Repository, options: MetadataOptions) -> str:
+    """Where the repository's packages are: its URL, or for an ``os_mirrorlist`` line the
+    mirror its metadata was last taken from."""
+    if not repo.mirrorlist:
+        return repo.url
+    base = _read_state(repo_dir(repo, options)).get("base_url")
+    if not isinstance(base, str):
+        raise EztError(f"{repo.url}: no mirror recorded in {repo_dir(repo, options)} (fetch it first: ezt lock)")
+    return base
 
 
 def _store(

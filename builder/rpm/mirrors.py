@@ -90,15 +90,16 @@ def _matches(raw: bytes, mirrors: Mirrors) -> bool:
 
 
 def fetch_repomd_from(
-    transport: Transport, mirrors: Mirrors, keyring: Path | None, trusted: bool, where: str
-) -> tuple[str, FetchedRepomd]:
+    transport: Transport, mirrors: Mirrors, keyring: Path | None, trusted: bool, where: str,
+    max_bytes: int | None = None,
+) -> tuple[str, FetchedRepomd]:  # fmt: skip
     """The first mirror answering with a repomd.xml that the metalink describes and the
     keyring vouches for: (its base URL, the verified repomd). A bad signature is final
     (no mirror shopping past it); unreachable or stale mirrors are skipped."""
     problems: list[str] = []
     for base in mirrors.urls:
         try:
-            fetched = fetch_repomd(transport, base, keyring, trusted, base)
+            fetched = fetch_repomd(transport, base, keyring, trusted, base, max_bytes)
         except TransportError as exc:
             problems.append(exc.message)
             continue
