@@ -114,9 +114,11 @@ class RecipeDir:
 
     def kind_of(self, name: str) -> str:
         """``set`` or ``app``. A set is an OS: it has an OS-only file (``_repositories``,
-        ``_pre-cache``, ...), or its ``_packages`` names a priority class (``@required``)
-        or the family's package manager (``apt``), as an OS's package list does and an
-        app's, which only adds to an OS, never does. Anything else is an app."""
+        ``_pre-cache``, ...), or its ``_packages`` names a priority class (``@required``),
+        an rpm environment (``@^minimal-environment``) or the family's package manager
+        (``apt``, ``rpm``), as an OS's package list does and an app's, which only adds to
+        an OS, never does. Anything else is an app (an rpm comps group, ``@web-server``,
+        is an app's too, as in vzpkg's group install)."""
         files = self.files.get(name, {})
         if set(files) & SET_ONLY_KINDS:
             return "set"
@@ -127,7 +129,8 @@ class RecipeDir:
             return "app"
         words = _strip_comments(packages.read_text(errors="replace")).split()
         manager = self.manager_package()
-        if any(word.startswith("@") or word.split("=", 1)[0] == manager for word in words):
+        marks = ("@^",) if manager == "rpm" else ("@",)
+        if any(word.startswith(marks) or word.split("=", 1)[0] == manager for word in words):
             return "set"
         return "app"
 
