@@ -204,9 +204,10 @@ def unset_urlmap(recipe: RecipeDir, config: Config) -> list[str]:
 
     used: set[str] = set()
     for files in recipe.files.values():
-        path = files.get("repositories")
-        for _number, line in text_lines(path) if path is not None else ():
-            used.update(m.group("braced") or m.group("paren") or m.group("bare") or "" for m in _VAR_RE.finditer(line))
+        for path in (files.get("repositories"), files.get("mirrorlist")):
+            for _number, line in text_lines(path) if path is not None else ():
+                used.update(m.group("braced") or m.group("paren") or m.group("bare") or ""
+                            for m in _VAR_RE.finditer(line))  # fmt: skip
     return sorted(used - set(config.urlmap) - {"", "ARCH", "basearch", "arch"})
 
 

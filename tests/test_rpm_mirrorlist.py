@@ -123,3 +123,10 @@ def test_mirrorlist_errors(rpm_site: RpmSite, tmp_path: Path) -> None:
     assert_user_error(ezt(tmp_path, only_dead, "lock", TEMPLATE), "os_mirrorlist:1:", "no mirror of 1 has usable")
     (tmp_path / "recipes" / TEMPLATE / "os_mirrorlist").write_text("[gpgcheck=1] $TEST_RPM_MIRRORS\n")
     assert_user_error(ezt(tmp_path, empty, "lock", TEMPLATE), "os_mirrorlist:1:", "bad repository option")
+
+
+def test_recipes_names_unset_mirrorlist_variable(rpm_site: RpmSite, tmp_path: Path) -> None:
+    mirrorlist_recipe(rpm_site, tmp_path)
+    result = run_ezt("recipes", "--recipes", str(tmp_path / "recipes"), "--cache-dir", str(tmp_path / "cache"))
+    assert result.returncode == 0, result.stderr
+    assert "url map $TEST_RPM_MIRRORS not set" in result.stdout, result.stdout
