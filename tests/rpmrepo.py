@@ -47,6 +47,10 @@ class RpmSpec:
     """Path in the package -> text content (mode 0755 when it starts with ``#!``)."""
     scripts: Mapping[str, str] = field(default_factory=dict)
     """Scriptlet name (``pre``, ``post``, ...) -> shell text."""
+    dirs: Mapping[str, str] = field(default_factory=dict)
+    """Directories the package owns -> octal mode (``%dir %attr(555,root,root) /proc``)."""
+    extra: str = ""
+    """Spec text appended as it is: lua scriptlets (``%pretrans -p <lua>``), file triggers."""
 
     @property
     def nevra(self) -> str:
@@ -77,11 +81,15 @@ def spec_text(spec: RpmSpec) -> str:
         lines.append(f"mkdir -p $(dirname {target})")
         lines.append(f"cat > {target} <<'EZT_EOF'\n{content}\nEZT_EOF")
         lines.append(f"chmod {'0755' if content.startswith('#!') else '0644'} {target}")
+    lines += [f"mkdir -p %{{buildroot}}{path}" for path in sorted(spec.dirs)]
     lines.append("%files")
     lines += sorted(spec.files)
+    lines += [f"%dir %attr({mode},root,root) {path}" for path, mode in sorted(spec.dirs.items())]
     for script, body in spec.scripts.items():
         assert script in _SCRIPTS, script
         lines += [f"%{script}", body]
+    if spec.extra:
+        lines.append(spec.extra)
     return "\n".join(lines) + "\n"
 
 

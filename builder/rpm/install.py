@@ -58,7 +58,8 @@ set -e
 r=$1; shift
 fail() { echo "ezt: $*" >&2; exit 125; }
 umask 022
-mkdir -p "$r/proc" "$r/dev"
+[ -d "$r/proc" ] || mkdir -m 0555 "$r/proc"  # the filesystem package's mode: rpm's chmod reaches the mount only
+mkdir -p "$r/dev"
 mount -t proc -o nosuid,nodev,noexec proc "$r/proc"
 """
     + chroot.DEV_SETUP
