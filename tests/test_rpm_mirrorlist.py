@@ -130,3 +130,21 @@ def test_recipes_names_unset_mirrorlist_variable(rpm_site: RpmSite, tmp_path: Pa
     result = run_ezt("recipes", "--recipes", str(tmp_path / "recipes"), "--cache-dir", str(tmp_path / "cache"))
     assert result.returncode == 0, result.stderr
     assert "url map $TEST_RPM_MIRRORS not set" in result.stdout, result.stdout
+
+
+def test_mirror_change_resolves_again(rpm_site: RpmSite, tmp_path: Path) -> None:
+    """The mirror list names another mirror now (same repomd.xml): the next refresh takes
+    it and the lock is resolved again, its packages' URLs on the mirror that works."""
+    moved = rpm_site.server.root / "moved"
+    if not moved.exists():
+        shutil.copytree(rpm_site.server.root / "good", moved)
+    listed = serve(rpm_site, "mirrorlist-move", f"{rpm_site.url}\n")
+    mirrorlist_recipe(rpm_site, tmp_path)
+    assert ezt(tmp_path, listed, "lock", TEMPLATE).returncode == 0
+    lock_file = tmp_path / "cache/locks" / f"{TEMPLATE}.lock.json"
+    assert all(p["url"].startswith(f"{rpm_site.url}/") for p in json.loads(lock_file.read_text())["packages"])
+    serve(rpm_site, "mirrorlist-move", f"{rpm_site.server.url}/moved\n")
+    again = ezt(tmp_path, listed, "lock", "--refresh", TEMPLATE)
+    assert again.returncode == 0, again.stderr
+    urls = [p["url"] for p in json.loads(lock_file.read_text())["packages"]]
+    assert urls and all(url.startswith(f"{rpm_site.server.url}/moved/") for url in urls), urls

@@ -27,7 +27,7 @@ from typing import Any
 
 from builder.atomic import disk_error, write_bytes, write_if_changed
 from builder.errors import EztError
-from builder.family import MetadataOptions
+from builder.family import CHOSEN_MIRROR, MetadataOptions
 from builder.model import Repository
 from builder.rpm.repomd import (
     REPOMD,
@@ -174,8 +174,7 @@ def _store_from_mirrors(
                                       options.max_release_bytes)  # fmt: skip
     files = _store(transport, dataclasses.replace(repo, url=base, mirrorlist=False), directory, fetched, filelists,
                    options.max_index_bytes)  # fmt: skip
-    state = _read_state(directory) | {"base_url": base, "mirrors": list(mirrors.urls)}
-    write_bytes(directory / STATE, (json.dumps(state, indent=1, sort_keys=True) + "\n").encode())
+    write_if_changed(directory / CHOSEN_MIRROR, (base + "\n").encode())
     return files
 
 
@@ -184,8 +183,11 @@ def base_url(repo: Repository, options: MetadataOptions) -> str:
     mirror its metadata was last taken from."""
     if not repo.mirrorlist:
         return repo.url
-    base = _read_state(repo_dir(repo, options)).get("base_url")
-    if not isinstance(base, str):
+    try:
+        base = (repo_dir(repo, options) / CHOSEN_MIRROR).read_text().strip()
+    except OSError:
+        base = ""
+    if not base:
         raise EztError(f"{repo.url}: no mirror recorded in {repo_dir(repo, options)} (fetch it first: ezt lock)")
     return base
 
