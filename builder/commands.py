@@ -238,7 +238,8 @@ def cmd_info(args: argparse.Namespace, config: Config) -> int:
         lock_state.update(packages=len(lock.packages), digest=lock.digest(),
                           size=sum(p.size for p in lock.packages), up_to_date=stale is None, out_of_date=stale)
     latest = imagename.current_image(config.layout.images, name)
-    repositories = [steps.repository_label(r) + (" [trusted]" if r.trusted else "") for r in template.repositories]
+    repositories = [steps.repository_label(r) + (" [trusted]" if r.trusted else "") + (" [mirrorlist]" if r.mirrorlist
+                    else "") for r in template.repositories]  # fmt: skip
     requests = tuple(r for app in item.apps for r in app.packages) if isinstance(item, AppCache) else template.packages
     packages = [p.name + (f"={p.version}" if p.version else "") for p in requests]
     description = (

@@ -130,6 +130,9 @@ def test_recipes_names_unset_mirrorlist_variable(rpm_site: RpmSite, tmp_path: Pa
     result = run_ezt("recipes", "--recipes", str(tmp_path / "recipes"), "--cache-dir", str(tmp_path / "cache"))
     assert result.returncode == 0, result.stderr
     assert "url map $TEST_RPM_MIRRORS not set" in result.stdout, result.stdout
+    info = ezt(tmp_path, f"{rpm_site.server.url}/mirrorlist-x", "info", TEMPLATE)
+    assert info.returncode == 0, info.stderr
+    assert f"{rpm_site.server.url}/mirrorlist-x [mirrorlist]" in info.stdout, info.stdout
 
 
 def test_mirror_change_resolves_again(rpm_site: RpmSite, tmp_path: Path) -> None:
