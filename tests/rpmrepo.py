@@ -177,11 +177,12 @@ def build_rpm_repo(
     key: GpgKey | None,
     groups: Mapping[str, Mapping[str, Sequence[str]]] | None = None,
     revision: int = 1700000000,
+    modules: str | None = None,
 ) -> RpmRepoInfo:
     """Copy ``rpms`` into ``root/Packages``, index them with createrepo_c, sign repomd.xml.
 
     ``revision`` (a Unix time) becomes every timestamp in repomd.xml: a later revision
-    is newer metadata."""
+    is newer metadata. ``modules``: a ``modules.yaml`` text added with modifyrepo_c."""
     packages = root / "Packages"
     packages.mkdir(parents=True, exist_ok=True)
     placed: dict[str, Path] = {}
@@ -197,6 +198,12 @@ def build_rpm_repo(
         command += ["--groupfile", str(comps)]
     done = subprocess.run([*command, str(root)], capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stderr
+    if modules is not None:
+        source = root / "modules.yaml"
+        source.write_text(modules)
+        done = subprocess.run(["modifyrepo_c", "--mdtype", "modules", str(source), str(root / "repodata")],
+                              capture_output=True, text=True, check=False)  # fmt: skip
+        assert done.returncode == 0, done.stderr
     if key is not None:
         sign_repomd(root / "repodata" / "repomd.xml", key)
     return RpmRepoInfo(root, key.keyring if key is not None else None, placed)

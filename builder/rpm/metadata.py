@@ -54,9 +54,11 @@ class RpmMetadataFiles:
     primary: Path
     comps: Path | None = None
     filelists: Path | None = None
+    modules: Path | None = None
+    """``modules.yaml`` (EL8/EL9 AppStream): which packages dnf hides (:mod:`builder.rpm.modules`)."""
 
     def paths(self) -> list[Path]:
-        return [p for p in (self.repomd, self.primary, self.comps, self.filelists) if p is not None]
+        return [p for p in (self.repomd, self.primary, self.comps, self.filelists, self.modules) if p is not None]
 
 
 def repo_dir(repo: Repository, options: MetadataOptions) -> Path:
@@ -73,6 +75,8 @@ def _kinds(repomd: Repomd, filelists: bool) -> list[str]:
     group = next((kind for kind in GROUP_KINDS if kind in repomd.records), None)
     if group is not None:
         kinds.append(group)
+    if "modules" in repomd.records:
+        kinds.append("modules")
     if filelists:
         kinds.append("filelists")
     return kinds
@@ -81,7 +85,7 @@ def _kinds(repomd: Repomd, filelists: bool) -> list[str]:
 def _files(directory: Path, repomd: Repomd, kinds: list[str]) -> RpmMetadataFiles:
     local = {kind: directory / repomd.records[kind].location for kind in kinds if kind in repomd.records}
     group = next((local[kind] for kind in GROUP_KINDS if kind in local), None)
-    return RpmMetadataFiles(directory / REPOMD, local["primary"], group, local.get("filelists"))
+    return RpmMetadataFiles(directory / REPOMD, local["primary"], group, local.get("filelists"), local.get("modules"))
 
 
 def _read_state(directory: Path) -> dict[str, Any]:
