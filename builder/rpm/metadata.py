@@ -173,9 +173,16 @@ def _store_from_mirrors(
     ``state.json`` for the lock's package URLs."""
     from builder.rpm.mirrors import fetch_mirrors, fetch_repomd_from
 
+    previous = _read_state(directory).get("timestamp")
+
+    def stale(fetched: FetchedRepomd) -> str | None:
+        if repo.trusted or not isinstance(previous, int) or fetched.repomd.timestamp >= previous:
+            return None
+        return "repomd.xml is older than the cached one (stale mirror)"
+
     mirrors = fetch_mirrors(transport, repo.url)
     base, fetched = fetch_repomd_from(transport, mirrors, keyring_for(repo, options), repo.trusted, repo.url,
-                                      options.max_release_bytes)  # fmt: skip
+                                      options.max_release_bytes, stale)  # fmt: skip
     files = _store(transport, dataclasses.replace(repo, url=base, mirrorlist=False), directory, fetched, filelists,
                    options.max_index_bytes)  # fmt: skip
     write_if_changed(directory / CHOSEN_MIRROR, (base + "\n").encode())
