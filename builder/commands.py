@@ -204,9 +204,10 @@ def unset_urlmap(recipe: RecipeDir, config: Config) -> list[str]:
 
     used: set[str] = set()
     for files in recipe.files.values():
-        path = files.get("repositories")
-        for _number, line in text_lines(path) if path is not None else ():
-            used.update(m.group("braced") or m.group("paren") or m.group("bare") or "" for m in _VAR_RE.finditer(line))
+        for path in (files.get("repositories"), files.get("mirrorlist")):
+            for _number, line in text_lines(path) if path is not None else ():
+                used.update(m.group("braced") or m.group("paren") or m.group("bare") or ""
+                            for m in _VAR_RE.finditer(line))  # fmt: skip
     return sorted(used - set(config.urlmap) - {"", "ARCH", "basearch", "arch"})
 
 
@@ -237,7 +238,8 @@ def cmd_info(args: argparse.Namespace, config: Config) -> int:
         lock_state.update(packages=len(lock.packages), digest=lock.digest(),
                           size=sum(p.size for p in lock.packages), up_to_date=stale is None, out_of_date=stale)
     latest = imagename.current_image(config.layout.images, name)
-    repositories = [steps.repository_label(r) + (" [trusted]" if r.trusted else "") for r in template.repositories]
+    repositories = [steps.repository_label(r) + (" [trusted]" if r.trusted else "") + (" [mirrorlist]" if r.mirrorlist
+                    else "") for r in template.repositories]  # fmt: skip
     requests = tuple(r for app in item.apps for r in app.packages) if isinstance(item, AppCache) else template.packages
     packages = [p.name + (f"={p.version}" if p.version else "") for p in requests]
     description = (

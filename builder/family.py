@@ -22,6 +22,10 @@ from builder.errors import EztError, Where
 from builder.model import Alternatives, LockedPackage, Package, PackageRequest, Repository
 
 _REGISTRY: dict[str, Family] = {}
+CHOSEN_MIRROR = "mirror"
+"""For a repository from a mirror list (``Repository.mirrorlist``): the file under its
+``cache/metadata/<ident>/`` naming the mirror its metadata came from, whose change
+resolves the lock again (its packages' URLs are on that mirror)."""
 
 
 @dataclass(frozen=True)

@@ -82,6 +82,8 @@ class Repository:
     where: Where | None = field(default=None, compare=False)
     architectures: tuple[str, ...] = ()
     """``arch=``: the architectures the line is used for (empty: all)."""
+    mirrorlist: bool = False
+    """``url`` is a mirror list or metalink naming base URLs (an ``os_mirrorlist`` line)."""
 
     @property
     def ident(self) -> str:
@@ -89,6 +91,7 @@ class Repository:
         import hashlib
 
         text = "|".join([self.url.rstrip("/"), self.suite, ",".join(self.components)])
+        text += "|mirrorlist" if self.mirrorlist else ""
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -114,9 +114,11 @@ class RecipeDir:
 
     def kind_of(self, name: str) -> str:
         """``set`` or ``app``. A set is an OS: it has an OS-only file (``_repositories``,
-        ``_pre-cache``, ...), or its ``_packages`` names a priority class (``@required``)
-        or the family's package manager (``apt``), as an OS's package list does and an
-        app's, which only adds to an OS, never does. Anything else is an app."""
+        ``_pre-cache``, ...), or its ``_packages`` names a priority class (``@required``),
+        an rpm environment (``@^minimal-environment``) or the family's package manager
+        (``apt``, ``rpm``), as an OS's package list does and an app's, which only adds to
+        an OS, never does. Anything else is an app (an rpm comps group, ``@web-server``,
+        is an app's too, as in vzpkg's group install)."""
         files = self.files.get(name, {})
         if set(files) & SET_ONLY_KINDS:
             return "set"
@@ -127,7 +129,8 @@ class RecipeDir:
             return "app"
         words = _strip_comments(packages.read_text(errors="replace")).split()
         manager = self.manager_package()
-        if any(word.startswith("@") or word.split("=", 1)[0] == manager for word in words):
+        marks = ("@^",) if manager == "rpm" else ("@",)
+        if any(word.startswith(marks) or word.split("=", 1)[0] == manager for word in words):
             return "set"
         return "app"
 
@@ -233,7 +236,7 @@ def read_package_requests(path: Path, family: Family, *, classes: bool = True) -
         where = Where.of(path, number)
         for word in line.split():
             if word.startswith("@"):
-                if not classes:
+                if not classes and family.name == "deb":  # rpm: a comps group, as vzpkg's group install
                     raise EztError(f"priority class {word!r} is for OS templates, not applications", where)
                 packages.append(family.parse_group(word, where))
                 continue
@@ -293,13 +296,21 @@ def load_template(name: str, recipes_dir: Path, urlmap: Mapping[str, str]) -> Te
     arch = recipe.arch()
     native = family.native_arch(arch)
 
-    repos_path = required("repositories")
+    parse_mirrorlist = getattr(family, "parse_mirrorlist", None)  # rpm: os_mirrorlist URLs name base URLs
+    mirrorlist_path = chosen["mirrorlist"] if parse_mirrorlist is not None else None
+    repos_path = chosen["repositories"] or (None if mirrorlist_path else required("repositories"))
+    sources: list[tuple[Path, Callable[[str, Where], Repository]]] = []
+    if repos_path is not None:
+        sources.append((repos_path, family.parse_repository))
+    if mirrorlist_path is not None and parse_mirrorlist is not None:
+        sources.append((mirrorlist_path, parse_mirrorlist))
     repositories = []
-    for number, line in text_lines(repos_path):
-        where = Where.of(repos_path, number)
-        repositories.append(family.parse_repository(expand_vars(line, urlmap, arch, native, where), where))
+    for path, parse in sources:
+        for number, line in text_lines(path):
+            where = Where.of(path, number)
+            repositories.append(parse(expand_vars(line, urlmap, arch, native, where), where))
     if not repositories:
-        raise EztError("no repositories listed", Where.of(repos_path))
+        raise EztError("no repositories listed", Where.of(repos_path or mirrorlist_path or recipe.path))
 
     lines0 = [(chosen["packages_0"], n, w) for n, w in read_words(chosen["packages_0"])] if chosen["packages_0"] else []
     lines1 = [(chosen["packages_1"], n, w) for n, w in read_words(chosen["packages_1"])] if chosen["packages_1"] else []

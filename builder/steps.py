@@ -22,7 +22,7 @@ from builder.atomic import write_bytes, write_if_changed
 from builder.config import Config
 from builder.errors import EztError, Where
 from builder.ezformat import bootstrap_stages
-from builder.family import InstallRequest, MetadataOptions
+from builder.family import CHOSEN_MIRROR, InstallRequest, MetadataOptions
 from builder.lock import Lock, lock_difference, read_lock
 from builder.model import LockedPackage, PackageRequest, Repository
 from builder.recipe import AppCache, Template
@@ -109,6 +109,7 @@ def request_text(request: PackageRequest) -> str:
 def _repository_text(repo: Repository) -> str:
     """A repository as a lock records it: URL (url map expanded), suite, components, options."""
     options = (" [trusted=yes]" if repo.trusted else "") + (f" [signed-by={repo.signed_by}]" if repo.signed_by else "")
+    options += " [mirrorlist]" if repo.mirrorlist else ""
     options += f" [arch={','.join(repo.architectures)}]" if repo.architectures else ""
     return repository_label(repo) + options
 
@@ -165,6 +166,9 @@ def lock_record(ctx: BuildContext, template: Template | AppCache) -> dict[str, A
         repo.ident: _file_digest(layout.metadata / repo.ident / os_template.family.metadata_index)
         for repo in os_template.repositories
     }}  # fmt: skip
+    mirrors = [repo for repo in os_template.repositories if repo.mirrorlist]
+    if mirrors:  # the mirror a mirror list gave: the lock's package URLs are on it
+        record["mirrors"] = {repo.ident: _file_digest(layout.metadata / repo.ident / CHOSEN_MIRROR) for repo in mirrors}
     if isinstance(template, AppCache):
         record["os_stage"] = _file_digest(layout.stage_stamp(os_template.name))
     return record

@@ -46,8 +46,10 @@ cp -a {tree}/. %{{buildroot}}/
 """
 
 
-def build_rpm_hostbase(out_dir: Path, name: str = "hostbase", version: str = "1.0") -> Path:
-    """Write ``hostbase-VERSION-1.x86_64.rpm`` (the host's binaries) into ``out_dir``; return it."""
+def build_rpm_hostbase(out_dir: Path, name: str = "hostbase", version: str = "1.0",
+                       dbpath: str = "/usr/lib/sysimage/rpm") -> Path:  # fmt: skip
+    """Write ``hostbase-VERSION-1.x86_64.rpm`` (the host's binaries) into ``out_dir``; return it.
+    ``dbpath``: where its rpm keeps the database (EL9's rpm 4.16: ``/var/lib/rpm``)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="ezt-rpmhostbase-") as tmp:
         top = Path(tmp)
@@ -72,7 +74,7 @@ def build_rpm_hostbase(out_dir: Path, name: str = "hostbase", version: str = "1.
             (tree / link).symlink_to(target_dir)
         etc = tree / "etc"
         (etc / "rpm").mkdir(parents=True)
-        (etc / "rpm/macros").write_text("%_dbpath /usr/lib/sysimage/rpm\n")
+        (etc / "rpm/macros").write_text(f"%_dbpath {dbpath}\n")
         (etc / "passwd").write_text("root:x:0:0:root:/root:/bin/sh\n")
         (etc / "group").write_text("root:x:0:\n")
         (etc / "shadow").write_text(SHADOW)

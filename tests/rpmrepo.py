@@ -47,6 +47,10 @@ class RpmSpec:
     """Path in the package -> text content (mode 0755 when it starts with ``#!``)."""
     scripts: Mapping[str, str] = field(default_factory=dict)
     """Scriptlet name (``pre``, ``post``, ...) -> shell text."""
+    dirs: Mapping[str, str] = field(default_factory=dict)
+    """Directories the package owns -> octal mode (``%dir %attr(555,root,root) /proc``)."""
+    extra: str = ""
+    """Spec text appended as it is: lua scriptlets (``%pretrans -p <lua>``), file triggers."""
 
     @property
     def nevra(self) -> str:
@@ -77,11 +81,15 @@ def spec_text(spec: RpmSpec) -> str:
         lines.append(f"mkdir -p $(dirname {target})")
         lines.append(f"cat > {target} <<'EZT_EOF'\n{content}\nEZT_EOF")
         lines.append(f"chmod {'0755' if content.startswith('#!') else '0644'} {target}")
+    lines += [f"mkdir -p %{{buildroot}}{path}" for path in sorted(spec.dirs)]
     lines.append("%files")
     lines += sorted(spec.files)
+    lines += [f"%dir %attr({mode},root,root) {path}" for path, mode in sorted(spec.dirs.items())]
     for script, body in spec.scripts.items():
         assert script in _SCRIPTS, script
         lines += [f"%{script}", body]
+    if spec.extra:
+        lines.append(spec.extra)
     return "\n".join(lines) + "\n"
 
 
@@ -169,11 +177,12 @@ def build_rpm_repo(
     key: GpgKey | None,
     groups: Mapping[str, Mapping[str, Sequence[str]]] | None = None,
     revision: int = 1700000000,
+    modules: str | None = None,
 ) -> RpmRepoInfo:
     """Copy ``rpms`` into ``root/Packages``, index them with createrepo_c, sign repomd.xml.
 
     ``revision`` (a Unix time) becomes every timestamp in repomd.xml: a later revision
-    is newer metadata."""
+    is newer metadata. ``modules``: a ``modules.yaml`` text added with modifyrepo_c."""
     packages = root / "Packages"
     packages.mkdir(parents=True, exist_ok=True)
     placed: dict[str, Path] = {}
@@ -189,6 +198,12 @@ def build_rpm_repo(
         command += ["--groupfile", str(comps)]
     done = subprocess.run([*command, str(root)], capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stderr
+    if modules is not None:
+        source = root / "modules.yaml"
+        source.write_text(modules)
+        done = subprocess.run(["modifyrepo_c", "--mdtype", "modules", str(source), str(root / "repodata")],
+                              capture_output=True, text=True, check=False)  # fmt: skip
+        assert done.returncode == 0, done.stderr
     if key is not None:
         sign_repomd(root / "repodata" / "repomd.xml", key)
     return RpmRepoInfo(root, key.keyring if key is not None else None, placed)

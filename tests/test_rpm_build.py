@@ -127,11 +127,13 @@ def test_rpm_os_cache(rpm_site: RpmSite, tmp_path: Path) -> None:
     row = next(p for p in manifest["packages"] if p["name"] == "greeting")
     assert (row["epoch"], row["release"], row["source"], row["license"]) == (1, "3.el9", "greeting-2.1-3.el9.src.rpm",
                                                                              "MIT and BSD")  # fmt: skip
+    assert (row["version"], row["arch"]) == ("1:2.1-3.el9", "noarch")
     sbom = json.loads(Path(f"{image}.spdx.json").read_text())
     entry = next(p for p in sbom["packages"] if p["name"] == "greeting")
     purl = entry["externalRefs"][0]["referenceLocator"]
     assert purl == "pkg:rpm/redhat/greeting@2.1-3.el9?arch=noarch&epoch=1"
     assert entry["sourceInfo"] == "built from source RPM greeting-2.1-3.el9.src.rpm"
+    assert entry["licenseComments"] == "License tag: MIT and BSD"
 
     again = ezt(rpm_site, tmp_path, "build", TEMPLATE)
     assert again.returncode == 0, again.stderr

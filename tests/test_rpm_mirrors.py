@@ -10,7 +10,11 @@ from pathlib import Path
 import pytest
 
 from builder.errors import EztError
+from builder.family import MetadataOptions
+from builder.model import Repository
+from builder.rpm.metadata import base_url, refresh_metadata
 from builder.rpm.mirrors import Mirrors, fetch_mirrors, fetch_repomd_from, parse_mirrors
+from builder.rpm.primary import read_primary
 from builder.transport import Transport
 from tests.repo_factory import GpgKey, RepoServer, free_port
 from tests.rpmrepo import RpmSpec, build_rpm_repo, build_rpms
@@ -91,3 +95,26 @@ def test_bad_signature_is_final(site: Path, http_server: RepoServer, gpg_key: Gp
     with Transport(retries=0) as transport, pytest.raises(EztError) as caught:
         fetch_repomd_from(transport, mirrors, gpg_key.keyring, False, "centos")
     assert str(caught.value).startswith(f"{http_server.url}/forged: repomd.xml signature is not valid (signed by key ")
+
+
+def test_mirrorlist_repository_skips_older_mirror(site: Path, http_server: RepoServer, gpg_key: GpgKey,
+                                                  tmp_path: Path) -> None:  # fmt: skip
+    """Once metadata of revision N is cached, a mirror serving an older revision is passed
+    over for the next one (a base URL line refuses it: it has no other mirror)."""
+    http_server.serve(site)
+    listed = site / "mirrorlist-stale"
+    repo = Repository(f"{http_server.url}/mirrorlist-stale", mirrorlist=True)
+    options = MetadataOptions(tmp_path / "metadata", gpg_key.keyring, refresh=True)
+    with Transport(retries=0) as transport:
+        listed.write_text(f"{http_server.url}/new\n")
+        refresh_metadata(transport, repo, options)
+        assert base_url(repo, options) == f"{http_server.url}/new"
+        listed.write_text(f"{http_server.url}/old\n{http_server.url}/new\n")
+        files = refresh_metadata(transport, repo, options)
+        assert base_url(repo, options) == f"{http_server.url}/new"
+        assert {p.name for p in read_primary(files.primary, "x")} == {"one", "two"}
+        listed.write_text(f"{http_server.url}/old\n")
+        with pytest.raises(EztError) as caught:
+            refresh_metadata(transport, repo, options)
+    assert "no mirror of 1 has usable metadata" in str(caught.value)
+    assert "older than the cached one (stale mirror)" in str(caught.value)

@@ -10,6 +10,7 @@ comps group (``@core``), ``@^name`` an environment.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import re
 from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager
@@ -78,6 +79,12 @@ class RpmFamily:
             if where.path and not key.startswith("/"):
                 key = str((Path(where.path).parent / key).resolve())
         return Repository(url.rstrip("/"), trusted=trusted == "yes", signed_by=key, where=where)
+
+    def parse_mirrorlist(self, line: str, where: Where) -> Repository:
+        """An ``os_mirrorlist`` line: ``[options] URL`` of a mirror list or metalink, whose
+        first mirror with verified metadata is the repository's base URL at metadata time."""
+        repo = self.parse_repository(line, where)
+        return dataclasses.replace(repo, mirrorlist=True)
 
     def refresh_metadata(self, repo: Repository, arch: str, options: MetadataOptions) -> list[Path]:
         from builder.rpm import metadata

@@ -28,6 +28,7 @@ runs when its repository names a key (``gpgkey=``), as dnf's ``gpgcheck``.
 from __future__ import annotations
 
 import shutil
+import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -57,7 +58,8 @@ set -e
 r=$1; shift
 fail() { echo "ezt: $*" >&2; exit 125; }
 umask 022
-mkdir -p "$r/proc" "$r/dev"
+[ -d "$r/proc" ] || mkdir -m 0555 "$r/proc"  # the filesystem package's mode: rpm's chmod reaches the mount only
+mkdir -p "$r/dev"
 mount -t proc -o nosuid,nodev,noexec proc "$r/proc"
 """
     + chroot.DEV_SETUP
@@ -79,13 +81,29 @@ def _run_host(root: Path, argv: Sequence[str], epoch: int, environment: Mapping[
 def _check_signatures(request: InstallRequest, files: Mapping[LockedPackage, Path]) -> None:
     from builder.rpm.rpmsig import check_packages
 
-    for repo in request.repositories:
+    plain = [repo for repo in request.repositories if not repo.mirrorlist]
+    for repo in plain:
         if repo.signed_by is None:
             continue
         prefix = repo.url.rstrip("/") + "/"
         mine = [path for package, path in files.items() if package.url.startswith(prefix)]
         if mine:
             check_packages(mine, Path(repo.signed_by), repo.url)
+    # a package under no base URL came from a mirror of an os_mirrorlist line: when each
+    # such line names a key, it must be signed by one of them
+    listed = [repo for repo in request.repositories if repo.mirrorlist]
+    if not listed or any(repo.signed_by is None for repo in listed):
+        return
+    prefixes = tuple(repo.url.rstrip("/") + "/" for repo in plain)
+    mirrored = [path for package, path in files.items() if not package.url.startswith(prefixes)]
+    keys = sorted({str(repo.signed_by) for repo in listed})
+    if mirrored and len(keys) == 1:
+        check_packages(mirrored, Path(keys[0]), listed[0].url)
+    elif mirrored:
+        with tempfile.TemporaryDirectory(prefix="ezt-keys-") as tmp:
+            keyring = Path(tmp) / "mirrorlist-keys.gpg"
+            keyring.write_bytes(b"".join(Path(key).read_bytes() for key in keys))
+            check_packages(mirrored, keyring, " ".join(repo.url for repo in listed))
 
 
 def _own_rpm(root: Path) -> bool:

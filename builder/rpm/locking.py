@@ -14,6 +14,7 @@ from builder.family import MetadataOptions
 from builder.model import LockedPackage, Package, PackageRequest, Repository
 from builder.rpm import metadata
 from builder.rpm.comps import Comps, read_comps
+from builder.rpm.modules import Modules, read_modules
 from builder.rpm.solve import MissingFilesError, RepoMetadata, RpmSolver, Solution, Solved, SolveOptions
 
 
@@ -23,9 +24,10 @@ def request_text(request: PackageRequest) -> str:
 
 
 def _repo_metadata(repositories: Sequence[Repository], options: MetadataOptions,
-                   filelists: bool) -> tuple[list[RepoMetadata], Comps]:  # fmt: skip
+                   filelists: bool) -> tuple[list[RepoMetadata], Comps, Modules]:  # fmt: skip
     metas: list[RepoMetadata] = []
     comps = Comps()
+    modules = Modules()
     for repo in repositories:
         if filelists and not options.offline:
             from builder.transport import shared_transport
@@ -36,15 +38,17 @@ def _repo_metadata(repositories: Sequence[Repository], options: MetadataOptions,
         metas.append(RepoMetadata(repo.ident, files.primary, files.filelists))
         if files.comps is not None:
             comps = comps.merged(read_comps(files.comps))
-    return metas, comps
+        if files.modules is not None:
+            modules = modules.merged(read_modules(files.modules))
+    return metas, comps, modules
 
 
 def _solve(repositories: Sequence[Repository], requests: Sequence[PackageRequest], arch: str,
            options: MetadataOptions, exclude: Sequence[str], filelists: bool,
            installed: Sequence[Package]) -> Solution:  # fmt: skip
-    metas, comps = _repo_metadata(repositories, options, filelists)
+    metas, comps, modules = _repo_metadata(repositories, options, filelists)
     settings = SolveOptions(arch=arch, exclude=tuple(exclude), cache_dir=options.metadata_dir / "solv")
-    solver = RpmSolver(metas, settings, comps, [(p.name, p.version, p.arch) for p in installed])
+    solver = RpmSolver(metas, settings, comps, [(p.name, p.version, p.arch) for p in installed], modules)
     for request in requests:  # each unknown name or group is named at its own line
         solver.check(request_text(request), request.where)
     where = requests[0].where if requests else None
@@ -59,7 +63,7 @@ def lock_packages(repositories: Sequence[Repository], requests: Sequence[Package
         solution = _solve(repositories, requests, arch, options, exclude, False, installed)
     except MissingFilesError:
         solution = _solve(repositories, requests, arch, options, exclude, True, installed)
-    urls = {repo.ident: repo.url for repo in repositories}
+    urls = {repo.ident: metadata.base_url(repo, options) for repo in repositories}
     return tuple(sorted((_locked(p, urls[p.repo]) for p in solution.packages), key=lambda p: (p.name, p.arch)))
 
 

@@ -16,6 +16,7 @@ Files are only rewritten when their content changes, since timestamps drive doit
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import json
 import time
@@ -26,7 +27,7 @@ from typing import Any
 
 from builder.atomic import disk_error, write_bytes, write_if_changed
 from builder.errors import EztError
-from builder.family import MetadataOptions
+from builder.family import CHOSEN_MIRROR, MetadataOptions
 from builder.model import Repository
 from builder.rpm.repomd import (
     REPOMD,
@@ -53,9 +54,11 @@ class RpmMetadataFiles:
     primary: Path
     comps: Path | None = None
     filelists: Path | None = None
+    modules: Path | None = None
+    """``modules.yaml`` (EL8/EL9 AppStream): which packages dnf hides (:mod:`builder.rpm.modules`)."""
 
     def paths(self) -> list[Path]:
-        return [p for p in (self.repomd, self.primary, self.comps, self.filelists) if p is not None]
+        return [p for p in (self.repomd, self.primary, self.comps, self.filelists, self.modules) if p is not None]
 
 
 def repo_dir(repo: Repository, options: MetadataOptions) -> Path:
@@ -72,6 +75,8 @@ def _kinds(repomd: Repomd, filelists: bool) -> list[str]:
     group = next((kind for kind in GROUP_KINDS if kind in repomd.records), None)
     if group is not None:
         kinds.append(group)
+    if "modules" in repomd.records:
+        kinds.append("modules")
     if filelists:
         kinds.append("filelists")
     return kinds
@@ -80,7 +85,7 @@ def _kinds(repomd: Repomd, filelists: bool) -> list[str]:
 def _files(directory: Path, repomd: Repomd, kinds: list[str]) -> RpmMetadataFiles:
     local = {kind: directory / repomd.records[kind].location for kind in kinds if kind in repomd.records}
     group = next((local[kind] for kind in GROUP_KINDS if kind in local), None)
-    return RpmMetadataFiles(directory / REPOMD, local["primary"], group, local.get("filelists"))
+    return RpmMetadataFiles(directory / REPOMD, local["primary"], group, local.get("filelists"), local.get("modules"))
 
 
 def _read_state(directory: Path) -> dict[str, Any]:
@@ -153,9 +158,49 @@ def refresh_metadata(
         local = _fresh(directory, repo, options, filelists)
         if local is not None:
             return local
+        if repo.mirrorlist:
+            return _store_from_mirrors(transport, repo, directory, options, filelists)
         fetched = fetch_repomd(transport, repo.url, keyring_for(repo, options), repo.trusted, repo.url,
                                options.max_release_bytes)  # fmt: skip
         return _store(transport, repo, directory, fetched, filelists, options.max_index_bytes)
+
+
+def _store_from_mirrors(
+    transport: Transport, repo: Repository, directory: Path, options: MetadataOptions, filelists: bool
+) -> RpmMetadataFiles:
+    """Fetch the mirror list (or metalink), take the first mirror with verified metadata
+    and store its files as if its base URL were the recipe's; the base is kept in
+    ``state.json`` for the lock's package URLs."""
+    from builder.rpm.mirrors import fetch_mirrors, fetch_repomd_from
+
+    previous = _read_state(directory).get("timestamp")
+
+    def stale(fetched: FetchedRepomd) -> str | None:
+        if repo.trusted or not isinstance(previous, int) or fetched.repomd.timestamp >= previous:
+            return None
+        return "repomd.xml is older than the cached one (stale mirror)"
+
+    mirrors = fetch_mirrors(transport, repo.url)
+    base, fetched = fetch_repomd_from(transport, mirrors, keyring_for(repo, options), repo.trusted, repo.url,
+                                      options.max_release_bytes, stale)  # fmt: skip
+    files = _store(transport, dataclasses.replace(repo, url=base, mirrorlist=False), directory, fetched, filelists,
+                   options.max_index_bytes)  # fmt: skip
+    write_if_changed(directory / CHOSEN_MIRROR, (base + "\n").encode())
+    return files
+
+
+def base_url(repo: Repository, options: MetadataOptions) -> str:
+    """Where the repository's packages are: its URL, or for an ``os_mirrorlist`` line the
+    mirror its metadata was last taken from."""
+    if not repo.mirrorlist:
+        return repo.url
+    try:
+        base = (repo_dir(repo, options) / CHOSEN_MIRROR).read_text().strip()
+    except OSError:
+        base = ""
+    if not base:
+        raise EztError(f"{repo.url}: no mirror recorded in {repo_dir(repo, options)} (fetch it first: ezt lock)")
+    return base
 
 
 def _store(

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import xml.etree.ElementTree as ET
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -90,15 +91,17 @@ def _matches(raw: bytes, mirrors: Mirrors) -> bool:
 
 
 def fetch_repomd_from(
-    transport: Transport, mirrors: Mirrors, keyring: Path | None, trusted: bool, where: str
-) -> tuple[str, FetchedRepomd]:
+    transport: Transport, mirrors: Mirrors, keyring: Path | None, trusted: bool, where: str,
+    max_bytes: int | None = None, stale: Callable[[FetchedRepomd], str | None] = lambda fetched: None,
+) -> tuple[str, FetchedRepomd]:  # fmt: skip
     """The first mirror answering with a repomd.xml that the metalink describes and the
     keyring vouches for: (its base URL, the verified repomd). A bad signature is final
-    (no mirror shopping past it); unreachable or stale mirrors are skipped."""
+    (no mirror shopping past it); unreachable or stale mirrors are skipped (``stale``:
+    why a verified repomd.xml is older than wanted, None if it is not)."""
     problems: list[str] = []
     for base in mirrors.urls:
         try:
-            fetched = fetch_repomd(transport, base, keyring, trusted, base)
+            fetched = fetch_repomd(transport, base, keyring, trusted, base, max_bytes)
         except TransportError as exc:
             problems.append(exc.message)
             continue
@@ -109,6 +112,10 @@ def fetch_repomd_from(
             continue
         if not _matches(fetched.raw, mirrors):
             problems.append(f"{base}: repomd.xml is not the one the metalink describes (stale mirror?)")
+            continue
+        why = stale(fetched)
+        if why is not None:
+            problems.append(f"{base}: {why}")
             continue
         return base, fetched
     tried = "; ".join(problems[-3:])

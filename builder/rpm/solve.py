@@ -34,6 +34,7 @@ except ImportError:  # scripts/setup links python3-solv into the venv
     raise EztError("libsolv's Python bindings (python3-solv) are not importable: run scripts/setup") from None
 from builder.rpm.comps import Comps
 from builder.rpm.deps import DepError, parse_dep
+from builder.rpm.modules import Modules
 
 ARCHES: dict[str, tuple[str, ...]] = {
     "x86_64": ("x86_64",),
@@ -181,10 +182,13 @@ class RpmSolver:
         options: SolveOptions,
         comps: Comps | None = None,
         installed: Sequence[tuple[str, str, str]] = (),
+        modules: Modules | None = None,
     ) -> None:
         """``installed``: (name, evr, arch) of what the root already has (an app cache's OS
-        stage): kept as they are, and only what must be added is resolved."""
+        stage): kept as they are, and only what must be added is resolved. ``modules``:
+        the packages modularity hides (non-default module streams), as dnf does."""
         self.options = options
+        self.modules = modules or Modules()
         self.comps = comps or Comps()
         self.pool = solv.Pool()
         self.pool.setdisttype(solv.Pool.DISTTYPE_RPM)
@@ -213,6 +217,8 @@ class RpmSolver:
             if s.arch not in arches:
                 continue
             if self.options.exclude and self._excluded(s):
+                continue
+            if self.modules.hidden(s.name, f"{s.name}-{s.evr}.{s.arch}"):
                 continue
             allowed.add(s.id)
         self.pool.set_considered_list(sorted(allowed))
@@ -251,6 +257,10 @@ class RpmSolver:
         excluded = sorted(s.str() for s in hidden if self.options.exclude and self._excluded(s))
         if excluded:
             raise EztError(f"{request!r} matches only excluded packages ({', '.join(excluded[:3])})", where)
+        modular = sorted(s.str() for s in hidden if self.modules.hidden(s.name, f"{s.name}-{s.evr}.{s.arch}"))
+        if modular:
+            raise EztError(f"{request!r} matches only packages of module streams that are not enabled by default "
+                           f"({', '.join(modular[:3])}); ezt enables no module stream", where)  # fmt: skip
         if hidden:
             arches = ", ".join(sorted({s.arch for s in hidden}))
             raise EztError(f"{request!r} matches only packages of other architectures ({arches})", where)
