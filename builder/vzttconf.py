@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 from urllib.parse import quote, urlsplit, urlunsplit
 
 from builder.errors import EztError, Where
@@ -32,9 +32,10 @@ VAR_RE = re.compile(
 _PLAIN_VAR = re.compile(r"^\$(?P<name>[A-Za-z_][A-Za-z0-9_]*)$")
 
 
-@dataclass(frozen=True)
-class VzttConf:
-    """What ezt takes from ``vztt.conf``; None where the file does not say."""
+class VzttConf(NamedTuple):
+    """What ezt takes from ``vztt.conf``; None where the file does not say. (A
+    NamedTuple: node commands read the configuration, and dataclasses costs their
+    start-up ~18 ms; see the README's departures from DESIGN.md.)"""
 
     proxy: str | None = None
     metadata_expire: int | None = None
