@@ -64,14 +64,18 @@ def add_parsers(sub: Commands, common: argparse.ArgumentParser) -> None:
 
     install = sub.add_parser("install", parents=[node], help="install applications into a container")
     install.add_argument("ctid", metavar="CTID", help=ctid_help)
-    install.add_argument("apps", nargs="+", metavar="APP", help="applications to install")
+    install.add_argument("apps", nargs="*", metavar="APP", help="applications to install")
+    install.add_argument("-p", "--packages", nargs="+", action="extend", default=[], metavar="PKG",
+                         help="single packages instead (name, name=version or name/release), as vzpkg install -p")
     install.add_argument("--refresh", action="store_true", help="revalidate repository metadata now")
     install.add_argument("--reinstall", action="store_true",
                          help="install apps already installed again (their scripts run again)")
     install.add_argument("--json", action="store_true", help=JSON_HELP)
     remove = sub.add_parser("remove", parents=[node], help="remove applications from a container")
     remove.add_argument("ctid", metavar="CTID", help=ctid_help)
-    remove.add_argument("apps", nargs="+", metavar="APP", help="applications to remove")
+    remove.add_argument("apps", nargs="*", metavar="APP", help="applications to remove")
+    remove.add_argument("-p", "--packages", nargs="+", action="extend", default=[], metavar="PKG",
+                        help="single packages installed with -p or localinstall instead, as vzpkg remove -p")
     update = sub.add_parser("update", parents=[node], help="upgrade a container's packages (all, or the apps')")
     update.add_argument("ctid", metavar="CTID", help=ctid_help)
     update.add_argument("apps", nargs="*", metavar="APP", help="only these applications' packages (default: all)")
@@ -79,6 +83,13 @@ def add_parsers(sub: Commands, common: argparse.ArgumentParser) -> None:
     list_apps.add_argument("ctid", metavar="CTID", help=ctid_help)
     list_apps.add_argument("--json", action="store_true", help=JSON_HELP)
     list_apps.set_defaults(command="list_apps")  # the handler is cmd_list_apps
+
+    for name, text in (("localinstall", "install local .deb files into a container, dependencies from its "
+                                        "repositories"), ("localupdate", "replace installed packages of a container "
+                                                          "by newer local .deb files")):  # fmt: skip
+        local = sub.add_parser(name, parents=[node], help=text)
+        local.add_argument("ctid", metavar="CTID", help=ctid_help)
+        local.add_argument("files", nargs="+", type=Path, metavar="FILE", help="package files (.deb)")
 
     run = sub.add_parser("exec", parents=[node], help="run a command inside a container")
     run.add_argument("ctid", metavar="CTID", help=ctid_help)
@@ -258,10 +269,34 @@ def _packages(count: int) -> str:
     return f"{count} package" if count == 1 else f"{count} packages"
 
 
+def _apps_or_packages(verb: str, args: argparse.Namespace) -> bool:
+    """True for ``-p PKG...``; one line if both or neither are given."""
+    if args.apps and args.packages:
+        raise EztError(f"ezt {verb}: give applications or -p packages, not both")
+    if not args.apps and not args.packages:
+        raise EztError(f"ezt {verb}: name at least one application (or -p PKG...)")
+    return bool(args.packages)
+
+
 def cmd_install(args: argparse.Namespace, config: Config) -> int:
     from runtime import apps
 
     ctid = validate_ctid(args.ctid)
+    if _apps_or_packages("install", args):
+        from runtime import pkgs
+
+        got = pkgs.install_packages(config, _node(args, config), ctid, args.packages, refresh=args.refresh,
+                                    say=_say(args))  # fmt: skip
+        if args.json:
+            print(json.dumps({"ctid": ctid, "already": list(got.already), "installed": [
+                {"name": p.name, "version": p.version, "arch": p.arch} for p in got.added]}, indent=2))  # fmt: skip
+            return 0
+        if got.already:
+            print(f"container {ctid}: {' '.join(got.already)} already installed, left as it is")
+        if got.added:
+            names = ", ".join(f"{p.name} {p.version}" for p in got.added)
+            print(f"container {ctid}: installed {_packages(len(got.added))} ({names})")
+        return 0
     done = apps.install_apps(config, _node(args, config), ctid, args.apps, refresh=args.refresh,
                              reinstall=args.reinstall, say=_say(args))  # fmt: skip
     if args.json:
@@ -286,6 +321,14 @@ def cmd_remove(args: argparse.Namespace, config: Config) -> int:
     from runtime import apps
 
     ctid = validate_ctid(args.ctid)
+    if _apps_or_packages("remove", args):
+        from runtime import pkgs
+
+        gone = pkgs.remove_packages(config, _node(args, config), ctid, args.packages)
+        print(f"container {ctid}: purged {_packages(len(gone.purged))}: {', '.join(gone.purged) or 'none'}")
+        for package in gone.kept:
+            print(f"  kept {package}: still needed by other installed packages")
+        return 0
     for result in apps.remove_apps(config, _node(args, config), ctid, args.apps):
         purged = ", ".join(result.purged) or "none"
         print(f"container {ctid}: removed {result.app} (purged {_packages(len(result.purged))}: {purged})")
@@ -311,6 +354,24 @@ def cmd_update(args: argparse.Namespace, config: Config) -> int:
     for change in changes:
         print(f"  {change.name} {change.old} -> {change.new}" if change.old else f"  {change.name} {change.new} (new)")
     return 0
+
+
+def _local(args: argparse.Namespace, config: Config, update: bool) -> int:
+    from runtime import localdeb
+
+    ctid = validate_ctid(args.ctid)
+    got = localdeb.local_install(config, _node(args, config), ctid, args.files, update=update)
+    names = ", ".join(f"{p.name} {p.version}" for p in got.added)
+    print(f"container {ctid}: {'updated' if update else 'installed'} {_packages(len(got.added))} ({names})")
+    return 0
+
+
+def cmd_localinstall(args: argparse.Namespace, config: Config) -> int:
+    return _local(args, config, update=False)
+
+
+def cmd_localupdate(args: argparse.Namespace, config: Config) -> int:
+    return _local(args, config, update=True)
 
 
 def cmd_list_apps(args: argparse.Namespace, config: Config) -> int:
