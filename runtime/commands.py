@@ -14,14 +14,16 @@ from typing import TYPE_CHECKING
 
 from builder.config import Config
 from builder.errors import EztError
-from runtime import container, store
+from runtime import container, pkgcommands, store
 from runtime.paths import NodeLayout, validate_ctid
+from runtime.pkgcommands import cmd_localinstall, cmd_localupdate
 
 if TYPE_CHECKING:
     from builder.cli import Commands
 
 
 JSON_HELP = "machine-readable output: one JSON document on stdout"
+__all__ = ["cmd_localinstall", "cmd_localupdate"]  # registered in runtime.pkgcommands, dispatched from here
 
 
 def add_parsers(sub: Commands, common: argparse.ArgumentParser) -> None:
@@ -84,13 +86,7 @@ def add_parsers(sub: Commands, common: argparse.ArgumentParser) -> None:
     list_apps.add_argument("--json", action="store_true", help=JSON_HELP)
     list_apps.set_defaults(command="list_apps")  # the handler is cmd_list_apps
 
-    for name, text in (("localinstall", "install local .deb files into a container, dependencies from its "
-                                        "repositories"), ("localupdate", "replace installed packages of a container "
-                                                          "by newer local .deb files")):  # fmt: skip
-        local = sub.add_parser(name, parents=[node], help=text)
-        local.add_argument("ctid", metavar="CTID", help=ctid_help)
-        local.add_argument("files", nargs="+", type=Path, metavar="FILE", help="package files (.deb)")
-
+    pkgcommands.add_parsers(sub, node, ctid_help)
     run = sub.add_parser("exec", parents=[node], help="run a command inside a container")
     run.add_argument("ctid", metavar="CTID", help=ctid_help)
     run.add_argument("argv", nargs="*", metavar="CMD",
@@ -118,13 +114,21 @@ def add_parsers(sub: Commands, common: argparse.ArgumentParser) -> None:
     change.add_argument("--pids", "--numproc", metavar="N", help="process limit")
     change.add_argument("--diskspace", metavar="SIZE", help="saved only: not enforced (see the README)")
     change.add_argument("--onboot", choices=("yes", "no"), help="start with 'ezt start --onboot'")
-    state = sub.add_parser("status", parents=[node], help="whether a container exists, is mounted, is running")
-    state.add_argument("ctid", metavar="CTID", help=ctid_help)
+    state = sub.add_parser("status", parents=[node],
+                           help="whether a container exists, is mounted, is running; --updates: updates available")
+    state.add_argument("ctid", metavar="CTID|TEMPLATE", help=ctid_help + "; with --updates also a template")
+    state.add_argument("--updates", action="store_true",
+                       help="packages with newer versions in the repositories: a container's installed ones, or a "
+                            "template's lock (vzpkg status)")  # fmt: skip
     state.add_argument("--json", action="store_true", help=JSON_HELP)
     for name in ("mount", "umount", "destroy"):
         one = sub.add_parser(name, parents=[node], help=f"{name} a container")
         one.add_argument("ctid", metavar="CTID", help=ctid_help)
-    listing = sub.add_parser("list", parents=[node], help="containers, vzlist style")
+    listing = sub.add_parser("list", parents=[node],
+                             help="containers, vzlist style; with CTID: its apps and packages (vzpkg list)")
+    listing.add_argument("ctid", nargs="?", metavar="CTID", help="list this container's apps and packages")
+    listing.add_argument("--available", action="store_true",
+                         help="with CTID: also the apps and packages it could install, and the updates")
     listing.add_argument("-a", "--all", action="store_true", help="also stopped containers")
     listing.add_argument("--json", action="store_true", help=JSON_HELP)
     listing.add_argument("--disk", action="store_true",
@@ -269,34 +273,12 @@ def _packages(count: int) -> str:
     return f"{count} package" if count == 1 else f"{count} packages"
 
 
-def _apps_or_packages(verb: str, args: argparse.Namespace) -> bool:
-    """True for ``-p PKG...``; one line if both or neither are given."""
-    if args.apps and args.packages:
-        raise EztError(f"ezt {verb}: give applications or -p packages, not both")
-    if not args.apps and not args.packages:
-        raise EztError(f"ezt {verb}: name at least one application (or -p PKG...)")
-    return bool(args.packages)
-
-
 def cmd_install(args: argparse.Namespace, config: Config) -> int:
     from runtime import apps
 
     ctid = validate_ctid(args.ctid)
-    if _apps_or_packages("install", args):
-        from runtime import pkgs
-
-        got = pkgs.install_packages(config, _node(args, config), ctid, args.packages, refresh=args.refresh,
-                                    say=_say(args))  # fmt: skip
-        if args.json:
-            print(json.dumps({"ctid": ctid, "already": list(got.already), "installed": [
-                {"name": p.name, "version": p.version, "arch": p.arch} for p in got.added]}, indent=2))  # fmt: skip
-            return 0
-        if got.already:
-            print(f"container {ctid}: {' '.join(got.already)} already installed, left as it is")
-        if got.added:
-            names = ", ".join(f"{p.name} {p.version}" for p in got.added)
-            print(f"container {ctid}: installed {_packages(len(got.added))} ({names})")
-        return 0
+    if pkgcommands.apps_or_packages("install", args):
+        return pkgcommands.install_packages(args, config)
     done = apps.install_apps(config, _node(args, config), ctid, args.apps, refresh=args.refresh,
                              reinstall=args.reinstall, say=_say(args))  # fmt: skip
     if args.json:
@@ -321,14 +303,8 @@ def cmd_remove(args: argparse.Namespace, config: Config) -> int:
     from runtime import apps
 
     ctid = validate_ctid(args.ctid)
-    if _apps_or_packages("remove", args):
-        from runtime import pkgs
-
-        gone = pkgs.remove_packages(config, _node(args, config), ctid, args.packages)
-        print(f"container {ctid}: purged {_packages(len(gone.purged))}: {', '.join(gone.purged) or 'none'}")
-        for package in gone.kept:
-            print(f"  kept {package}: still needed by other installed packages")
-        return 0
+    if pkgcommands.apps_or_packages("remove", args):
+        return pkgcommands.remove_packages(args, config)
     for result in apps.remove_apps(config, _node(args, config), ctid, args.apps):
         purged = ", ".join(result.purged) or "none"
         print(f"container {ctid}: removed {result.app} (purged {_packages(len(result.purged))}: {purged})")
@@ -354,24 +330,6 @@ def cmd_update(args: argparse.Namespace, config: Config) -> int:
     for change in changes:
         print(f"  {change.name} {change.old} -> {change.new}" if change.old else f"  {change.name} {change.new} (new)")
     return 0
-
-
-def _local(args: argparse.Namespace, config: Config, update: bool) -> int:
-    from runtime import localdeb
-
-    ctid = validate_ctid(args.ctid)
-    got = localdeb.local_install(config, _node(args, config), ctid, args.files, update=update)
-    names = ", ".join(f"{p.name} {p.version}" for p in got.added)
-    print(f"container {ctid}: {'updated' if update else 'installed'} {_packages(len(got.added))} ({names})")
-    return 0
-
-
-def cmd_localinstall(args: argparse.Namespace, config: Config) -> int:
-    return _local(args, config, update=False)
-
-
-def cmd_localupdate(args: argparse.Namespace, config: Config) -> int:
-    return _local(args, config, update=True)
 
 
 def cmd_list_apps(args: argparse.Namespace, config: Config) -> int:
@@ -478,6 +436,8 @@ def cmd_set(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_status(args: argparse.Namespace, config: Config) -> int:
+    if args.updates:
+        return pkgcommands.updates(args, config)
     state = container.status(_node(args, config), validate_ctid(args.ctid))
     if args.json:
         print(json.dumps({**state._asdict(), "running": state.running}, indent=2))
@@ -490,6 +450,10 @@ def cmd_status(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_list(args: argparse.Namespace, config: Config) -> int:
+    if args.ctid is not None:
+        return pkgcommands.list_container(args, config)
+    if args.available:
+        raise EztError("ezt list --available: name a container (ezt list CTID --available)")
     rows = [c for c in container.list_containers(_node(args, config), disk=args.disk) if args.all or c.processes]
     if args.json:  # every field of the record, and the table's STATUS
         print(json.dumps([{**c._asdict(), "status": c.status} for c in rows], indent=2))

@@ -7,13 +7,16 @@ The site (signed repository on 127.0.0.1, recipes, OS image) is tests/test_runti
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 from pathlib import Path
 
 from runtime.appstate import read_pending
 from tests.cli import assert_user_error
 from tests.debs import build_deb
-from tests.test_runtime_apps import OS_PACKAGES, WEB, Node, node, site, state
+from tests.repo_factory import RepoServer, build_repo
+from tests.test_runtime_apps import OS_PACKAGES, TEMPLATE, WEB, Node, node, site, state
 
 __all__ = ["node", "site"]  # the fixtures, shared with tests/test_runtime_apps.py
 
@@ -98,3 +101,60 @@ def test_localinstall_errors_change_nothing(node: Node, tmp_path: Path) -> None:
         assert_user_error(node.ezt("localinstall", "101", *args), *fragments)
         assert node.snapshot("101") == before, args
     assert_user_error(node.ezt("localupdate", "101", str(unmet)), "unmet is not installed in container 101")
+
+
+# ---------------------------------------------------------------- status --updates, list CTID
+
+
+def newer_site(node: Node, tmp_path: Path) -> RepoServer:
+    """The site's repository with libshared 1.1 and a new package, served (stop it after)."""
+    site = node.site
+    debs = tmp_path / "debs"
+    shutil.copytree(site.debs, debs)
+    newer = [build_deb(debs, "libshared", "1.1", "all", fields={"Depends": "hostbase"}),
+             build_deb(debs, "brandnew", "1.0", "all")]  # fmt: skip
+    kept = [deb for deb in debs.glob("*.deb") if not deb.name.startswith(("libshared_1.0", "brandnew"))]
+    return RepoServer(build_repo(tmp_path / "repo", kept + newer, site.key).root).start()
+
+
+def test_status_updates_of_a_container_and_a_template(node: Node, tmp_path: Path) -> None:
+    node.create("101")
+    node.ok("install", "101", "-p", "dbd")
+    assert node.ok("status", "101", "--updates") == "container 101: up to date with its repositories\n"
+    assert node.ok("status", TEMPLATE, "--updates") == f"template {TEMPLATE} (its lock): up to date with its " \
+                                                       "repositories\n"  # fmt: skip
+    server = newer_site(node, tmp_path)
+    try:
+        out = node.ok("status", "101", "--updates", url=server.url)
+        assert out.splitlines()[-2:] == ["container 101: 1 update available", "  libshared 1.0 -> 1.1"]
+        shown = json.loads(node.ok("status", "101", "--updates", "--json", url=server.url))
+        assert shown == {"ctid": "101", "updates": [{"name": "libshared", "current": "1.0", "candidate": "1.1"}]}
+        # the template's lock does not hold libshared: still up to date
+        assert node.ok("status", TEMPLATE, "--updates", url=server.url).endswith("up to date with its repositories\n")
+        listed = node.ok("list", "101", "--available", url=server.url).splitlines()
+        assert any(line.split()[:4] == ["libshared", "1.0", "all", "-p"] and "(update: 1.1)" in line
+                   for line in listed), listed  # fmt: skip
+        assert any(line.split() == ["brandnew", "1.0", "all", "available"] for line in listed), listed
+        assert node.installed("101") == OS_PACKAGES | {"dbd", "libshared"}  # status changed nothing
+    finally:
+        server.stop()
+    assert_user_error(node.ezt("status", "no-such-template", "--updates"), "no recipe for no-such-template")
+    assert_user_error(node.ezt("list", "--available"), "name a container")
+
+
+def test_list_container_apps_and_packages(node: Node) -> None:
+    node.create("101")
+    node.ok("install", "101", "web")
+    node.ok("install", "101", "-p", "dbd")
+    listed = json.loads(node.ok("list", "101", "--json"))
+    assert listed["apps"] == [{"app": "web", "installed": True}]
+    owners = {p["name"]: p["owner"] for p in listed["packages"]}
+    assert owners == {"hostbase": "os", "node-etc": "os", "webd": "web", "libweb": "web", "web-common": "web",
+                      "libshared": "web", "dbd": "-p"}  # fmt: skip
+    text = node.ok("list", "101").splitlines()
+    assert text[0].split() == ["APP", "STATUS"] and text[1].split() == ["web", "installed"]
+    assert ["dbd", "1.0", "all", "-p"] in [line.split() for line in text]
+    available = json.loads(node.ok("list", "101", "--available", "--json"))
+    assert {"app": "db", "installed": False} in available["apps"]
+    assert {"name": "maild", "version": "1.0", "arch": "all", "owner": "-", "installed": False,
+            "update": None} in available["packages"]  # fmt: skip
