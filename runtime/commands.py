@@ -16,14 +16,15 @@ from builder.config import Config
 from builder.errors import EztError
 from runtime import container, pkgcommands, store
 from runtime.paths import NodeLayout, validate_ctid
-from runtime.pkgcommands import cmd_localinstall, cmd_localupdate
+from runtime.pkgcommands import cmd_localinstall, cmd_localupdate, cmd_upgrade
 
 if TYPE_CHECKING:
     from builder.cli import Commands
 
 
 JSON_HELP = "machine-readable output: one JSON document on stdout"
-__all__ = ["cmd_localinstall", "cmd_localupdate"]  # registered in runtime.pkgcommands, dispatched from here
+# registered in runtime.pkgcommands, dispatched from here
+__all__ = ["cmd_localinstall", "cmd_localupdate", "cmd_upgrade"]
 
 
 def add_parsers(sub: Commands, common: argparse.ArgumentParser) -> None:

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 
 
 def add_parsers(sub: Commands, node: argparse.ArgumentParser, ctid_help: str) -> None:
-    """``localinstall`` and ``localupdate`` (``-p``, ``--updates`` and ``list CTID`` are
+    """``localinstall``, ``localupdate`` and ``upgrade`` (``-p``, ``--updates`` and ``list CTID`` are
     options of the verbs in :mod:`runtime.commands`)."""
     for name, text in (("localinstall", "install local .deb files into a container, dependencies from its "
                                         "repositories"), ("localupdate", "replace installed packages of a container "
@@ -27,6 +27,11 @@ def add_parsers(sub: Commands, node: argparse.ArgumentParser, ctid_help: str) ->
         local = sub.add_parser(name, parents=[node], help=text)
         local.add_argument("ctid", metavar="CTID", help=ctid_help)
         local.add_argument("files", nargs="+", type=Path, metavar="FILE", help="package files (.deb)")
+    upgrade = sub.add_parser("upgrade", parents=[node],
+                             help="upgrade a container's OS in place to the next version its template names "
+                                  "(upgradable_versions)")  # fmt: skip
+    upgrade.add_argument("ctid", metavar="CTID", help=ctid_help)
+    upgrade.add_argument("--to", metavar="TEMPLATE", help="which of the upgradable_versions (default: the first)")
 
 
 def _node(args: argparse.Namespace, config: Config) -> NodeLayout:
@@ -153,3 +158,12 @@ def list_container(args: argparse.Namespace, config: Config) -> int:
     return 0
 
 
+
+
+def cmd_upgrade(args: argparse.Namespace, config: Config) -> int:
+    from runtime import upgrade
+
+    ctid = validate_ctid(args.ctid)
+    done = upgrade.upgrade(config, _node(args, config), ctid, to=args.to)
+    print(f"container {ctid}: upgraded from {done.old} to {done.new}: {_packages(len(done.changed))}")
+    return 0
