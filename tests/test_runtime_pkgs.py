@@ -158,3 +158,15 @@ def test_list_container_apps_and_packages(node: Node) -> None:
     assert {"app": "db", "installed": False} in available["apps"]
     assert {"name": "maild", "version": "1.0", "arch": "all", "owner": "-", "installed": False,
             "update": None} in available["packages"]  # fmt: skip
+
+
+def test_failing_single_package_is_undone(node: Node) -> None:
+    """brokend's postinst fails in dpkg: it and the libshared it brought are purged, nothing recorded."""
+    node.create("101")
+    node.ok("install", "101", "-p", "dbd")
+    root = node.root("101")
+    before = state(root)
+    assert_user_error(node.ezt("install", "101", "-p", "brokend"),
+                      "the install of packages brokend was undone: purged brokend")  # fmt: skip
+    assert node.installed("101") == OS_PACKAGES | {"dbd", "libshared"}
+    assert state(root) == before and read_pending(root) is None and node.audit("101") == ""
