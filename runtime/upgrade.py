@@ -13,6 +13,9 @@ full-upgrade`` leaves it). The new versions are fetched and verified, and their 
 Conflicts and Replaces are checked against what stays installed (a package renamed with
 Conflicts + Replaces + Provides, as the ``t64`` libraries of Debian 13, replaces the old
 name). Then, under the container's lock: the target's ``pre-upgrade`` script, the
+removal of the renamed packages (``dpkg --remove --force-depends``: their new names,
+which provide the old ones, come next; other new versions may conflict with the old
+names, as apt 3.0 with the old ``libnettle8``, so apt removes them too), the
 packages (dpkg inside the container, services held in a stopped one), the target's
 ``post-upgrade`` script (vztt runs the scripts of the template it upgrades to), and the
 config's ``OSTEMPLATE`` becomes the target template.
@@ -30,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from builder.config import Config
+from builder.deb.automarks import forget_marks
 from builder.errors import EztError
 from builder.family import InstallRequest
 from builder.model import LockedPackage, Package, PackageRequest
@@ -117,7 +121,7 @@ def upgrade(
         have = {p.name: p.version for p in installed}
         changes = tuple(p for p in resolved if have.get(p.name) != p.version)
         fetch(ctx, changes)
-        _check_plan(changes, installed, lambda p: verified_pool_file(ctx, p), ctid, target)
+        renamed = _check_plan(changes, installed, lambda p: verified_pool_file(ctx, p), ctid, target)
         epoch = int(time.time())
         env = {**_environment(ct, [], epoch), **dict(target.environment), "EZT_OS_TEMPLATE": target.name,
                "EZT_TEMPLATE": target.name, "EZT_UPGRADE_FROM": ct.os.name}  # fmt: skip
@@ -125,6 +129,11 @@ def upgrade(
         with _logged(box.root, ctid), _services(layout, ctid, family, box.root):
             if "pre-upgrade" in scripts:
                 run_post_install(scripts["pre-upgrade"], box.root, epoch, env, box.run)
+            if renamed:  # their new names come in the same upgrade and provide the old ones
+                say(f"upgrade: removing {len(renamed)} renamed packages first: {', '.join(renamed)}")
+                box.run(box.root, ["dpkg", "--remove", "--force-depends", *renamed], source_date_epoch=epoch,
+                        environment=env)  # fmt: skip
+                forget_marks(box.root, renamed)
             family.install(InstallRequest(
                 root=box.root, packages=changes, package_file=lambda p: verified_pool_file(ctx, p),
                 environment=env, source_date_epoch=epoch, progress=say, run=box.run,
@@ -143,16 +152,26 @@ def _check_plan(
     package_file: Callable[[LockedPackage], Path],
     ctid: str,
     target: Template,
-) -> None:
-    """Refuse, before anything changes, new versions dpkg would refuse beside what stays
-    (the Debian family's check; the rpm family's transaction checks itself first)."""
+) -> list[str]:
+    """The installed packages the upgrade removes first: those a new version renames
+    (Replaces, with Breaks or Conflicts: Debian 13's t64 libraries), which other new
+    versions may conflict with too (apt 3.0 with the old libnettle8). EztError, before
+    anything changes, for a new version dpkg would refuse beside what stays."""
     if target.family.name != "deb":
-        return
-    from builder.deb.upgrade import plan_upgrade, read_declared
+        return []
+    from builder.deb.upgrade import Declared, plan_upgrade, read_declared
 
     try:
         declared = [read_declared(package_file(p), f"package {p.name} {p.version}") for p in changes]
-        plan_upgrade(declared, installed)
+        incoming = {package.name for package in declared}
+        old = [Declared.of(package) for package in installed if package.name not in incoming]
+        renamed = sorted(
+            other.name for other in old
+            if any(new.hits("replaces", other) and (new.hits("breaks", other) or new.hits("conflicts", other))
+                   for new in declared)
+        )  # fmt: skip
+        plan_upgrade(declared, [package for package in installed if package.name not in renamed])
     except EztError as exc:
         raise EztError(f"container {ctid} cannot be upgraded to {target.name}, nothing was changed: "
                        f"{exc.message}", exc.where) from exc  # fmt: skip
+    return renamed

@@ -6,7 +6,8 @@ plus ``libfoo1`` and ``footool`` depending on it) for ``appos-1-x86_64``, whose
 ``os_upgradable_versions`` says ``2``; release 2 for ``appos-2-x86_64``: a newer
 ``node-etc`` and ``webd``, and ``libfoo1`` renamed ``libfoo1t64`` the way Debian 13
 renamed its t64 libraries (Provides, Breaks and Replaces the old name), ``footool`` 2.0
-depending on the new name. appos-2 has ``pre-upgrade`` / ``post-upgrade`` scripts
+depending on the new name, ``webd`` 2.0 conflicting with the old name (as Debian 13's apt
+conflicts with the old ``libnettle8``). appos-2 has ``pre-upgrade`` / ``post-upgrade`` scripts
 that log what they see, and no ``db`` app.
 """
 
@@ -36,7 +37,6 @@ from tests.test_runtime_apps import (
     Site,
     _node,
     app_packages,
-    webd,
     write_recipes,
 )
 
@@ -65,7 +65,9 @@ def release_two(debs1: Path, out: Path) -> list[Path]:
     return [
         *kept,
         *[deb for deb in node_packages(out, "2.0") if deb.name.startswith("node-etc")],
-        webd(out, "2.0", "libweb, web-common, libshared, node-etc (>= 2.0)"),
+        build_deb(out, "webd", "2.0", "all", files={"/usr/share/webd/version": "2.0"},
+                  fields={"Depends": "libweb, web-common, libshared, node-etc (>= 2.0)",
+                          "Conflicts": "libfoo1 (<< 2.0)"}),  # as apt 3.0 conflicts with the old libnettle8
         build_deb(out, "libfoo1t64", "2.0", "all", files={"/usr/lib/libfoo.so.1": "2.0"},
                   fields={"Provides": "libfoo1 (= 2.0)", "Breaks": "libfoo1 (<< 2.0)", "Replaces": "libfoo1"}),
         build_deb(out, "footool", "2.0", "all", fields={"Depends": "libfoo1t64"}, files={"/usr/bin/footool": "2.0"}),
