@@ -15,6 +15,7 @@ from pathlib import Path
 from runtime.appstate import read_pending
 from tests.cli import assert_user_error
 from tests.debs import build_deb
+from tests.nodeimage import node_packages
 from tests.repo_factory import RepoServer, build_repo
 from tests.test_runtime_apps import OS_PACKAGES, TEMPLATE, WEB, Node, node, site, state
 
@@ -107,13 +108,14 @@ def test_localinstall_errors_change_nothing(node: Node, tmp_path: Path) -> None:
 
 
 def newer_site(node: Node, tmp_path: Path) -> RepoServer:
-    """The site's repository with libshared 1.1 and a new package, served (stop it after)."""
+    """The site's repository with libshared 1.1, node-etc 1.1 and a new package, served (stop it after)."""
     site = node.site
     debs = tmp_path / "debs"
     shutil.copytree(site.debs, debs)
     newer = [build_deb(debs, "libshared", "1.1", "all", fields={"Depends": "hostbase"}),
-             build_deb(debs, "brandnew", "1.0", "all")]  # fmt: skip
-    kept = [deb for deb in debs.glob("*.deb") if not deb.name.startswith(("libshared_1.0", "brandnew"))]
+             build_deb(debs, "brandnew", "1.0", "all"),
+             *[deb for deb in node_packages(debs, "1.1") if deb.name.startswith("node-etc")]]  # fmt: skip
+    kept = [deb for deb in debs.glob("*.deb") if not deb.name.startswith(("libshared_1.0", "brandnew", "node-etc_1.0"))]
     return RepoServer(build_repo(tmp_path / "repo", kept + newer, site.key).root).start()
 
 
@@ -126,16 +128,19 @@ def test_status_updates_of_a_container_and_a_template(node: Node, tmp_path: Path
     server = newer_site(node, tmp_path)
     try:
         out = node.ok("status", "101", "--updates", url=server.url)
-        assert out.splitlines()[-2:] == ["container 101: 1 update available", "  libshared 1.0 -> 1.1"]
+        assert out.splitlines()[-3:] == ["container 101: 2 updates available", "  libshared 1.0 -> 1.1",
+                                         "  node-etc 1.0 -> 1.1"]  # fmt: skip
         shown = json.loads(node.ok("status", "101", "--updates", "--json", url=server.url))
-        assert shown == {"ctid": "101", "updates": [{"name": "libshared", "current": "1.0", "candidate": "1.1"}]}
-        # the template's lock does not hold libshared: still up to date
-        assert node.ok("status", TEMPLATE, "--updates", url=server.url).endswith("up to date with its repositories\n")
+        assert shown["updates"][0] == {"name": "libshared", "current": "1.0", "candidate": "1.1"}
+        # the template's lock holds node-etc, not libshared
+        out = node.ok("status", TEMPLATE, "--updates", url=server.url)
+        assert out.splitlines()[-2:] == [f"template {TEMPLATE} (its lock): 1 update available", "  node-etc 1.0 -> 1.1"]
         listed = node.ok("list", "101", "--available", url=server.url).splitlines()
         assert any(line.split()[:4] == ["libshared", "1.0", "all", "-p"] and "(update: 1.1)" in line
                    for line in listed), listed  # fmt: skip
         assert any(line.split() == ["brandnew", "1.0", "all", "available"] for line in listed), listed
         assert node.installed("101") == OS_PACKAGES | {"dbd", "libshared"}  # status changed nothing
+        assert (node.root("101") / "usr/share/libshared/version").read_text() == "1.0"
     finally:
         server.stop()
     assert_user_error(node.ezt("status", "no-such-template", "--updates"), "no recipe for no-such-template")
