@@ -43,6 +43,7 @@ from runtime import engine
 from runtime.applookup import ContainerTemplate, find_app, load_os_template
 from runtime.apprepos import available_packages, build_context, fetch
 from runtime.apps import _environment, _logged, _services
+from runtime.appstate import write_state
 from runtime.apptxn import save_config
 from runtime.ctconfig import split_list
 from runtime.paths import NodeLayout
@@ -130,7 +131,7 @@ def upgrade(
             if "pre-upgrade" in scripts:
                 run_post_install(scripts["pre-upgrade"], box.root, epoch, env, box.run)
             if renamed:  # their new names come in the same upgrade and provide the old ones
-                say(f"upgrade: removing {len(renamed)} renamed packages first: {', '.join(renamed)}")
+                say(f"upgrade: removing {len(renamed)} renamed packages first: {', '.join(sorted(renamed))}")
                 box.run(box.root, ["dpkg", "--remove", "--force-depends", *renamed], source_date_epoch=epoch,
                         environment=env)  # fmt: skip
                 forget_marks(box.root, renamed)
@@ -141,6 +142,10 @@ def upgrade(
             ))  # fmt: skip
             if "post-upgrade" in scripts:
                 run_post_install(scripts["post-upgrade"], box.root, epoch, env, box.run)
+        for record in box.records.values():  # an app's (or -p's) renamed package: its new name is its own
+            record.packages = sorted({*record.packages, *(n for p in record.packages for n in renamed.get(p, []))})
+        if box.records:
+            write_state(box.root, box.records)
         box.values["OSTEMPLATE"] = target.name
         save_config(box.conf, box.values)
         return UpgradeResult(ct.os.name, target.name, tuple((p.name, have.get(p.name), p.version) for p in changes))
@@ -152,24 +157,24 @@ def _check_plan(
     package_file: Callable[[LockedPackage], Path],
     ctid: str,
     target: Template,
-) -> list[str]:
-    """The installed packages the upgrade removes first: those a new version renames
+) -> dict[str, list[str]]:
+    """The installed packages the upgrade removes first (and their new names): those a new version renames
     (Replaces, with Breaks or Conflicts: Debian 13's t64 libraries), which other new
     versions may conflict with too (apt 3.0 with the old libnettle8). EztError, before
     anything changes, for a new version dpkg would refuse beside what stays."""
     if target.family.name != "deb":
-        return []
+        return {}
     from builder.deb.upgrade import Declared, plan_upgrade, read_declared
 
     try:
         declared = [read_declared(package_file(p), f"package {p.name} {p.version}") for p in changes]
         incoming = {package.name for package in declared}
         old = [Declared.of(package) for package in installed if package.name not in incoming]
-        renamed = sorted(
-            other.name for other in old
-            if any(new.hits("replaces", other) and (new.hits("breaks", other) or new.hits("conflicts", other))
-                   for new in declared)
-        )  # fmt: skip
+        renamed: dict[str, list[str]] = {}
+        for other in old:
+            for new in declared:
+                if new.hits("replaces", other) and (new.hits("breaks", other) or new.hits("conflicts", other)):
+                    renamed.setdefault(other.name, []).append(new.name)
         plan_upgrade(declared, [package for package in installed if package.name not in renamed])
     except EztError as exc:
         raise EztError(f"container {ctid} cannot be upgraded to {target.name}, nothing was changed: "

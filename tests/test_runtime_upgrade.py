@@ -131,6 +131,9 @@ def test_upgrade_to_the_next_release(node: Node) -> None:
     assert_user_error(node.ezt("upgrade", "101"), f"template {NEW} names no upgradable_versions")
     node.ok("remove", "101", "web")
     assert node.installed("101") == OS_PACKAGES | {"footool", "libfoo1t64"}
+    # footool's renamed library is recorded as footool's under its new name
+    assert node.ok("remove", "101", "-p", "footool") == "container 101: purged 2 packages: footool, libfoo1t64\n"
+    assert node.installed("101") == OS_PACKAGES and node.audit("101") == ""
 
 
 def test_refusals_change_nothing(node: Node, tmp_path: Path) -> None:
