@@ -3,7 +3,8 @@ container with nginx installed, upgraded in place with ``ezt upgrade`` to
 ``debian-13-x86_64`` (the repository's recipes: debian-12's ``os_upgradable_versions``
 says 13)::
 
-    ezt create 201 --ostemplate debian-12-x86_64; ezt install 201 nginx; ezt upgrade 201
+    ezt create 201 --ostemplate debian-12-x86_64; ezt install 201 nginx; ezt install 201 -p htop
+    ezt upgrade 201
     # /etc/debian_version says 13, nginx -t passes, dpkg --audit is empty, OSTEMPLATE is debian-13-x86_64
 """
 
@@ -39,6 +40,7 @@ def node(tmp_path: Path, debian_minimal_cache: Path) -> Iterator[Node]:
 def test_upgrade_debian_12_with_nginx_to_13(node: Node) -> None:
     node.ok("create", "201", "--ostemplate", TEMPLATE)
     node.ok("install", "201", "nginx")
+    node.ok("install", "201", "-p", "htop")  # acceptance 5's install -p htop, carried by the upgrade
     assert node.exec("201", "cat", "/etc/debian_version").stdout.startswith("12.")
     out = node.ok("upgrade", "201")
     assert f"container 201: upgraded from {TEMPLATE} to debian-13-x86_64" in out
@@ -48,6 +50,8 @@ def test_upgrade_debian_12_with_nginx_to_13(node: Node) -> None:
     assert check.returncode == 0, check.stdout + check.stderr
     audit = node.exec("201", "dpkg", "--audit")
     assert audit.returncode == 0 and audit.stdout == "", audit.stdout + audit.stderr
-    assert node.status("201", "nginx") == {"nginx": "ii"}
+    assert node.status("201", "nginx", "htop") == {"nginx": "ii", "htop": "ii"}
+    assert node.exec("201", "htop", "--version").returncode == 0
+    assert node.ok("status", "201", "--updates") == "container 201: up to date with its repositories\n"
     config = read_config(NodeLayout(node.vz).conf_file("201"))
     assert config["OSTEMPLATE"] == "debian-13-x86_64" and config["TEMPLATES"] == "nginx"
