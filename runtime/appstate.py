@@ -36,6 +36,9 @@ from runtime.applookup import ContainerTemplate
 
 STATE_FILE = "var/lib/ezt/apps.json"
 STATE_FORMAT = "ezt-apps/1"
+PACKAGES = ":packages"
+"""The record of single packages (``ezt install CT -p``, ``localinstall``): never an app
+name (no app name holds a colon), kept beside the app records by :func:`ensure_records`."""
 
 
 @dataclass(frozen=True)
@@ -157,7 +160,8 @@ def ensure_records(
     ct: ContainerTemplate, root: Path, apps: Sequence[str], installed: Sequence[Package]
 ) -> dict[str, AppRecord]:
     """The records of the installed ``apps``, deriving (and not yet saving) any missing."""
-    records = {name: record for name, record in read_state(root).items() if name in apps}
+    state = read_state(root)
+    records = {name: record for name, record in state.items() if name in apps}
     missing: list[tuple[str, list[str]]] = []
     for name in apps:
         if name in records:
@@ -169,8 +173,10 @@ def ensure_records(
         missing.append((name, wanted))
     if missing:
         auto = ct.os.family.auto_installed(root)
-        records.update(derive_records(ct.os, installed, auto, missing, records))
-    return {name: records[name] for name in apps}
+        claimed = {**records, **({PACKAGES: state[PACKAGES]} if PACKAGES in state else {})}
+        records.update(derive_records(ct.os, installed, auto, missing, claimed))
+    kept = {PACKAGES: state[PACKAGES]} if PACKAGES in state else {}
+    return {**{name: records[name] for name in apps}, **kept}
 
 
 def split_added(apps: Sequence[App], added: Sequence[LockedPackage]) -> dict[str, list[str]]:

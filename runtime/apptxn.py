@@ -114,7 +114,7 @@ def recover(
     pending = read_pending(root)
     if pending is None:
         return None
-    names = " ".join(pending.apps) or "unknown apps"
+    names = _what(pending) or "unknown apps"
     if pending.committed:
         save_config(conf, with_apps(values, pending.apps))
         drop_pending(root)
@@ -148,7 +148,7 @@ def undo_failed(
     failure and what was undone, or that the undo failed too (the next app command
     tries it again). An interrupted install (Ctrl-C) is left to the next app command:
     what it ran in the container may still be dying, and the undo would race with it."""
-    names = " ".join(pending.apps)
+    names = _what(pending)
     again = f"the next 'ezt install' or 'ezt remove' on container {ct.ctid}"
     if not isinstance(exc, EztError):
         say(f"container {ct.ctid}: install of {names} interrupted: {again} undoes it")
@@ -162,6 +162,13 @@ def undo_failed(
                        exc.where) from exc  # fmt: skip
     done = f"purged {', '.join(purged)}" if purged else "no package had been installed"
     raise EztError(f"{exc.message}; the install of {names} was undone: {done}", exc.where) from exc
+
+
+def _what(pending: Pending) -> str:
+    """The apps of an install, or for single packages (``install -p``, ``localinstall``) the packages."""
+    if pending.apps:
+        return " ".join(pending.apps)
+    return f"packages {', '.join(pending.packages)}" if pending.packages else ""
 
 
 def append_log(root: Path, details: str) -> None:

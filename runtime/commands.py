@@ -14,14 +14,17 @@ from typing import TYPE_CHECKING
 
 from builder.config import Config
 from builder.errors import EztError
-from runtime import container, store
+from runtime import container, pkgcommands, store
 from runtime.paths import NodeLayout, validate_ctid
+from runtime.pkgcommands import cmd_localinstall, cmd_localupdate, cmd_upgrade
 
 if TYPE_CHECKING:
     from builder.cli import Commands
 
 
 JSON_HELP = "machine-readable output: one JSON document on stdout"
+# registered in runtime.pkgcommands, dispatched from here
+__all__ = ["cmd_localinstall", "cmd_localupdate", "cmd_upgrade"]
 
 
 def add_parsers(sub: Commands, common: argparse.ArgumentParser) -> None:
@@ -64,14 +67,18 @@ def add_parsers(sub: Commands, common: argparse.ArgumentParser) -> None:
 
     install = sub.add_parser("install", parents=[node], help="install applications into a container")
     install.add_argument("ctid", metavar="CTID", help=ctid_help)
-    install.add_argument("apps", nargs="+", metavar="APP", help="applications to install")
+    install.add_argument("apps", nargs="*", metavar="APP", help="applications to install")
+    install.add_argument("-p", "--packages", nargs="+", action="extend", default=[], metavar="PKG",
+                         help="single packages instead (name, name=version or name/release), as vzpkg install -p")
     install.add_argument("--refresh", action="store_true", help="revalidate repository metadata now")
     install.add_argument("--reinstall", action="store_true",
                          help="install apps already installed again (their scripts run again)")
     install.add_argument("--json", action="store_true", help=JSON_HELP)
     remove = sub.add_parser("remove", parents=[node], help="remove applications from a container")
     remove.add_argument("ctid", metavar="CTID", help=ctid_help)
-    remove.add_argument("apps", nargs="+", metavar="APP", help="applications to remove")
+    remove.add_argument("apps", nargs="*", metavar="APP", help="applications to remove")
+    remove.add_argument("-p", "--packages", nargs="+", action="extend", default=[], metavar="PKG",
+                        help="single packages installed with -p or localinstall instead, as vzpkg remove -p")
     update = sub.add_parser("update", parents=[node], help="upgrade a container's packages (all, or the apps')")
     update.add_argument("ctid", metavar="CTID", help=ctid_help)
     update.add_argument("apps", nargs="*", metavar="APP", help="only these applications' packages (default: all)")
@@ -80,6 +87,7 @@ def add_parsers(sub: Commands, common: argparse.ArgumentParser) -> None:
     list_apps.add_argument("--json", action="store_true", help=JSON_HELP)
     list_apps.set_defaults(command="list_apps")  # the handler is cmd_list_apps
 
+    pkgcommands.add_parsers(sub, node, ctid_help)
     run = sub.add_parser("exec", parents=[node], help="run a command inside a container")
     run.add_argument("ctid", metavar="CTID", help=ctid_help)
     run.add_argument("argv", nargs="*", metavar="CMD",
@@ -107,13 +115,21 @@ def add_parsers(sub: Commands, common: argparse.ArgumentParser) -> None:
     change.add_argument("--pids", "--numproc", metavar="N", help="process limit")
     change.add_argument("--diskspace", metavar="SIZE", help="saved only: not enforced (see the README)")
     change.add_argument("--onboot", choices=("yes", "no"), help="start with 'ezt start --onboot'")
-    state = sub.add_parser("status", parents=[node], help="whether a container exists, is mounted, is running")
-    state.add_argument("ctid", metavar="CTID", help=ctid_help)
+    state = sub.add_parser("status", parents=[node],
+                           help="whether a container exists, is mounted, is running; --updates: updates available")
+    state.add_argument("ctid", metavar="CTID|TEMPLATE", help=ctid_help + "; with --updates also a template")
+    state.add_argument("--updates", action="store_true",
+                       help="packages with newer versions in the repositories: a container's installed ones, or a "
+                            "template's lock (vzpkg status)")  # fmt: skip
     state.add_argument("--json", action="store_true", help=JSON_HELP)
     for name in ("mount", "umount", "destroy"):
         one = sub.add_parser(name, parents=[node], help=f"{name} a container")
         one.add_argument("ctid", metavar="CTID", help=ctid_help)
-    listing = sub.add_parser("list", parents=[node], help="containers, vzlist style")
+    listing = sub.add_parser("list", parents=[node],
+                             help="containers, vzlist style; with CTID: its apps and packages (vzpkg list)")
+    listing.add_argument("ctid", nargs="?", metavar="CTID", help="list this container's apps and packages")
+    listing.add_argument("--available", action="store_true",
+                         help="with CTID: also the apps and packages it could install, and the updates")
     listing.add_argument("-a", "--all", action="store_true", help="also stopped containers")
     listing.add_argument("--json", action="store_true", help=JSON_HELP)
     listing.add_argument("--disk", action="store_true",
@@ -262,6 +278,8 @@ def cmd_install(args: argparse.Namespace, config: Config) -> int:
     from runtime import apps
 
     ctid = validate_ctid(args.ctid)
+    if pkgcommands.apps_or_packages("install", args):
+        return pkgcommands.install_packages(args, config)
     done = apps.install_apps(config, _node(args, config), ctid, args.apps, refresh=args.refresh,
                              reinstall=args.reinstall, say=_say(args))  # fmt: skip
     if args.json:
@@ -286,6 +304,8 @@ def cmd_remove(args: argparse.Namespace, config: Config) -> int:
     from runtime import apps
 
     ctid = validate_ctid(args.ctid)
+    if pkgcommands.apps_or_packages("remove", args):
+        return pkgcommands.remove_packages(args, config)
     for result in apps.remove_apps(config, _node(args, config), ctid, args.apps):
         purged = ", ".join(result.purged) or "none"
         print(f"container {ctid}: removed {result.app} (purged {_packages(len(result.purged))}: {purged})")
@@ -417,6 +437,8 @@ def cmd_set(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_status(args: argparse.Namespace, config: Config) -> int:
+    if args.updates:
+        return pkgcommands.updates(args, config)
     state = container.status(_node(args, config), validate_ctid(args.ctid))
     if args.json:
         print(json.dumps({**state._asdict(), "running": state.running}, indent=2))
@@ -429,6 +451,10 @@ def cmd_status(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_list(args: argparse.Namespace, config: Config) -> int:
+    if args.ctid is not None:
+        return pkgcommands.list_container(args, config)
+    if args.available:
+        raise EztError("ezt list --available: name a container (ezt list CTID --available)")
     rows = [c for c in container.list_containers(_node(args, config), disk=args.disk) if args.all or c.processes]
     if args.json:  # every field of the record, and the table's STATUS
         print(json.dumps([{**c._asdict(), "status": c.status} for c in rows], indent=2))

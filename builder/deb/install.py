@@ -155,11 +155,11 @@ def install(request: InstallRequest) -> None:
                 else:
                     dpkg(*triggers, "--auto-deconfigure", "--install", *inside)
             stager.discard(inside)
-        with _timed(say, "deb: configured pending packages and triggers"):
-            dpkg("--configure", "--pending")
-        if plan.replaced:  # dpkg removed them for their replacements; record that they are not wanted
+        if plan.replaced:  # removed for their replacements (a broken one before --configure --pending tries it)
             dpkg("--remove", *plan.replaced)
             forget_marks(root, plan.replaced)
+        with _timed(say, "deb: configured pending packages and triggers"):
+            dpkg("--configure", "--pending")
     if request.repositories:
         write_apt_sources(root, request.repositories)
     write_auto_marks(root, request.packages)

@@ -158,15 +158,16 @@ class _Index:
 
 
 def _check_beside(package: Declared, other: Declared) -> bool:
-    """Whether dpkg will remove the installed, not upgraded ``other`` because the new
-    ``package`` conflicts with and replaces it; EztError if the two cannot coexist otherwise."""
+    """Whether the installed, not upgraded ``other`` goes because the new ``package``
+    conflicts with (dpkg removes it) or breaks (dpkg deconfigures it, the installer removes
+    it) and replaces it; EztError if the two cannot coexist otherwise."""
     replaced = package.hits("replaces", other) is not None
     removed = False
     for field, ours in (("breaks", True), ("conflicts", True), ("breaks", False), ("conflicts", False)):
         relation = package.hits(field, other) if ours else other.hits(field, package)
         if relation is None:
             continue
-        if field == "conflicts" and replaced:
+        if replaced and (field == "conflicts" or ours):  # Breaks + Replaces: a rename, as Debian 13's t64 libraries
             removed = True
             continue
         first, second = (package, other) if ours else (other, package)
