@@ -15,7 +15,7 @@ from builder.appcaches import default_app_caches
 from builder.config import Config
 from builder.errors import EztError
 from builder.lock import lock_difference, read_lock
-from builder.recipe import AppCache, RecipeDir, find_recipes, load_buildable
+from builder.recipe import AppCache, RecipeDir, Template, find_recipes, load_buildable
 from builder.tasks import Buildable
 
 
@@ -113,6 +113,22 @@ def cmd_fetch(args: argparse.Namespace, config: Config) -> int:
         lock = steps.load_lock(ctx, template)
         _say(f"{template.name}: {len(lock.packages)} packages in the pool")
     return 0
+
+
+def update_metadata(config: Config, names: list[str]) -> int:
+    """vzpkg's ``update metadata [T...]``: every repository of the named templates (all
+    OS templates by default) revalidated now, whatever its age; nothing else runs."""
+    ctx = steps.BuildContext(config, steps.BuildOptions(refresh=True), _say)
+    templates = _templates(config, names)
+    idents = dict.fromkeys(f"metadata:{repo.ident}" for t in templates for repo in _os_of(t).repositories)
+    runner.run_build(ctx, templates, 1, only=tuple(idents))
+    _say(f"metadata of {len(idents)} repositories revalidated ({', '.join(t.name for t in templates)})")
+    return 0
+
+
+def _os_of(buildable: Buildable) -> Template:
+    """An OS template itself, an app cache's OS template."""
+    return buildable if isinstance(buildable, Template) else buildable.os
 
 
 def _report(removed: list[Any], dry_run: bool) -> int:

@@ -79,9 +79,12 @@ def add_parsers(sub: Commands, common: argparse.ArgumentParser) -> None:
     remove.add_argument("apps", nargs="*", metavar="APP", help="applications to remove")
     remove.add_argument("-p", "--packages", nargs="+", action="extend", default=[], metavar="PKG",
                         help="single packages installed with -p or localinstall instead, as vzpkg remove -p")
-    update = sub.add_parser("update", parents=[node], help="upgrade a container's packages (all, or the apps')")
-    update.add_argument("ctid", metavar="CTID", help=ctid_help)
-    update.add_argument("apps", nargs="*", metavar="APP", help="only these applications' packages (default: all)")
+    update = sub.add_parser("update", parents=[node],
+                            help="upgrade a container's packages (all, or the apps'); 'update metadata [T...]': "
+                            "revalidate the templates' repository metadata now (vzpkg update metadata)")  # fmt: skip
+    update.add_argument("ctid", metavar="CTID", help=f"{ctid_help}; or 'metadata'")
+    update.add_argument("apps", nargs="*", metavar="APP",
+                        help="only these applications' packages (default: all); after 'metadata': templates")
     list_apps = sub.add_parser("list-apps", parents=[node], help="a container's applications: installed, available")
     list_apps.add_argument("ctid", metavar="CTID", help=ctid_help)
     list_apps.add_argument("--json", action="store_true", help=JSON_HELP)
@@ -321,8 +324,13 @@ def cmd_remove(args: argparse.Namespace, config: Config) -> int:
 def cmd_update(args: argparse.Namespace, config: Config) -> int:
     from runtime import apps
 
+    node = _node(args, config)
+    if args.ctid == "metadata" and not node.conf_file("metadata").exists():  # vzpkg update metadata [T...]
+        from builder.commands import update_metadata
+
+        return update_metadata(config, list(args.apps))
     ctid = validate_ctid(args.ctid)
-    changes = apps.update_apps(config, _node(args, config), ctid, args.apps)
+    changes = apps.update_apps(config, node, ctid, args.apps)
     what = f"the packages of {' '.join(args.apps)}" if args.apps else "all packages"
     if not changes:
         print(f"container {ctid}: {what} up to date")

@@ -104,3 +104,22 @@ def test_gc_keeps_the_newest_and_the_used_then_offline_build_works(site: Site, t
     finally:
         site.server.serve(site.repo)
         site.publish_greeting("1.0")
+
+
+def test_update_metadata_revalidates_now(site: Site, tmp_path: Path) -> None:
+    """``ezt update metadata [T...]`` (vzpkg update metadata): the repositories' Release is
+    fetched again although the cached one is within ``metadata_expire``; nothing else runs."""
+    recipes = site.recipe(tmp_path)
+    args = ("--recipes", str(recipes), "--cache-dir", str(tmp_path / "cache"), "--vz-root", str(tmp_path / "vz"))
+    env = {"EZT_URLMAP_TEST_SERVER": site.server.url}
+    assert run_ezt("lock", TEMPLATE, *args[:4], env=env).returncode == 0
+    before = site.server.count("/InRelease")
+    assert run_ezt("lock", TEMPLATE, *args[:4], env=env).returncode == 0
+    assert site.server.count("/InRelease") == before  # fresh enough: not fetched again
+    updated = run_ezt("update", "metadata", TEMPLATE, *args, env=env)
+    assert updated.returncode == 0, updated.stderr
+    assert site.server.count("/InRelease") == before + 1
+    assert "metadata of 1 repositories revalidated" in updated.stdout + updated.stderr
+    assert not (tmp_path / "cache" / "stage").exists() and not (tmp_path / "cache" / "images").exists()
+    assert_user_error(run_ezt("update", "metadata", "nosuch-1-x86_64", *args, env=env),
+                      "unknown template 'nosuch-1-x86_64'")  # fmt: skip
