@@ -42,7 +42,7 @@ from pathlib import Path
 
 from builder import rootfs
 from builder.appsteps import app_environment
-from builder.chroot import RootRunner
+from builder.chroot import RootRunner, run_host_script
 from builder.config import Config
 from builder.errors import EztError
 from builder.family import Family, InstallRequest
@@ -187,7 +187,9 @@ def install_locked(
         write_state(root, records, pending)  # the intent, before anything changes
         try:
             with _logged(root, ctid), _services(layout, ctid, template.family, root):
-                for app in todo:
+                for app in todo:  # vztt's order: pre-install-hn on the node, then pre-install inside
+                    if app.pre_install_hn:
+                        run_host_script(app.pre_install_hn.path, root, source_date_epoch=epoch, environment=env)
                     if app.pre_install:
                         run_post_install(app.pre_install.path, root, epoch, env, run)
                 if added:
@@ -204,6 +206,8 @@ def install_locked(
                         )
                     )
                 for app in todo:
+                    if app.post_install_hn:
+                        run_host_script(app.post_install_hn.path, root, source_date_epoch=epoch, environment=env)
                     if app.post_install:
                         run_post_install(app.post_install.path, root, epoch, env, run)
         except BaseException as exc:

@@ -107,7 +107,10 @@ def _inside(name: str) -> str:
 
 
 def _host(name: str) -> str:
-    return f'#!/bin/sh\nset -e\n{_STATUS}echo "{name}:$(installed "$1/var/lib/dpkg/status")" >> "$1/ezt-order.log"\n'
+    """A host script: what it creates in the root it gives the root's owner (in a node's
+    user-namespaced container, host root's files are nobody's inside)."""
+    return (f'#!/bin/sh\nset -e\n{_STATUS}echo "{name}:$(installed "$1/var/lib/dpkg/status")" >> "$1/ezt-order.log"\n'
+            'chown --reference="$1" "$1/ezt-order.log"\n')
 
 
 def _sorted(line: str) -> str:
@@ -181,13 +184,14 @@ def test_staged_groups_and_mid_scripts_run_in_vztt_order(staged_site: Site, tmp_
     assert set(done.stdout.split()) == {"hostbase", "first", "second", "third", "last"}
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="installing into a chroot needs root")
-def test_app_hn_scripts_run_on_the_host_in_vztt_order(staged_site: Site, tmp_path: Path) -> None:
+def _hn_recipe(site: Site, tmp_path: Path) -> Path:
+    """A recipe whose app ``mod_perl`` has all four install scripts, each logging its name
+    and the packages then installed into the root's ``/ezt-order.log``."""
     recipe = tmp_path / "recipes" / TEMPLATE
     recipe.mkdir(parents=True)
     files = {
         "os_distribution": "debian\n",
-        "os_repositories": f"[signed-by={staged_site.key.keyring}] $TEST_SERVER stable main\n",
+        "os_repositories": f"[signed-by={site.key.keyring}] $TEST_SERVER stable main\n",
         "os_packages": "hostbase\n",
         "mod_perl_packages": "last\n",
         "mod_perl_pre-install-hn": _host("pre-install-hn"),
@@ -199,19 +203,48 @@ def test_app_hn_scripts_run_on_the_host_in_vztt_order(staged_site: Site, tmp_pat
         (recipe / name).write_text(text)
         if text.startswith("#!"):
             (recipe / name).chmod(0o755)
-    result = run_ezt("build", f"{TEMPLATE}+mod_perl", "--recipes", str(tmp_path / "recipes"), "--cache-dir",
+    return tmp_path / "recipes"
+
+
+HN_ORDER = [
+    "pre-install-hn: hostbase",
+    "pre-install: hostbase",
+    "postinst last",
+    "post-install-hn: hostbase last",
+    "post-install: hostbase last",
+]
+"""vztt's order (src/appcache.c) of an app's scripts around its packages."""
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="installing into a chroot needs root")
+def test_app_hn_scripts_run_on_the_host_in_vztt_order(staged_site: Site, tmp_path: Path) -> None:
+    recipes = _hn_recipe(staged_site, tmp_path)
+    result = run_ezt("build", f"{TEMPLATE}+mod_perl", "--recipes", str(recipes), "--cache-dir",
                      str(tmp_path / "c"), env={"EZT_URLMAP_TEST_SERVER": staged_site.server.url,
                                                "SOURCE_DATE_EPOCH": "1700000000"})  # fmt: skip
     assert result.returncode == 0, result.stderr
     image = next((tmp_path / "c" / "images").glob(f"{TEMPLATE}+mod_perl-*.tar.zst"))
     root = unpack(image, tmp_path / "root")
-    assert [_sorted(line) for line in (root / "ezt-order.log").read_text().splitlines()] == [
-        "pre-install-hn: hostbase",
-        "pre-install: hostbase",
-        "postinst last",
-        "post-install-hn: hostbase last",
-        "post-install: hostbase last",
-    ]
+    assert [_sorted(line) for line in (root / "ezt-order.log").read_text().splitlines()] == HN_ORDER
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="containers need root")
+def test_app_hn_scripts_run_on_the_node_for_an_install(staged_site: Site, tmp_path: Path) -> None:
+    """``ezt install CT mod_perl`` on a node: the ``-hn`` scripts run on the node with the
+    container's root as argument, in the same order as in an app cache."""
+    recipes = _hn_recipe(staged_site, tmp_path)
+    env = {"EZT_URLMAP_TEST_SERVER": staged_site.server.url}
+    common = ("--recipes", str(recipes), "--cache-dir", str(tmp_path / "c"), "--vz-root", str(tmp_path / "vz"))
+    assert run_ezt("build", TEMPLATE, *common[:4], env=env).returncode == 0
+    made = run_ezt("create", "101", "--ostemplate", TEMPLATE, *common, env=env)
+    assert made.returncode == 0, made.stderr
+    try:
+        done = run_ezt("install", "101", "mod_perl", *common, env=env)
+        assert done.returncode == 0, done.stderr
+        log = (tmp_path / "vz" / "private" / "101" / "ezt-order.log").read_text().splitlines()
+        assert [_sorted(line) for line in log] == HN_ORDER
+    finally:
+        run_ezt("destroy", "101", "--vz-root", str(tmp_path / "vz"))
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="installing into a chroot needs root")
