@@ -25,7 +25,9 @@ from builder.recipefiles import (
     OS_KINDS,
     RECIPE_NAME_RE,
     SET_ONLY_KINDS,
+    Script,
     ignored_file,
+    read_script,
     split_file_name,
     unused_file,
 )
@@ -35,13 +37,6 @@ _VAR_RE = VAR_RE
 """``$VAR``, ``${VAR}``, ``$(VAR)`` in repository lines (kept here for its users)."""
 _ENV_RE = re.compile(r"^(?P<key>[A-Za-z_][A-Za-z0-9_]*)=(?P<value>.*)$")
 _PRIORITY_RE = re.compile(r"^@(required|important|standard|optional|extra)$")
-
-
-@dataclass(frozen=True)
-class Script:
-    """A recipe script: where it is, for errors and for the recipe digest."""
-
-    path: Path
 
 
 @dataclass(frozen=True)
@@ -391,20 +386,6 @@ def check_set_name(recipe: RecipeDir, set_name: str) -> None:
         hint = f" (sets: {', '.join(f'{recipe.name}-{s}' for s in recipe.sets()) or 'none'})"
     raise EztError(f"unknown template {recipe.name}-{set_name!s}: no {set_name}_packages in the recipe{hint}",
                    Where.of(recipe.path))
-
-
-def read_script(path: Path) -> Script:
-    """A recipe script, refused if its ``#!`` line ends in CR (a file saved with CRLF
-    line ends): the kernel would look for an interpreter named ``/bin/sh\\r``."""
-    try:
-        with open(path, "rb") as handle:
-            first = handle.readline()
-    except OSError as exc:
-        raise EztError(f"cannot read script: {exc.strerror or exc}", Where.of(path)) from exc
-    if first.startswith(b"#!") and first.endswith(b"\r\n"):
-        raise EztError("script has CRLF (Windows) line ends: its #! line names an interpreter ending in "
-                       "'\\r'; convert it with dos2unix or sed -i 's/\\r$//'", Where.of(path, 1))  # fmt: skip
-    return Script(path)
 
 
 def os_template_names(recipes_dir: Path) -> list[str]:

@@ -5,6 +5,10 @@ that are skipped."""
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from builder.errors import EztError, Where
 
 OS_KINDS = (
     "package_manager",
@@ -77,3 +81,24 @@ def split_file_name(name: str) -> tuple[str, str] | None:
         if name.endswith("_" + kind) and prefix and _NAME_RE.match(prefix):
             return prefix, kind
     return None
+
+
+@dataclass(frozen=True)
+class Script:
+    """A recipe script: where it is, for errors and for the recipe digest."""
+
+    path: Path
+
+
+def read_script(path: Path) -> Script:
+    """A recipe script, refused if its ``#!`` line ends in CR (a file saved with CRLF
+    line ends): the kernel would look for an interpreter named ``/bin/sh\\r``."""
+    try:
+        with open(path, "rb") as handle:
+            first = handle.readline()
+    except OSError as exc:
+        raise EztError(f"cannot read script: {exc.strerror or exc}", Where.of(path)) from exc
+    if first.startswith(b"#!") and first.endswith(b"\r\n"):
+        raise EztError("script has CRLF (Windows) line ends: its #! line names an interpreter ending in "
+                       "'\\r'; convert it with dos2unix or sed -i 's/\\r$//'", Where.of(path, 1))  # fmt: skip
+    return Script(path)
