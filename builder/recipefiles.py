@@ -1,6 +1,6 @@
 """Which files a recipe directory holds: the EZ template kinds (vztt's, plus ezt's
-``keyring``), how a file name splits into template name and kind, and the files
-that are skipped."""
+``keyring``), how a file name splits into template name and kind, the files that are
+skipped, and the check every script passes (no CRLF ``#!`` line)."""
 
 from __future__ import annotations
 
