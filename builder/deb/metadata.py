@@ -17,6 +17,7 @@ stanzas again.
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import fcntl
 import gc
@@ -33,7 +34,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from builder.atomic import disk_error, fsync_dir, write_bytes, write_if_changed
+from builder.atomic import atomic_writer, disk_error, fsync_dir, write_bytes, write_if_changed
 from builder.deb.release import (
     FetchedRelease,
     IndexFile,
@@ -464,37 +465,56 @@ def _parsed(
     parse: Callable[..., list[Package]],
 ) -> list[Package]:
     """The index's packages: from the parse cache, else parsed (``parse(text, base_url,
-    pin=, suites=)``) and cached."""
+    pin=, suites=, first_line=)``, a block of paragraphs at a time) and cached.
+
+    The index is decompressed and parsed as a stream and the cache written and read in
+    batches, so that neither the index's text nor a second copy of the records is ever
+    held whole: the records themselves are the peak.
+    """
+    from builder.deb.packages import paragraph_blocks
+
     cache = _parsed_path(options.metadata_dir, sha256, origin)
     cached = _load_cached(cache)
     if cached is not None:
         return cached
     if sha256_file(path) != sha256:
         raise EztError(f"{path}: sha256 does not match the Release; refresh it (ezt lock --refresh)")
+    packages: list[Package] = []
     try:
-        text = read_index(path, options.max_index_bytes)
-        packages = parse(text, origin.base_url, pin=origin.pin, suites=origin.suites)
+        for line, block in paragraph_blocks(index_chunks(path, options.max_index_bytes)):
+            packages += parse(block, origin.base_url, pin=origin.pin, suites=origin.suites, first_line=line)
     except ValueError as exc:
         raise EztError(f"{path}: {exc}") from None
-    rows = [tuple(getattr(p, f.name) for f in fields(Package)) for p in packages]
+    names = [f.name for f in fields(Package)]
     with contextlib.suppress(EztError):  # the cache is an optimisation: a full disk must not fail the build
-        write_bytes(cache, marshal.dumps(rows))
+        with atomic_writer(cache) as handle:
+            for start in range(0, len(packages), _BATCH):
+                rows = [tuple(getattr(p, name) for name in names) for p in packages[start : start + _BATCH]]
+                marshal.dump(rows, handle)
         _prune_parsed(options.metadata_dir, keep=cache)
     return packages
 
 
+_BATCH = 4096
+"""Records per marshalled batch of the parse cache."""
+
+
 def _load_cached(cache: Path) -> list[Package] | None:
-    """Rebuild records from the marshalled rows (GC paused: it only slows building many objects)."""
+    """Rebuild records from the marshalled batches (GC paused: it only slows building many objects)."""
     try:
-        data = cache.read_bytes()
+        handle = open(cache, "rb")  # noqa: SIM115 - closed below
     except OSError:
         return None
     enabled = gc.isenabled()
     gc.disable()
     try:
-        rows = marshal.loads(data)
-        return [Package(*row) for row in rows]
-    except (EOFError, ValueError, TypeError):
+        with handle:
+            size = os.fstat(handle.fileno()).st_size
+            packages: list[Package] = []
+            while handle.tell() < size:
+                packages += [Package(*row) for row in marshal.load(handle)]
+            return packages
+    except (OSError, EOFError, ValueError, TypeError):
         return None
     finally:
         if enabled:
@@ -515,42 +535,52 @@ def _prune_parsed(metadata_dir: Path, keep: Path) -> None:
 def read_index(path: Path, max_bytes: int | None = None) -> str:
     """A Packages file's text, decompressing by its suffix; more than ``max_bytes``
     of text (a decompression bomb) is refused before it is all in memory."""
+    return "".join(index_chunks(path, max_bytes))
+
+
+_CHUNK = 1 << 20
+
+
+def index_chunks(path: Path, max_bytes: int | None = None) -> Iterator[str]:
+    """A Packages file's text in pieces of about a MiB, decompressed by its suffix; past
+    ``max_bytes`` of text (a decompression bomb) an error, never more than a piece over."""
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    total = 0
     try:
         data = path.read_bytes()
-        if path.suffix in (".xz", ".gz"):
-            data = _decompress(data, path.suffix, max_bytes)
+        pieces = _decompressed(data, path.suffix) if path.suffix in (".xz", ".gz") else iter([data])
+        for piece in pieces:
+            total += len(piece)
+            if max_bytes is not None and total > max_bytes:
+                raise EztError(f"{path}: package index is over max_index_size ({max_bytes} bytes) uncompressed")
+            yield decoder.decode(piece)
     except (OSError, lzma.LZMAError, zlib.error, EOFError) as exc:
         raise EztError(f"{path}: cannot read package index: {exc}") from None
-    if max_bytes is not None and len(data) > max_bytes:
-        raise EztError(f"{path}: package index is over max_index_size ({max_bytes} bytes) uncompressed")
-    return data.decode("utf-8", errors="replace")
+    yield decoder.decode(b"", final=True)
 
 
-def _decompress(data: bytes, suffix: str, max_bytes: int | None) -> bytes:
-    """``data`` decompressed, at most ``max_bytes + 1`` bytes of it (all of every stream)."""
-    limit = -1 if max_bytes is None else max_bytes + 1
-    out = bytearray()
+def _decompressed(data: bytes, suffix: str) -> Iterator[bytes]:
+    """``data`` decompressed (all of every stream), a piece of at most ``_CHUNK`` bytes at a time."""
     first = True
     while data:
+        decompressor: Any = lzma.LZMADecompressor() if suffix == ".xz" else zlib.decompressobj(16 + zlib.MAX_WBITS)
+        pending = data
         try:
-            if suffix == ".xz":
-                xz = lzma.LZMADecompressor()
-                out += xz.decompress(data, limit if limit < 0 else limit - len(out))
-                done, data = xz.eof, xz.unused_data
-            else:
-                gz = zlib.decompressobj(16 + zlib.MAX_WBITS)
-                out += gz.decompress(data, 0 if limit < 0 else limit - len(out))
-                done, data = gz.eof, gz.unused_data
+            while not decompressor.eof:
+                piece = decompressor.decompress(pending, _CHUNK)
+                pending = getattr(decompressor, "unconsumed_tail", b"")
+                if piece:
+                    yield piece
+                elif not pending and (suffix != ".xz" or decompressor.needs_input):
+                    break  # input exhausted before the end of the stream
         except (lzma.LZMAError, zlib.error):
             if first:
                 raise
-            break  # padding or garbage after a complete stream, as lzma/gzip.decompress ignore it
+            return  # padding or garbage after a complete stream, as lzma/gzip.decompress ignore it
         first = False
-        if limit >= 0 and len(out) >= limit:
-            break
-        if not done:
+        if not decompressor.eof:
             raise EOFError("compressed data ended before the end-of-stream marker")
-    return bytes(out)
+        data = decompressor.unused_data
 
 
 def read_release(repo: Repository, options: MetadataOptions) -> Release:
