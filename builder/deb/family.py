@@ -148,13 +148,18 @@ class DebFamily:
         exclude: Sequence[str],
         installed: Sequence[Package] = (),
     ) -> tuple[LockedPackage, ...]:
-        """Every repository's index read, then apt's policy (:mod:`builder.resolve`)."""
+        """Every repository's index read, then apt's policy (:mod:`builder.resolve`), in a
+        child process: the index's memory is gone once the lock is made."""
+        from builder.isolated import in_child
         from builder.resolve import resolve
 
-        packages: list[Package] = []
-        for repo in repositories:
-            packages += self.load_packages(repo, arch, options)
-        return resolve(self, packages, tuple(requests), arch, tuple(exclude), installed)
+        def lock() -> tuple[LockedPackage, ...]:
+            packages: list[Package] = []
+            for repo in repositories:
+                packages += self.load_packages(repo, arch, options)
+            return resolve(self, packages, tuple(requests), arch, tuple(exclude), installed)
+
+        return in_child(lock, "the resolver")
 
     def install(self, request: InstallRequest) -> None:
         from builder.deb import install
