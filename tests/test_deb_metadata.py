@@ -432,3 +432,39 @@ def test_debian_keyring_refuses_test_repo(
         pytest.skip("no debian keyring")
     with pytest.raises(EztError, match="not in the keyring"):
         refresh_metadata(transport, signed_repo.repository(), "amd64", replace(options, keyring=DEBIAN_KEYRING))
+
+
+def test_parse_cache_is_written_and_read_in_batches(
+    transport: Transport, signed_repo: RepoInfo, options: MetadataOptions, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Batches of records, never the whole index's rows at once; a cache cut short by a
+    crash (or a full disk) is not trusted: the index is parsed again."""
+    monkeypatch.setattr(metadata, "_BATCH", 1)
+    repo = signed_repo.repository()
+    refresh_metadata(transport, repo, "amd64", options)
+    first = load_packages(repo, "amd64", options)
+    assert len(first) >= 2
+    (cache,) = (options.metadata_dir / "parsed").glob("*.marshal")
+    assert metadata._load_cached(cache) == first
+    data = cache.read_bytes()
+    cache.write_bytes(data[: len(data) - 3])
+    assert metadata._load_cached(cache) is None
+    assert load_packages(repo, "amd64", options) == first
+    assert cache.read_bytes() == data
+
+
+def test_index_read_in_pieces(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A compressed index is decompressed a piece at a time (all of every xz or gzip stream),
+    never more than a piece past max_index_size."""
+    import gzip
+
+    monkeypatch.setattr(metadata, "_CHUNK", 1000)
+    text = "".join(f"Package: p{i}\nVersion: 1\n\n" for i in range(2000))
+    for suffix, compress in ((".xz", lzma.compress), (".gz", gzip.compress)):
+        path = tmp_path / f"Packages{suffix}"
+        path.write_bytes(compress(text[:10000].encode()) + compress(text[10000:].encode()))
+        pieces = list(metadata.index_chunks(path))
+        assert "".join(pieces) == text and max(len(p) for p in pieces) <= 1000 and len(pieces) > 20
+        with pytest.raises(EztError, match=r"over max_index_size \(5000 bytes\)"):
+            for piece in metadata.index_chunks(path, 5000):
+                assert len(piece) <= 1000
