@@ -57,6 +57,12 @@ lets a later layer's scripts run before, say, ldconfig has seen an earlier
 layer's libraries.
 """
 
+LOOKAHEAD_BYTES = 128 << 20
+"""How much (of the packages' .deb sizes) may be decompressed ahead of dpkg: the next run's
+files are staged while dpkg works on the current one, as far as this budget goes beside
+the files the current run holds; the rest when their run comes. Unbounded, every layer of
+a 1,000-package set was decompressed at once (several GB in the stage)."""
+
 DPKG = ("dpkg", "--force-unsafe-io", "--force-confdef", "--force-confold")
 """Every dpkg call: no fsync (the image is packed afterwards, a crash rebuilds),
 never a conffile prompt."""
@@ -140,8 +146,8 @@ def install(request: InstallRequest) -> None:
         if essential:
             with _timed(say, f"deb: unpacked {len(essential)} essential packages"):
                 inside = stager.extract(stager.submit([by_name[n] for n in essential]))
-            for layer in layers:  # decompress these while dpkg works on the essential set
-                stager.submit([by_name[n] for n in layer])
+            if layers:  # decompress the next run's files while dpkg works on the essential set
+                stager.ahead([by_name[n] for n in layers[0]])
             with _timed(say, f"deb: installed {len(essential)} essential packages"):
                 dpkg("--install", "--force-depends", *inside)
             stager.discard(inside)
@@ -149,6 +155,8 @@ def install(request: InstallRequest) -> None:
         for number, layer in enumerate(layers, start=1):
             with _timed(say, f"deb: layer {number}: installed {len(layer)} packages"):
                 inside = stager.wait(stager.submit([by_name[n] for n in layer]))
+                if number < len(layers):
+                    stager.ahead([by_name[n] for n in layers[number]])
                 if number - 1 in split:
                     dpkg(*triggers, "--auto-deconfigure", "--unpack", *inside)
                     dpkg(*triggers, "--configure", *layer)
@@ -249,6 +257,7 @@ class _Stager:
         self.staging = in_root(root, STAGING)
         self.pool = ThreadPoolExecutor(max_workers=os.cpu_count() or 2)
         self.futures: dict[str, Future[str]] = {}
+        self.held: dict[str, int] = {}  # in-root path -> .deb size, of what is staged and not discarded
 
     def __enter__(self) -> _Stager:
         # ezt's own scratch directory: whatever has its name (a leftover, or a link that a
@@ -266,7 +275,20 @@ class _Stager:
         for package in packages:
             if package.name not in self.futures:
                 self.futures[package.name] = self.pool.submit(self._stage, package)
+                self.held[f"/{STAGING}/{package.deb_name}"] = package.size
         return [self.futures[p.name] for p in packages]
+
+    def ahead(self, packages: Sequence[LockedPackage]) -> None:
+        """Start staging the first of ``packages`` that fit in ``LOOKAHEAD_BYTES`` with what is held."""
+        room = LOOKAHEAD_BYTES - sum(self.held.values())
+        chosen = []
+        for package in packages:
+            if package.name not in self.futures:
+                if package.size > room:
+                    break
+                room -= package.size
+                chosen.append(package)
+        self.submit(chosen)
 
     def wait(self, futures: Sequence[Future[str]]) -> list[str]:
         """The in-root paths, once all are staged; the first failure is raised."""
@@ -290,6 +312,7 @@ class _Stager:
         """Delete staged files dpkg is done with, so the root never holds them all."""
         for path in inside:
             (self.root / path.lstrip("/")).unlink(missing_ok=True)
+            self.held.pop(path, None)
 
     def _stage(self, package: LockedPackage) -> str:
         source = self.package_file(package)
