@@ -65,6 +65,8 @@ class Config(NamedTuple):
     registry_auth: Mapping[str, str] = MappingProxyType({})
     """OCI registry host[:port] -> ``user:password`` (else ~/.docker/config.json is asked)."""
     source: str | None = None
+    stage_tmpfs: str = "auto"
+    """Build OS stages in a tmpfs: ``auto`` (when memory allows), ``yes`` or ``no`` (see builder.stagetmpfs)."""
 
     @property
     def layout(self) -> CacheLayout:
@@ -187,6 +189,12 @@ def _apply_file(config: Config, urlmap: dict[str, str], path: Path) -> Config:
             changes[key] = parse_size(value, key, where)
         elif key == "proxy":
             changes[key] = _string(value, key, where)
+        elif key == "stage_tmpfs":
+            if value is True or value is False:  # YAML reads a bare yes/no as a boolean
+                value = "yes" if value else "no"
+            if value not in ("auto", "yes", "no"):
+                raise EztError(f"'stage_tmpfs' must be auto, yes or no (not {value!r})", where)
+            changes[key] = value
         elif key in ("idmap", "bridge", "bridge_address"):
             changes[key] = _node_setting(key, value, where)
         elif key == "remote":
@@ -205,7 +213,7 @@ def _apply_file(config: Config, urlmap: dict[str, str], path: Path) -> Config:
                 changes[f"{key}_{wanted}"] = base / _string(value[wanted], f"{key}.{wanted}", where)
         else:
             known = "recipes, cache_dir, urlmap, exclude, jobs, download_threads, metadata_expire, metadata_max_age, "
-            known += "max_release_size, max_index_size, proxy, keyring, "
+            known += "max_release_size, max_index_size, proxy, keyring, stage_tmpfs, "
             known += "vz_root, conf_dir, idmap, bridge, bridge_address, remote, pull, publish, registry_auth"
             raise EztError(f"unknown key {key!r} (known: {known})", where)
     return config._replace(**changes)
