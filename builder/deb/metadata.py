@@ -26,7 +26,9 @@ import json
 import lzma
 import marshal
 import os
+import queue
 import sys
+import threading
 import time
 import zlib
 from collections.abc import Callable, Iterator
@@ -548,7 +550,7 @@ def index_chunks(path: Path, max_bytes: int | None = None) -> Iterator[str]:
     total = 0
     try:
         data = path.read_bytes()
-        pieces = _decompressed(data, path.suffix) if path.suffix in (".xz", ".gz") else iter([data])
+        pieces = _in_thread(_decompressed(data, path.suffix)) if path.suffix in (".xz", ".gz") else iter([data])
         for piece in pieces:
             total += len(piece)
             if max_bytes is not None and total > max_bytes:
@@ -557,6 +559,46 @@ def index_chunks(path: Path, max_bytes: int | None = None) -> Iterator[str]:
     except (OSError, lzma.LZMAError, zlib.error, EOFError) as exc:
         raise EztError(f"{path}: cannot read package index: {exc}") from None
     yield decoder.decode(b"", final=True)
+
+
+_AHEAD = 4
+"""Pieces decompressed ahead of the parser, on a thread of their own (xz and zlib release
+the GIL): decompression (~0.9 s for bookworm main) overlaps parsing (~0.8 s)."""
+
+
+def _in_thread(pieces: Iterator[bytes]) -> Iterator[bytes]:
+    """``pieces`` produced on a thread, at most ``_AHEAD`` ahead; its error raised here."""
+    handoff: queue.Queue[object] = queue.Queue(_AHEAD)
+    stop = threading.Event()
+    end = object()
+
+    def give(item: object) -> bool:
+        while not stop.is_set():
+            with contextlib.suppress(queue.Full):
+                handoff.put(item, timeout=0.1)
+                return True
+        return False
+
+    def produce() -> None:
+        try:
+            for piece in pieces:
+                if not give(piece):
+                    return
+        except BaseException as exc:  # raised in the reader, where it is handled
+            give(exc)
+            return
+        give(end)
+
+    worker = threading.Thread(target=produce, name="index-decompress", daemon=True)
+    worker.start()
+    try:
+        while (item := handoff.get()) is not end:
+            if isinstance(item, BaseException):
+                raise item
+            yield item  # type: ignore[misc]
+    finally:
+        stop.set()
+        worker.join()
 
 
 def _decompressed(data: bytes, suffix: str) -> Iterator[bytes]:
