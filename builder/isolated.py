@@ -57,7 +57,7 @@ def _child(step: Callable[[], object], read_fd: int, write_fd: int) -> None:  # 
             data = pickle.dumps((False, RuntimeError(str(text))))
         with os.fdopen(write_fd, "wb") as pipe:
             pipe.write(data)
-        sys.stdout.flush()
-        sys.stderr.flush()
+        # no flush of sys.stdout here: another thread of the parent (a parallel build's
+        # progress) may have held its lock at the fork, and the step prints nothing
     finally:
         os._exit(0)
