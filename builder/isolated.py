@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import signal
 import sys
 import traceback
 from collections.abc import Callable
@@ -31,9 +32,14 @@ def in_child(step: Callable[[], T], what: str) -> T:
     if pid == 0:  # pragma: no cover - the child; its result is checked in the parent
         _child(step, read_fd, write_fd)
     os.close(write_fd)
-    with os.fdopen(read_fd, "rb") as pipe:
-        data = pipe.read()
-    _, status = os.waitpid(pid, 0)
+    data = None
+    try:
+        with os.fdopen(read_fd, "rb") as pipe:
+            data = pipe.read()
+    finally:
+        if data is None:  # interrupted here (Ctrl-C): the child goes too
+            os.kill(pid, signal.SIGKILL)
+        _, status = os.waitpid(pid, 0)
     if not data:
         raise EztError(f"{what}: its process ended without a result (wait status {status})")
     ok, value = pickle.loads(data)
