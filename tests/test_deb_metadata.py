@@ -468,3 +468,35 @@ def test_index_read_in_pieces(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
         with pytest.raises(EztError, match=r"over max_index_size \(5000 bytes\)"):
             for piece in metadata.index_chunks(path, 5000):
                 assert len(piece) <= 1000
+
+
+def test_lock_in_a_child_leaves_renames_to_the_build_process(
+    transport: Transport, signed_repo: RepoInfo, options: MetadataOptions, monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:  # fmt: skip
+    """The deb lock parses in a forked child; the parse cache it writes takes its name in
+    the build process (whose renames are its commits: kill points, crash consistency)."""
+    import os
+
+    from builder.deb.family import DebFamily
+    from builder.model import PackageRequest
+
+    renames = tmp_path / "renames"
+    real_replace = os.replace
+
+    def replace(source: str | Path, target: str | Path) -> None:
+        with renames.open("a") as log:
+            log.write(f"{os.getpid()} {Path(target).name}\n")
+        real_replace(source, target)
+
+    repo = signed_repo.repository()
+    refresh_metadata(transport, repo, "amd64", options)
+    monkeypatch.setattr(os, "replace", replace)
+    family = DebFamily()
+    with pytest.raises(EztError, match="unknown package 'nope'"):
+        family.lock_packages([repo], [PackageRequest("nope", None, None)], "amd64", options, [])
+    (cache,) = (options.metadata_dir / "parsed").glob("*")  # written although the lock failed; no temporary left
+    assert renames.read_text() == f"{os.getpid()} {cache.name}\n"
+    name = metadata._load_cached(cache)[0].name  # type: ignore[index]
+    assert [p.name for p in family.lock_packages([repo], [PackageRequest(name, None, None)], "amd64", options, [])]
+    assert renames.read_text() == f"{os.getpid()} {cache.name}\n"  # the second lock read the cache

@@ -34,7 +34,7 @@ import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from builder.atomic import atomic_writer, disk_error, fsync_dir, write_bytes, write_if_changed
 from builder.deb.release import (
@@ -487,18 +487,65 @@ def _parsed(
             packages += parse(block, origin.base_url, pin=origin.pin, suites=origin.suites, first_line=line)
     except ValueError as exc:
         raise EztError(f"{path}: {exc}") from None
-    names = [f.name for f in fields(Package)]
-    with contextlib.suppress(EztError):  # the cache is an optimisation: a full disk must not fail the build
-        with atomic_writer(cache) as handle:
-            for start in range(0, len(packages), _BATCH):
-                rows = [tuple(getattr(p, name) for name in names) for p in packages[start : start + _BATCH]]
-                marshal.dump(rows, handle)
-        _prune_parsed(options.metadata_dir, keep=cache)
+    # the cache is an optimisation: a full disk must not fail the build
+    if _deferred is None:
+        with contextlib.suppress(EztError):
+            with atomic_writer(cache) as handle:
+                _dump(packages, handle)
+            _prune_parsed(options.metadata_dir, keep=cache)
+    else:
+        temporary = cache.with_name(f".{cache.name}.tmp{os.getppid()}")  # the build process's: it renames it
+        try:
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            with open(temporary, "wb") as handle:
+                _dump(packages, handle)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.chmod(temporary, 0o644)
+            _deferred.append((temporary, cache))
+        except OSError:
+            temporary.unlink(missing_ok=True)
     return packages
 
 
 _BATCH = 4096
 """Records per marshalled batch of the parse cache."""
+
+
+def _dump(packages: list[Package], handle: BinaryIO) -> None:
+    names = [f.name for f in fields(Package)]
+    for start in range(0, len(packages), _BATCH):
+        marshal.dump([tuple(getattr(p, name) for name in names) for p in packages[start : start + _BATCH]], handle)
+
+
+_deferred: list[tuple[Path, Path]] | None = None
+
+
+@contextlib.contextmanager
+def cache_writes_deferred() -> Iterator[list[tuple[Path, Path]]]:
+    """Within the block, parse caches are written under temporary names and listed
+    (temporary, final) for :func:`commit_cache_writes` instead of taking their names:
+    a forked child that parses (see :mod:`builder.isolated`) leaves every rename to the
+    build process, which then alone changes what the cache directory holds."""
+    global _deferred
+    written: list[tuple[Path, Path]] = []
+    _deferred = written
+    try:
+        yield written
+    finally:
+        _deferred = None
+
+
+def commit_cache_writes(written: list[tuple[Path, Path]], metadata_dir: Path) -> None:
+    """Give the parse caches a child wrote (see :func:`cache_writes_deferred`) their names."""
+    for temporary, cache in written:
+        try:
+            os.replace(temporary, cache)
+            fsync_dir(cache.parent)
+        except OSError:
+            temporary.unlink(missing_ok=True)
+            continue
+        _prune_parsed(metadata_dir, keep=cache)
 
 
 def _load_cached(cache: Path) -> list[Package] | None:
