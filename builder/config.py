@@ -48,6 +48,8 @@ class Config(NamedTuple):
     exclude: tuple[str, ...] = ()
     jobs: int = 1
     download_threads: int = 8
+    stage_tmpfs: str = "auto"
+    """Build OS stages in a tmpfs: ``auto`` (when memory allows), ``yes`` or ``no`` (see builder.stagetmpfs)."""
     metadata_expire: int = 86400
     metadata_max_age: int | None = None
     max_release_size: int = DEFAULT_MAX_RELEASE_SIZE
@@ -65,8 +67,6 @@ class Config(NamedTuple):
     registry_auth: Mapping[str, str] = MappingProxyType({})
     """OCI registry host[:port] -> ``user:password`` (else ~/.docker/config.json is asked)."""
     source: str | None = None
-    stage_tmpfs: str = "auto"
-    """Build OS stages in a tmpfs: ``auto`` (when memory allows), ``yes`` or ``no`` (see builder.stagetmpfs)."""
 
     @property
     def layout(self) -> CacheLayout:
@@ -212,8 +212,9 @@ def _apply_file(config: Config, urlmap: dict[str, str], path: Path) -> Config:
             if wanted in value:
                 changes[f"{key}_{wanted}"] = base / _string(value[wanted], f"{key}.{wanted}", where)
         else:
-            known = "recipes, cache_dir, urlmap, exclude, jobs, download_threads, metadata_expire, metadata_max_age, "
-            known += "max_release_size, max_index_size, proxy, keyring, stage_tmpfs, "
+            known = "recipes, cache_dir, urlmap, exclude, jobs, download_threads, stage_tmpfs, metadata_expire, "
+            known += "metadata_max_age, "
+            known += "max_release_size, max_index_size, proxy, keyring, "
             known += "vz_root, conf_dir, idmap, bridge, bridge_address, remote, pull, publish, registry_auth"
             raise EztError(f"unknown key {key!r} (known: {known})", where)
     return config._replace(**changes)
