@@ -36,7 +36,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from builder.atomic import atomic_writer, disk_error, fsync_dir, write_bytes, write_if_changed
+from builder.atomic import atomic_writer, clear_stale, disk_error, fsync_dir, write_bytes, write_if_changed
 from builder.deb.release import (
     FetchedRelease,
     IndexFile,
@@ -497,6 +497,7 @@ def _parsed(
         temporary = cache.with_name(f".{cache.name}.tmp{os.getppid()}")  # the build process's: it renames it
         try:
             cache.parent.mkdir(parents=True, exist_ok=True)
+            clear_stale(cache)  # a killed build's, never renamed
             with open(temporary, "wb") as handle:
                 _dump(packages, handle)
                 handle.flush()
