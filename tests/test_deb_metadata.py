@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from builder.deb import metadata
+from builder.deb import indexread, parsecache
 from builder.deb.metadata import load_packages, refresh_metadata
 from builder.deb.release import (
     _status_problem,
@@ -413,12 +413,12 @@ def test_real_bookworm_inrelease_and_packages(tmp_path: Path) -> None:
     defaults = MetadataOptions(metadata_dir=tmp_path, keyring=DEBIAN_KEYRING)
     assert listed.size <= defaults.max_index_bytes
     assert len((SHARED / "InRelease").read_bytes()) <= defaults.max_release_bytes
-    origin = metadata._Origin("http://archive.invalid/debian", release.pin, (release.suite, release.codename))
+    origin = parsecache.Origin("http://archive.invalid/debian", release.pin, (release.suite, release.codename))
     started = time.monotonic()
-    parsed = metadata._parsed(index, listed.sha256, origin, defaults, parse_packages)
+    parsed = parsecache.parsed(index, listed.sha256, origin, defaults, parse_packages)
     first = time.monotonic() - started
     started = time.monotonic()
-    cached = metadata._parsed(index, listed.sha256, origin, defaults, parse_packages)
+    cached = parsecache.parsed(index, listed.sha256, origin, defaults, parse_packages)
     second = time.monotonic() - started
     assert cached == parsed and len(parsed) > 60000
     print(f"bookworm Packages.xz: parse {first:.2f}s, cached load {second:.2f}s")
@@ -439,16 +439,16 @@ def test_parse_cache_is_written_and_read_in_batches(
 ) -> None:
     """Batches of records, never the whole index's rows at once; a cache cut short by a
     crash (or a full disk) is not trusted: the index is parsed again."""
-    monkeypatch.setattr(metadata, "_BATCH", 1)
+    monkeypatch.setattr(parsecache, "_BATCH", 1)
     repo = signed_repo.repository()
     refresh_metadata(transport, repo, "amd64", options)
     first = load_packages(repo, "amd64", options)
     assert len(first) >= 2
     (cache,) = (options.metadata_dir / "parsed").glob("*.marshal")
-    assert metadata._load_cached(cache) == first
+    assert parsecache.load_cached(cache) == first
     data = cache.read_bytes()
     cache.write_bytes(data[: len(data) - 3])
-    assert metadata._load_cached(cache) is None
+    assert parsecache.load_cached(cache) is None
     assert load_packages(repo, "amd64", options) == first
     assert cache.read_bytes() == data
 
@@ -458,15 +458,15 @@ def test_index_read_in_pieces(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     never more than a piece past max_index_size."""
     import gzip
 
-    monkeypatch.setattr(metadata, "_CHUNK", 1000)
+    monkeypatch.setattr(indexread, "_CHUNK", 1000)
     text = "".join(f"Package: p{i}\nVersion: 1\n\n" for i in range(2000))
     for suffix, compress in ((".xz", lzma.compress), (".gz", gzip.compress)):
         path = tmp_path / f"Packages{suffix}"
         path.write_bytes(compress(text[:10000].encode()) + compress(text[10000:].encode()))
-        pieces = list(metadata.index_chunks(path))
+        pieces = list(indexread.index_chunks(path))
         assert "".join(pieces) == text and max(len(p) for p in pieces) <= 1000 and len(pieces) > 20
         with pytest.raises(EztError, match=r"over max_index_size \(5000 bytes\)"):
-            for piece in metadata.index_chunks(path, 5000):
+            for piece in indexread.index_chunks(path, 5000):
                 assert len(piece) <= 1000
 
 
@@ -497,6 +497,6 @@ def test_lock_in_a_child_leaves_renames_to_the_build_process(
         family.lock_packages([repo], [PackageRequest("nope", None, None)], "amd64", options, [])
     (cache,) = (options.metadata_dir / "parsed").glob("*")  # written although the lock failed; no temporary left
     assert renames.read_text() == f"{os.getpid()} {cache.name}\n"
-    name = metadata._load_cached(cache)[0].name  # type: ignore[index]
+    name = parsecache.load_cached(cache)[0].name  # type: ignore[index]
     assert [p.name for p in family.lock_packages([repo], [PackageRequest(name, None, None)], "amd64", options, [])]
     assert renames.read_text() == f"{os.getpid()} {cache.name}\n"  # the second lock read the cache

@@ -202,7 +202,7 @@ def test_parse_status_keeps_installed_only() -> None:
 
 
 def _streamed(text: str, size: int) -> list[Package]:
-    """``text`` parsed as :func:`builder.deb.metadata._parsed` does: in chunks of ``size``."""
+    """``text`` parsed as :func:`builder.deb.parsecache.parsed` does: in chunks of ``size``."""
     from builder.deb.packages import paragraph_blocks
 
     chunks = [text[i : i + size] for i in range(0, len(text), size)]

@@ -150,13 +150,13 @@ class DebFamily:
     ) -> tuple[LockedPackage, ...]:
         """Every repository's index read, then apt's policy (:mod:`builder.resolve`), in a
         child process: the index's memory is gone once the lock is made. The parse caches
-        the child wrote take their names here (see ``metadata.cache_writes_deferred``)."""
-        from builder.deb import metadata
+        the child wrote take their names here (see ``parsecache.cache_writes_deferred``)."""
+        from builder.deb import parsecache
         from builder.isolated import in_child
         from builder.resolve import resolve
 
         def lock() -> tuple[tuple[LockedPackage, ...] | EztError, list[tuple[Path, Path]]]:
-            with metadata.cache_writes_deferred() as written:
+            with parsecache.cache_writes_deferred() as written:
                 try:
                     packages: list[Package] = []
                     for repo in repositories:
@@ -166,7 +166,7 @@ class DebFamily:
                     return exc, written
 
         locked, written = in_child(lock, "the resolver")
-        metadata.commit_cache_writes(written, options.metadata_dir)
+        parsecache.commit_cache_writes(written, options.metadata_dir)
         if isinstance(locked, EztError):
             raise locked
         return locked

@@ -11,32 +11,24 @@ Per repository, ``<metadata_dir>/<repo.ident>/`` holds:
 
 Files are only rewritten when their content changes, since their timestamps drive
 the doit task graph. Parsed package lists are cached under ``<metadata_dir>/parsed``
-keyed by the index's sha256, so a second build does not parse tens of thousands of
-stanzas again.
+keyed by the index's sha256 (:mod:`builder.deb.parsecache`), so a second build does
+not parse tens of thousands of stanzas again.
 """
 
 from __future__ import annotations
 
-import codecs
 import contextlib
 import fcntl
-import gc
-import hashlib
 import json
-import lzma
-import marshal
 import os
-import queue
-import sys
-import threading
 import time
-import zlib
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, fields
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
-from builder.atomic import atomic_writer, clear_stale, disk_error, fsync_dir, write_bytes, write_if_changed
+from builder.atomic import disk_error, fsync_dir, write_bytes, write_if_changed
+from builder.deb import parsecache
 from builder.deb.release import (
     FetchedRelease,
     IndexFile,
@@ -52,13 +44,12 @@ from builder.deb.release import (
 from builder.errors import EztError
 from builder.family import MetadataOptions
 from builder.model import Package, Repository
-from builder.transport import ChecksumError, SizeError, Transport, TransportError, sha256_file
+from builder.transport import ChecksumError, SizeError, Transport, TransportError
 
 STATE = "state.json"
 RELEASE = "Release"
 _RAW_NAMES = ("InRelease", "Release.gpg")
 _SUFFIXES = (".xz", ".gz", "")
-_PARSED_FORMAT = "1:" + ",".join(f.name for f in fields(Package)) + ":" + sys.version.split()[0]
 
 
 @dataclass(frozen=True)
@@ -426,11 +417,11 @@ def load_packages(repo: Repository, arch: str, options: MetadataOptions) -> list
             raise EztError(f"{label(repo)}: no metadata for {arch} in {directory} (fetch it first: ezt lock)")
         release = read_release(repo, options)
         suites = tuple(dict.fromkeys(name for name in (release.suite, release.codename) if name))
-        origin = _Origin(package_base_url(repo), release.pin, suites)
+        origin = parsecache.Origin(package_base_url(repo), release.pin, suites)
         packages: list[Package] = []
         for entry in local:
             index = directory / entry.path
-            packages.extend(_parsed(index, entry.sha256, origin, options, parse_packages))
+            packages.extend(parsecache.parsed(index, entry.sha256, origin, options, parse_packages))
         if len(local) > len(repo.components or ("flat",)):  # binary-all too: its packages may be in both
             seen: set[tuple[str, str, str]] = set()
             unique = []
@@ -443,234 +434,12 @@ def load_packages(repo: Repository, arch: str, options: MetadataOptions) -> list
     return packages
 
 
-@dataclass(frozen=True)
-class _Origin:
-    """What every package of one repository shares besides its index stanza."""
-
-    base_url: str
-    pin: int
-    suites: tuple[str, ...]
-
-
-def _parsed_path(metadata_dir: Path, sha256: str, origin: _Origin) -> Path:
-    """``parsed/<index sha256>-<hash of base URL, pin, suites and record format>.marshal``."""
-    key = f"{_PARSED_FORMAT}\0{origin.base_url}\0{origin.pin}\0{' '.join(origin.suites)}"
-    variant = hashlib.sha256(key.encode()).hexdigest()[:16]
-    return metadata_dir / "parsed" / f"{sha256}-{variant}.marshal"
-
-
-def _parsed(
-    path: Path,
-    sha256: str,
-    origin: _Origin,
-    options: MetadataOptions,
-    parse: Callable[..., list[Package]],
-) -> list[Package]:
-    """The index's packages: from the parse cache, else parsed (``parse(text, base_url,
-    pin=, suites=, first_line=)``, a block of paragraphs at a time) and cached.
-
-    The index is decompressed and parsed as a stream and the cache written and read in
-    batches, so that neither the index's text nor a second copy of the records is ever
-    held whole: the records themselves are the peak.
-    """
-    from builder.deb.packages import paragraph_blocks
-
-    cache = _parsed_path(options.metadata_dir, sha256, origin)
-    cached = _load_cached(cache)
-    if cached is not None:
-        return cached
-    if sha256_file(path) != sha256:
-        raise EztError(f"{path}: sha256 does not match the Release; refresh it (ezt lock --refresh)")
-    packages: list[Package] = []
-    try:
-        for line, block in paragraph_blocks(index_chunks(path, options.max_index_bytes)):
-            packages += parse(block, origin.base_url, pin=origin.pin, suites=origin.suites, first_line=line)
-    except ValueError as exc:
-        raise EztError(f"{path}: {exc}") from None
-    # the cache is an optimisation: a full disk must not fail the build
-    if _deferred is None:
-        with contextlib.suppress(EztError):
-            with atomic_writer(cache) as handle:
-                _dump(packages, handle)
-            _prune_parsed(options.metadata_dir, keep=cache)
-    else:
-        temporary = cache.with_name(f".{cache.name}.tmp{os.getppid()}")  # the build process's: it renames it
-        try:
-            cache.parent.mkdir(parents=True, exist_ok=True)
-            clear_stale(cache)  # a killed build's, never renamed
-            with open(temporary, "wb") as handle:
-                _dump(packages, handle)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.chmod(temporary, 0o644)
-            _deferred.append((temporary, cache))
-        except OSError:
-            temporary.unlink(missing_ok=True)
-    return packages
-
-
-_BATCH = 4096
-"""Records per marshalled batch of the parse cache."""
-
-
-def _dump(packages: list[Package], handle: BinaryIO) -> None:
-    names = [f.name for f in fields(Package)]
-    for start in range(0, len(packages), _BATCH):
-        marshal.dump([tuple(getattr(p, name) for name in names) for p in packages[start : start + _BATCH]], handle)
-
-
-_deferred: list[tuple[Path, Path]] | None = None
-
-
-@contextlib.contextmanager
-def cache_writes_deferred() -> Iterator[list[tuple[Path, Path]]]:
-    """Within the block, parse caches are written under temporary names and listed
-    (temporary, final) for :func:`commit_cache_writes` instead of taking their names:
-    a forked child that parses (see :mod:`builder.isolated`) leaves every rename to the
-    build process, which then alone changes what the cache directory holds."""
-    global _deferred
-    written: list[tuple[Path, Path]] = []
-    _deferred = written
-    try:
-        yield written
-    finally:
-        _deferred = None
-
-
-def commit_cache_writes(written: list[tuple[Path, Path]], metadata_dir: Path) -> None:
-    """Give the parse caches a child wrote (see :func:`cache_writes_deferred`) their names."""
-    for temporary, cache in written:
-        try:
-            os.replace(temporary, cache)
-            fsync_dir(cache.parent)
-        except OSError:
-            temporary.unlink(missing_ok=True)
-            continue
-        _prune_parsed(metadata_dir, keep=cache)
-
-
-def _load_cached(cache: Path) -> list[Package] | None:
-    """Rebuild records from the marshalled batches (GC paused: it only slows building many objects)."""
-    try:
-        handle = open(cache, "rb")  # noqa: SIM115 - closed below
-    except OSError:
-        return None
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        with handle:
-            size = os.fstat(handle.fileno()).st_size
-            packages: list[Package] = []
-            while handle.tell() < size:
-                packages += [Package(*row) for row in marshal.load(handle)]
-            return packages
-    except (OSError, EOFError, ValueError, TypeError):
-        return None
-    finally:
-        if enabled:
-            gc.enable()
-
-
-def _prune_parsed(metadata_dir: Path, keep: Path) -> None:
-    """Delete cached parses no repository's state refers to any more."""
-    wanted = {keep.name.split("-", 1)[0]}
+def referenced_indexes(metadata_dir: Path) -> set[str]:
+    """The sha256 of every index some repository's state refers to (what parse caches to keep)."""
+    wanted: set[str] = set()
     for state_file in metadata_dir.glob(f"*/{STATE}"):
         wanted.update(entry.sha256 for entry in _entries(_read_state(state_file.parent)).values())
-    for cached in (metadata_dir / "parsed").glob("*.marshal"):
-        if cached.name.split("-", 1)[0] not in wanted:
-            with contextlib.suppress(OSError):
-                cached.unlink()
-
-
-def read_index(path: Path, max_bytes: int | None = None) -> str:
-    """A Packages file's text, decompressing by its suffix; more than ``max_bytes``
-    of text (a decompression bomb) is refused before it is all in memory."""
-    return "".join(index_chunks(path, max_bytes))
-
-
-_CHUNK = 1 << 20
-
-
-def index_chunks(path: Path, max_bytes: int | None = None) -> Iterator[str]:
-    """A Packages file's text in pieces of about a MiB, decompressed by its suffix; past
-    ``max_bytes`` of text (a decompression bomb) an error, never more than a piece over."""
-    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-    total = 0
-    try:
-        data = path.read_bytes()
-        pieces = _in_thread(_decompressed(data, path.suffix)) if path.suffix in (".xz", ".gz") else iter([data])
-        for piece in pieces:
-            total += len(piece)
-            if max_bytes is not None and total > max_bytes:
-                raise EztError(f"{path}: package index is over max_index_size ({max_bytes} bytes) uncompressed")
-            yield decoder.decode(piece)
-    except (OSError, lzma.LZMAError, zlib.error, EOFError) as exc:
-        raise EztError(f"{path}: cannot read package index: {exc}") from None
-    yield decoder.decode(b"", final=True)
-
-
-_AHEAD = 4
-"""Pieces decompressed ahead of the parser, on a thread of their own (xz and zlib release
-the GIL): decompression (~0.9 s for bookworm main) overlaps parsing (~0.8 s)."""
-
-
-def _in_thread(pieces: Iterator[bytes]) -> Iterator[bytes]:
-    """``pieces`` produced on a thread, at most ``_AHEAD`` ahead; its error raised here."""
-    handoff: queue.Queue[object] = queue.Queue(_AHEAD)
-    stop = threading.Event()
-    end = object()
-
-    def give(item: object) -> bool:
-        while not stop.is_set():
-            with contextlib.suppress(queue.Full):
-                handoff.put(item, timeout=0.1)
-                return True
-        return False
-
-    def produce() -> None:
-        try:
-            for piece in pieces:
-                if not give(piece):
-                    return
-        except BaseException as exc:  # raised in the reader, where it is handled
-            give(exc)
-            return
-        give(end)
-
-    worker = threading.Thread(target=produce, name="index-decompress", daemon=True)
-    worker.start()
-    try:
-        while (item := handoff.get()) is not end:
-            if isinstance(item, BaseException):
-                raise item
-            yield item  # type: ignore[misc]
-    finally:
-        stop.set()
-        worker.join()
-
-
-def _decompressed(data: bytes, suffix: str) -> Iterator[bytes]:
-    """``data`` decompressed (all of every stream), a piece of at most ``_CHUNK`` bytes at a time."""
-    first = True
-    while data:
-        decompressor: Any = lzma.LZMADecompressor() if suffix == ".xz" else zlib.decompressobj(16 + zlib.MAX_WBITS)
-        pending = data
-        try:
-            while not decompressor.eof:
-                piece = decompressor.decompress(pending, _CHUNK)
-                pending = getattr(decompressor, "unconsumed_tail", b"")
-                if piece:
-                    yield piece
-                elif not pending and (suffix != ".xz" or decompressor.needs_input):
-                    break  # input exhausted before the end of the stream
-        except (lzma.LZMAError, zlib.error):
-            if first:
-                raise
-            return  # padding or garbage after a complete stream, as lzma/gzip.decompress ignore it
-        first = False
-        if not decompressor.eof:
-            raise EOFError("compressed data ended before the end-of-stream marker")
-        data = decompressor.unused_data
+    return wanted
 
 
 def read_release(repo: Repository, options: MetadataOptions) -> Release:
