@@ -323,6 +323,27 @@ def test_decompression_ahead_stays_within_its_budget(
     assert installs == [{"hostbase", "ess-extra"}, layer1, {"beta", "trig-send"}, {"delta", "gamma"}]
 
 
+def test_a_big_layer_is_unpacked_in_chunks(repo: Repo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Past UNPACK_BYTES a layer is unpacked a chunk at a time, each chunk's files dropped
+    before the next is unpacked, then configured at once: the same root as one run."""
+    monkeypatch.setattr(deb_install, "UNPACK_BYTES", 1)  # every package a chunk of its own
+    monkeypatch.setattr(deb_install, "LOOKAHEAD_BYTES", 0)
+    runs = _staged_at_each_dpkg_run(repo, tmp_path / "root")
+    unpacks = [staged for action, staged in runs if action == "--unpack"]
+    assert len(unpacks) == 9 and all(len(staged) == 1 for staged in unpacks)  # the 9 packages after the essential 2
+    assert [action for action, _ in runs].count("--configure") == 3 + 1  # each layer, then --pending
+    assert [staged for action, staged in runs if action == "--install"] == [{"hostbase", "ess-extra"}]
+    evidence = tmp_path / "root" / EVIDENCE.lstrip("/")
+    assert (evidence / "triggered").read_text().split() == ["/usr/share/ezt-trig"]
+
+
+def test_unpack_chunks() -> None:
+    sizes = [10 << 20, 10 << 20, 10 << 20, 30 << 20, 1 << 20]
+    packages = [LockedPackage(f"p{i}", "1", "all", "file:///p", size, "0" * 64) for i, size in enumerate(sizes)]
+    chunks = deb_install.unpack_chunks(packages)
+    assert [[p.name for p in chunk] for chunk in chunks] == [["p0", "p1"], ["p2"], ["p3"], ["p4"]]
+
+
 def test_install_into_existing_root_adds_only_what_is_missing(repo: Repo, tmp_path: Path) -> None:
     root = tmp_path / "root"
     deb_install.install(repo.request(root, ("hostbase", "libalpha", "beta", "delta", "gamma")))
