@@ -169,9 +169,11 @@ def install(request: InstallRequest) -> None:
                         dpkg(*triggers, "--auto-deconfigure", "--unpack", *inside)
                     else:
                         dpkg(*triggers, "--auto-deconfigure", "--install", *inside)
-                    stager.discard(inside)
+                    if index + 1 < len(chunks):
+                        stager.discard(inside)
                 if len(chunks) > 1 or number - 1 in split:
                     dpkg(*triggers, "--configure", *layer)
+            stager.discard(inside)
         with _timed(say, "deb: configured pending packages and triggers"):
             dpkg("--configure", "--pending")
         if plan.replaced:  # dpkg removed them for their replacements; record that they are not wanted
