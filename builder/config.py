@@ -51,6 +51,8 @@ class Config(NamedTuple):
     exclude: tuple[str, ...] = ()
     jobs: int = 1
     download_threads: int = 8
+    stage_tmpfs: str = "auto"
+    """Build OS stages in a tmpfs: ``auto`` (when memory allows), ``yes`` or ``no`` (see builder.stagetmpfs)."""
     metadata_expire: int = 86400
     metadata_max_age: int | None = None
     max_release_size: int = DEFAULT_MAX_RELEASE_SIZE
@@ -216,6 +218,12 @@ def _apply_file(config: Config, urlmap: dict[str, str], path: Path) -> Config:
             changes[key] = parse_size(value, key, where)
         elif key == "proxy":
             changes[key] = _string(value, key, where)
+        elif key == "stage_tmpfs":
+            if value is True or value is False:  # YAML reads a bare yes/no as a boolean
+                value = "yes" if value else "no"
+            if value not in ("auto", "yes", "no"):
+                raise EztError(f"'stage_tmpfs' must be auto, yes or no (not {value!r})", where)
+            changes[key] = value
         elif key in ("idmap", "bridge", "bridge_address"):
             changes[key] = _node_setting(key, value, where)
         elif key == "remote":
@@ -233,7 +241,8 @@ def _apply_file(config: Config, urlmap: dict[str, str], path: Path) -> Config:
             if wanted in value:
                 changes[f"{key}_{wanted}"] = base / _string(value[wanted], f"{key}.{wanted}", where)
         else:
-            known = "recipes, cache_dir, urlmap, exclude, jobs, download_threads, metadata_expire, metadata_max_age, "
+            known = "recipes, cache_dir, urlmap, exclude, jobs, download_threads, stage_tmpfs, metadata_expire, "
+            known += "metadata_max_age, "
             known += "max_release_size, max_index_size, proxy, keyring, "
             known += "vz_root, conf_dir, idmap, bridge, bridge_address, remote, pull, publish, registry_auth, "
             known += "url_map, vztt_conf"

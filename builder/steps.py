@@ -17,7 +17,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-from builder import chroot, rootfs, uptodate
+from builder import chroot, rootfs, stagetmpfs, uptodate
 from builder.atomic import write_bytes, write_if_changed
 from builder.config import Config
 from builder.errors import EztError, Where
@@ -330,44 +330,68 @@ def stage_template(ctx: BuildContext, template: Template) -> None:
 
     stamp = (ctx.config.layout.stage_stamp(template.name), stage_stamp(stage_record(ctx, template), epoch))
     started = time.monotonic()
-    build_stage(ctx.config.layout.stage_root(template.name), fill, stamp=stamp)
-    ctx.say(f"stage {template.name}: installed {len(lock.packages)} packages in {time.monotonic() - started:.1f}s")
+    available = stagetmpfs.mem_available() // max(1, ctx.config.jobs)  # templates built at once share it
+    tmpfs = stagetmpfs.tmpfs_size(ctx.config.stage_tmpfs, sum(p.size for p in lock.packages), available)
+    build_stage(ctx.config.layout.stage_root(template.name), fill, stamp=stamp, tmpfs=tmpfs)
+    took = f"{time.monotonic() - started:.1f}s" + (" (on tmpfs)" if tmpfs else "")
+    ctx.say(f"stage {template.name}: installed {len(lock.packages)} packages in {took}")
 
 
 def build_stage(
-    final: Path, fill: Callable[[Path], None], start_from: Path | None = None, stamp: tuple[Path, bytes] | None = None
-) -> None:
+    final: Path, fill: Callable[[Path], None], start_from: Path | None = None, stamp: tuple[Path, bytes] | None = None,
+    tmpfs: int | None = None,
+) -> None:  # fmt: skip
     """Make the stage root ``final`` with ``fill(work)`` in a fresh ``root.new`` beside
     it (a copy of ``start_from`` if given) and swap it in only when complete, so a
     failed build leaves the previous stage as it was, its ``stamp`` (path, record) too:
     the new record is written once the new root is in place, the old one removed before
     the old root goes, so no record ever describes another root. A script's full output
-    goes to ``error.log`` beside the stage; the error names that file."""
+    goes to ``error.log`` beside the stage; the error names that file. With ``tmpfs`` (a
+    size cap, and no ``start_from``) ``root.new`` is a tmpfs while ``fill`` runs, copied
+    to disk as ``root.copy`` afterwards (see :mod:`builder.stagetmpfs`)."""
     work = final.with_name("root.new")
-    chroot.remove_tree(work)
+    copy = final.with_name("root.copy")
+    for leftover in (work, copy):
+        stagetmpfs.unmount(leftover)  # a killed build's tmpfs
+        chroot.remove_tree(leftover)
     work.parent.mkdir(parents=True, exist_ok=True)
+    built = work
     try:
         if start_from is not None:
             chroot.copy_tree(start_from, work)
         else:
             work.mkdir()
-        fill(work)
+        if tmpfs is None or start_from is not None:
+            fill(work)
+        else:
+            with stagetmpfs.mounted(work, tmpfs):
+                fill(work)
+                chroot.copy_tree(work, copy)
+            work.rmdir()
+            built = copy
     except EztError as exc:
-        chroot.remove_tree(work)
+        _discard(work, copy)
         if not exc.details:
             raise
         log = final.with_name("error.log")
         log.write_text(exc.details + "\n")
         raise EztError(f"{exc.message} (output in {log})", exc.where) from exc
     except BaseException:
-        chroot.remove_tree(work)
+        _discard(work, copy)
         raise
     if stamp is not None:
         stamp[0].unlink(missing_ok=True)
     chroot.remove_tree(final)
-    work.rename(final)
+    built.rename(final)
     if stamp is not None:
         write_bytes(*stamp)
+
+
+def _discard(*trees: Path) -> None:
+    """Remove what a failed stage build left (a tmpfs unmounted first)."""
+    for tree in trees:
+        stagetmpfs.unmount(tree)
+        chroot.remove_tree(tree)
 
 
 def run_post_install(

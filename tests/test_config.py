@@ -56,6 +56,7 @@ def test_env_config_path(tmp_path: Path) -> None:
         ("jobs: 1\nmax_index_size: 10 apples\n", 2, "'max_index_size' must be a size in bytes or e.g. 10M, 1G"),
         ("max_release_size: 0\n", 1, "'max_release_size' must be a size"),
         ("metadata_max_age: someday\n", 1, "bad duration"),
+        ("jobs: 1\nstage_tmpfs: maybe\n", 2, "'stage_tmpfs' must be auto, yes or no (not 'maybe')"),
     ],
 )
 def test_errors_name_file_and_line(tmp_path: Path, text: str, line: int, message: str) -> None:
@@ -88,3 +89,11 @@ def test_metadata_limits(tmp_path: Path) -> None:
     config = load_config(path, environ={})
     assert (config.max_release_size, config.max_index_size, config.metadata_max_age) == (512 << 10, 1 << 30, 1209600)
     assert parse_size(4096, "x", Where("x")) == 4096 and parse_size("64MiB", "x", Where("x")) == 64 << 20
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [("", "auto"), ("stage_tmpfs: no\n", "no"), ("stage_tmpfs: yes\n", "yes"), ("stage_tmpfs: 'no'\n", "no")],
+)
+def test_stage_tmpfs(tmp_path: Path, text: str, value: str) -> None:
+    assert load_config(_write(tmp_path, text), environ={}).stage_tmpfs == value

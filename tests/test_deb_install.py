@@ -281,6 +281,69 @@ def test_nothing_left_running_or_mounted(installed: tuple[Path, list[str]]) -> N
     ensure_unmounted(root)
 
 
+def _staged_at_each_dpkg_run(repo: Repo, root: Path) -> list[tuple[str, set[str]]]:
+    """Install GOOD, noting for each dpkg run its action and which package files are staged."""
+    runs: list[tuple[str, set[str]]] = []
+
+    def run(root: Path, argv: list[str], **options: object) -> None:
+        if argv[0] == "dpkg":
+            staged = {path.name.split("_")[0] for path in (root / deb_install.STAGING).glob("*.deb")}
+            action = next(arg for arg in argv if arg in ("--install", "--unpack", "--configure"))
+            runs.append((action, staged))
+        run_in_root(root, argv, **options)  # type: ignore[arg-type]
+
+    request = repo.request(root, GOOD)
+    deb_install.install(InstallRequest(request.root, request.packages, request.package_file,
+                                       request.environment, request.source_date_epoch, run=run))  # fmt: skip
+    assert set(dpkg_status(root)) == set(GOOD)
+    return runs
+
+
+def test_decompression_looks_one_layer_ahead(repo: Repo, tmp_path: Path) -> None:
+    """While dpkg works on one run, at most the next run's files are staged, never later layers'."""
+    runs = _staged_at_each_dpkg_run(repo, tmp_path / "root")
+    layer1 = {"libalpha", "cyc-a", "cyc-b", "daemon", "trig-watch"}
+    layer2, layer3 = {"beta", "trig-send"}, {"delta", "gamma"}
+    installs = [staged for action, staged in runs if action == "--install"]
+    assert len(installs) == 4
+    assert installs[0] <= {"hostbase", "ess-extra"} | layer1 and not installs[0] & (layer2 | layer3)
+    assert layer1 <= installs[1] <= layer1 | layer2
+    assert layer2 <= installs[2] <= layer2 | layer3
+    assert installs[3] == layer3
+
+
+def test_decompression_ahead_stays_within_its_budget(
+    repo: Repo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With no room in the budget nothing is staged ahead: each dpkg run finds only its own files."""
+    monkeypatch.setattr(deb_install, "LOOKAHEAD_BYTES", 0)
+    runs = _staged_at_each_dpkg_run(repo, tmp_path / "root")
+    installs = [staged for action, staged in runs if action == "--install"]
+    layer1 = {"libalpha", "cyc-a", "cyc-b", "daemon", "trig-watch"}
+    assert installs == [{"hostbase", "ess-extra"}, layer1, {"beta", "trig-send"}, {"delta", "gamma"}]
+
+
+def test_a_big_layer_is_unpacked_in_chunks(repo: Repo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Past UNPACK_BYTES a layer is unpacked a chunk at a time, each chunk's files dropped
+    before the next is unpacked, then configured at once: the same root as one run."""
+    monkeypatch.setattr(deb_install, "UNPACK_BYTES", 1)  # every package a chunk of its own
+    monkeypatch.setattr(deb_install, "LOOKAHEAD_BYTES", 0)
+    runs = _staged_at_each_dpkg_run(repo, tmp_path / "root")
+    unpacks = [staged for action, staged in runs if action == "--unpack"]
+    assert len(unpacks) == 9 and all(len(staged) == 1 for staged in unpacks)  # the 9 packages after the essential 2
+    assert [action for action, _ in runs].count("--configure") == 3 + 1  # each layer, then --pending
+    assert [staged for action, staged in runs if action == "--install"] == [{"hostbase", "ess-extra"}]
+    evidence = tmp_path / "root" / EVIDENCE.lstrip("/")
+    assert (evidence / "triggered").read_text().split() == ["/usr/share/ezt-trig"]
+
+
+def test_unpack_chunks() -> None:
+    sizes = [10 << 20, 10 << 20, 10 << 20, 30 << 20, 1 << 20]
+    packages = [LockedPackage(f"p{i}", "1", "all", "file:///p", size, "0" * 64) for i, size in enumerate(sizes)]
+    chunks = deb_install.unpack_chunks(packages)
+    assert [[p.name for p in chunk] for chunk in chunks] == [["p0", "p1"], ["p2"], ["p3"], ["p4"]]
+
+
 def test_install_into_existing_root_adds_only_what_is_missing(repo: Repo, tmp_path: Path) -> None:
     root = tmp_path / "root"
     deb_install.install(repo.request(root, ("hostbase", "libalpha", "beta", "delta", "gamma")))

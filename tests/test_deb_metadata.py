@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from builder.deb import metadata
+from builder.deb import indexread, parsecache
 from builder.deb.metadata import load_packages, refresh_metadata
 from builder.deb.release import (
     _status_problem,
@@ -413,12 +413,12 @@ def test_real_bookworm_inrelease_and_packages(tmp_path: Path) -> None:
     defaults = MetadataOptions(metadata_dir=tmp_path, keyring=DEBIAN_KEYRING)
     assert listed.size <= defaults.max_index_bytes
     assert len((SHARED / "InRelease").read_bytes()) <= defaults.max_release_bytes
-    origin = metadata._Origin("http://archive.invalid/debian", release.pin, (release.suite, release.codename))
+    origin = parsecache.Origin("http://archive.invalid/debian", release.pin, (release.suite, release.codename))
     started = time.monotonic()
-    parsed = metadata._parsed(index, listed.sha256, origin, defaults, parse_packages)
+    parsed = parsecache.parsed(index, listed.sha256, origin, defaults, parse_packages)
     first = time.monotonic() - started
     started = time.monotonic()
-    cached = metadata._parsed(index, listed.sha256, origin, defaults, parse_packages)
+    cached = parsecache.parsed(index, listed.sha256, origin, defaults, parse_packages)
     second = time.monotonic() - started
     assert cached == parsed and len(parsed) > 60000
     print(f"bookworm Packages.xz: parse {first:.2f}s, cached load {second:.2f}s")
@@ -432,3 +432,71 @@ def test_debian_keyring_refuses_test_repo(
         pytest.skip("no debian keyring")
     with pytest.raises(EztError, match="not in the keyring"):
         refresh_metadata(transport, signed_repo.repository(), "amd64", replace(options, keyring=DEBIAN_KEYRING))
+
+
+def test_parse_cache_is_written_and_read_in_batches(
+    transport: Transport, signed_repo: RepoInfo, options: MetadataOptions, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Batches of records, never the whole index's rows at once; a cache cut short by a
+    crash (or a full disk) is not trusted: the index is parsed again."""
+    monkeypatch.setattr(parsecache, "_BATCH", 1)
+    repo = signed_repo.repository()
+    refresh_metadata(transport, repo, "amd64", options)
+    first = load_packages(repo, "amd64", options)
+    assert len(first) >= 2
+    (cache,) = (options.metadata_dir / "parsed").glob("*.marshal")
+    assert parsecache.load_cached(cache) == first
+    data = cache.read_bytes()
+    cache.write_bytes(data[: len(data) - 3])
+    assert parsecache.load_cached(cache) is None
+    assert load_packages(repo, "amd64", options) == first
+    assert cache.read_bytes() == data
+
+
+def test_index_read_in_pieces(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A compressed index is decompressed a piece at a time (all of every xz or gzip stream),
+    never more than a piece past max_index_size."""
+    import gzip
+
+    monkeypatch.setattr(indexread, "_CHUNK", 1000)
+    text = "".join(f"Package: p{i}\nVersion: 1\n\n" for i in range(2000))
+    for suffix, compress in ((".xz", lzma.compress), (".gz", gzip.compress)):
+        path = tmp_path / f"Packages{suffix}"
+        path.write_bytes(compress(text[:10000].encode()) + compress(text[10000:].encode()))
+        pieces = list(indexread.index_chunks(path))
+        assert "".join(pieces) == text and max(len(p) for p in pieces) <= 1000 and len(pieces) > 20
+        with pytest.raises(EztError, match=r"over max_index_size \(5000 bytes\)"):
+            for piece in indexread.index_chunks(path, 5000):
+                assert len(piece) <= 1000
+
+
+def test_lock_in_a_child_leaves_renames_to_the_build_process(
+    transport: Transport, signed_repo: RepoInfo, options: MetadataOptions, monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:  # fmt: skip
+    """The deb lock parses in a forked child; the parse cache it writes takes its name in
+    the build process (whose renames are its commits: kill points, crash consistency)."""
+    import os
+
+    from builder.deb.family import DebFamily
+    from builder.model import PackageRequest
+
+    renames = tmp_path / "renames"
+    real_replace = os.replace
+
+    def replace(source: str | Path, target: str | Path) -> None:
+        with renames.open("a") as log:
+            log.write(f"{os.getpid()} {Path(target).name}\n")
+        real_replace(source, target)
+
+    repo = signed_repo.repository()
+    refresh_metadata(transport, repo, "amd64", options)
+    monkeypatch.setattr(os, "replace", replace)
+    family = DebFamily()
+    with pytest.raises(EztError, match="unknown package 'nope'"):
+        family.lock_packages([repo], [PackageRequest("nope", None, None)], "amd64", options, [])
+    (cache,) = (options.metadata_dir / "parsed").glob("*")  # written although the lock failed; no temporary left
+    assert renames.read_text() == f"{os.getpid()} {cache.name}\n"
+    name = parsecache.load_cached(cache)[0].name  # type: ignore[index]
+    assert [p.name for p in family.lock_packages([repo], [PackageRequest(name, None, None)], "amd64", options, [])]
+    assert renames.read_text() == f"{os.getpid()} {cache.name}\n"  # the second lock read the cache

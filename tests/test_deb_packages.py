@@ -199,3 +199,41 @@ def test_parse_status_keeps_installed_only() -> None:
     assert [(p.name, p.version, p.arch) for p in packages] == [("nginx", "1.22", "amd64")]
     assert packages[0].depends == "libc6 (>= 2.34), libssl3" and packages[0].provides == "httpd"
     assert (packages[0].filename, packages[0].sha256, packages[0].size) == ("", "", 0)
+
+
+def _streamed(text: str, size: int) -> list[Package]:
+    """``text`` parsed as :func:`builder.deb.parsecache.parsed` does: in chunks of ``size``."""
+    from builder.deb.packages import paragraph_blocks
+
+    chunks = [text[i : i + size] for i in range(0, len(text), size)]
+    packages: list[Package] = []
+    for line, block in paragraph_blocks(chunks):
+        packages += parse_packages(block, BASE, first_line=line)
+    return packages
+
+
+@pytest.mark.parametrize("size", [1, 7, 64, 1 << 20])
+def test_streamed_parse_equals_whole_parse(size: int) -> None:
+    """An index read as a stream of pieces of any size (cut mid-line, mid-paragraph) gives the
+    same packages, and an error the same line, as the whole text at once."""
+    text = "\n\n" + SMALL + "\n\n\n" + SMALL.replace("first", "third") + "\n"
+    assert _streamed(text, size) == parse_packages(text, BASE)
+    assert len(_streamed(text, size)) == 4
+    broken = text.replace("Package: third", "Other: x")
+    with pytest.raises(ValueError) as whole:
+        parse_packages(broken, BASE)
+    with pytest.raises(ValueError) as streamed:
+        _streamed(broken, size)
+    assert str(streamed.value) == str(whole.value) == "line 31: package paragraph missing Package"
+
+
+def test_streamed_parse_of_bookworm() -> None:
+    assert _streamed(bookworm_text(), 1 << 20) == list(bookworm())
+
+
+def test_shared_values_are_shared() -> None:
+    """63k records hold one string per architecture, priority, Multi-Arch value and source."""
+    first, second = parse_packages(SMALL, BASE)
+    other = parse_packages(SMALL, BASE)[1]
+    assert other.arch is second.arch and other.priority is second.priority and other.source is second.source
+    assert first.multi_arch is second.multi_arch

@@ -148,13 +148,28 @@ class DebFamily:
         exclude: Sequence[str],
         installed: Sequence[Package] = (),
     ) -> tuple[LockedPackage, ...]:
-        """Every repository's index read, then apt's policy (:mod:`builder.resolve`)."""
+        """Every repository's index read, then apt's policy (:mod:`builder.resolve`), in a
+        child process: the index's memory is gone once the lock is made. The parse caches
+        the child wrote take their names here (see ``parsecache.cache_writes_deferred``)."""
+        from builder.deb import parsecache
+        from builder.isolated import in_child
         from builder.resolve import resolve
 
-        packages: list[Package] = []
-        for repo in repositories:
-            packages += self.load_packages(repo, arch, options)
-        return resolve(self, packages, tuple(requests), arch, tuple(exclude), installed)
+        def lock() -> tuple[tuple[LockedPackage, ...] | EztError, list[tuple[Path, Path]]]:
+            with parsecache.cache_writes_deferred() as written:
+                try:
+                    packages: list[Package] = []
+                    for repo in repositories:
+                        packages += self.load_packages(repo, arch, options)
+                    return resolve(self, packages, tuple(requests), arch, tuple(exclude), installed), written
+                except EztError as exc:
+                    return exc, written
+
+        locked, written = in_child(lock, "the resolver")
+        parsecache.commit_cache_writes(written, options.metadata_dir)
+        if isinstance(locked, EztError):
+            raise locked
+        return locked
 
     def install(self, request: InstallRequest) -> None:
         from builder.deb import install

@@ -57,6 +57,18 @@ lets a later layer's scripts run before, say, ldconfig has seen an earlier
 layer's libraries.
 """
 
+LOOKAHEAD_BYTES = 24 << 20
+"""How much (of the packages' .deb sizes) may be decompressed ahead of dpkg: the next run's
+files are staged while dpkg works on the current one, as far as this budget goes; the
+rest when their run comes. Unbounded, every layer of
+a 1,000-package set was decompressed at once (several GB in the stage)."""
+
+UNPACK_BYTES = 24 << 20
+"""A layer whose .debs are bigger than this is unpacked in chunks of about this size
+(``dpkg --unpack`` each, its decompressed files dropped after it, then one
+``--configure`` of the layer): a big layer's files are never all in the stage at once
+(a 120-package layer staged whole took the stage to 1.45x its final root)."""
+
 DPKG = ("dpkg", "--force-unsafe-io", "--force-confdef", "--force-confold")
 """Every dpkg call: no fsync (the image is packed afterwards, a crash rebuilds),
 never a conffile prompt."""
@@ -140,20 +152,27 @@ def install(request: InstallRequest) -> None:
         if essential:
             with _timed(say, f"deb: unpacked {len(essential)} essential packages"):
                 inside = stager.extract(stager.submit([by_name[n] for n in essential]))
-            for layer in layers:  # decompress these while dpkg works on the essential set
-                stager.submit([by_name[n] for n in layer])
+            if layers:  # decompress the next run's files while dpkg works on the essential set
+                stager.ahead([by_name[n] for n in layers[0]], inside)
             with _timed(say, f"deb: installed {len(essential)} essential packages"):
                 dpkg("--install", "--force-depends", *inside)
             stager.discard(inside)
         triggers = ("--no-triggers",) if DEFER_TRIGGERS else ()
         for number, layer in enumerate(layers, start=1):
+            chunks = unpack_chunks([by_name[n] for n in layer])
+            following = [by_name[n] for n in layers[number]] if number < len(layers) else []
             with _timed(say, f"deb: layer {number}: installed {len(layer)} packages"):
-                inside = stager.wait(stager.submit([by_name[n] for n in layer]))
-                if number - 1 in split:
-                    dpkg(*triggers, "--auto-deconfigure", "--unpack", *inside)
+                for index, chunk in enumerate(chunks):  # a big layer: unpacked a chunk at a time
+                    inside = stager.wait(stager.submit(chunk))
+                    stager.ahead(chunks[index + 1] if index + 1 < len(chunks) else following, inside)
+                    if len(chunks) > 1 or number - 1 in split:
+                        dpkg(*triggers, "--auto-deconfigure", "--unpack", *inside)
+                    else:
+                        dpkg(*triggers, "--auto-deconfigure", "--install", *inside)
+                    if index + 1 < len(chunks):
+                        stager.discard(inside)
+                if len(chunks) > 1 or number - 1 in split:
                     dpkg(*triggers, "--configure", *layer)
-                else:
-                    dpkg(*triggers, "--auto-deconfigure", "--install", *inside)
             stager.discard(inside)
         if plan.replaced:  # removed for their replacements (a broken one before --configure --pending tries it)
             dpkg("--remove", *plan.replaced)
@@ -249,6 +268,7 @@ class _Stager:
         self.staging = in_root(root, STAGING)
         self.pool = ThreadPoolExecutor(max_workers=os.cpu_count() or 2)
         self.futures: dict[str, Future[str]] = {}
+        self.held: dict[str, int] = {}  # in-root path -> .deb size, of what is staged and not discarded
 
     def __enter__(self) -> _Stager:
         # ezt's own scratch directory: whatever has its name (a leftover, or a link that a
@@ -266,7 +286,22 @@ class _Stager:
         for package in packages:
             if package.name not in self.futures:
                 self.futures[package.name] = self.pool.submit(self._stage, package)
+                self.held[f"/{STAGING}/{package.deb_name}"] = package.size
         return [self.futures[p.name] for p in packages]
+
+    def ahead(self, packages: Sequence[LockedPackage], current: Sequence[str]) -> None:
+        """Start staging the first of ``packages`` that fit in ``LOOKAHEAD_BYTES`` beside what
+        is already staged ahead of the ``current`` run's files."""
+        now = set(current)
+        room = LOOKAHEAD_BYTES - sum(size for path, size in self.held.items() if path not in now)
+        chosen = []
+        for package in packages:
+            if package.name not in self.futures:
+                if package.size > room:
+                    break
+                room -= package.size
+                chosen.append(package)
+        self.submit(chosen)
 
     def wait(self, futures: Sequence[Future[str]]) -> list[str]:
         """The in-root paths, once all are staged; the first failure is raised."""
@@ -290,6 +325,7 @@ class _Stager:
         """Delete staged files dpkg is done with, so the root never holds them all."""
         for path in inside:
             (self.root / path.lstrip("/")).unlink(missing_ok=True)
+            self.held.pop(path, None)
 
     def _stage(self, package: LockedPackage) -> str:
         source = self.package_file(package)
@@ -297,6 +333,19 @@ class _Stager:
             raise EztError(f"package file of {package.name}={package.version} is missing: {source}")
         write_uncompressed(source, self.staging / package.deb_name)
         return f"/{STAGING}/{package.deb_name}"
+
+
+def unpack_chunks(packages: Sequence[LockedPackage]) -> list[list[LockedPackage]]:
+    """``packages`` in order, cut where a chunk's .debs would pass ``UNPACK_BYTES``."""
+    chunks: list[list[LockedPackage]] = [[]]
+    size = 0
+    for package in packages:
+        if chunks[-1] and size + package.size > UNPACK_BYTES:
+            chunks.append([])
+            size = 0
+        chunks[-1].append(package)
+        size += package.size
+    return chunks
 
 
 @contextlib.contextmanager

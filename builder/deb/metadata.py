@@ -11,29 +11,24 @@ Per repository, ``<metadata_dir>/<repo.ident>/`` holds:
 
 Files are only rewritten when their content changes, since their timestamps drive
 the doit task graph. Parsed package lists are cached under ``<metadata_dir>/parsed``
-keyed by the index's sha256, so a second build does not parse tens of thousands of
-stanzas again.
+keyed by the index's sha256 (:mod:`builder.deb.parsecache`), so a second build does
+not parse tens of thousands of stanzas again.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
-import gc
-import hashlib
 import json
-import lzma
-import marshal
 import os
-import sys
 import time
-import zlib
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, fields
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from builder.atomic import disk_error, fsync_dir, write_bytes, write_if_changed
+from builder.deb import parsecache
 from builder.deb.release import (
     FetchedRelease,
     IndexFile,
@@ -49,13 +44,12 @@ from builder.deb.release import (
 from builder.errors import EztError
 from builder.family import MetadataOptions
 from builder.model import Package, Repository
-from builder.transport import ChecksumError, SizeError, Transport, TransportError, sha256_file
+from builder.transport import ChecksumError, SizeError, Transport, TransportError
 
 STATE = "state.json"
 RELEASE = "Release"
 _RAW_NAMES = ("InRelease", "Release.gpg")
 _SUFFIXES = (".xz", ".gz", "")
-_PARSED_FORMAT = "1:" + ",".join(f.name for f in fields(Package)) + ":" + sys.version.split()[0]
 
 
 @dataclass(frozen=True)
@@ -423,11 +417,11 @@ def load_packages(repo: Repository, arch: str, options: MetadataOptions) -> list
             raise EztError(f"{label(repo)}: no metadata for {arch} in {directory} (fetch it first: ezt lock)")
         release = read_release(repo, options)
         suites = tuple(dict.fromkeys(name for name in (release.suite, release.codename) if name))
-        origin = _Origin(package_base_url(repo), release.pin, suites)
+        origin = parsecache.Origin(package_base_url(repo), release.pin, suites)
         packages: list[Package] = []
         for entry in local:
             index = directory / entry.path
-            packages.extend(_parsed(index, entry.sha256, origin, options, parse_packages))
+            packages.extend(parsecache.parsed(index, entry.sha256, origin, options, parse_packages))
         if len(local) > len(repo.components or ("flat",)):  # binary-all too: its packages may be in both
             seen: set[tuple[str, str, str]] = set()
             unique = []
@@ -440,117 +434,12 @@ def load_packages(repo: Repository, arch: str, options: MetadataOptions) -> list
     return packages
 
 
-@dataclass(frozen=True)
-class _Origin:
-    """What every package of one repository shares besides its index stanza."""
-
-    base_url: str
-    pin: int
-    suites: tuple[str, ...]
-
-
-def _parsed_path(metadata_dir: Path, sha256: str, origin: _Origin) -> Path:
-    """``parsed/<index sha256>-<hash of base URL, pin, suites and record format>.marshal``."""
-    key = f"{_PARSED_FORMAT}\0{origin.base_url}\0{origin.pin}\0{' '.join(origin.suites)}"
-    variant = hashlib.sha256(key.encode()).hexdigest()[:16]
-    return metadata_dir / "parsed" / f"{sha256}-{variant}.marshal"
-
-
-def _parsed(
-    path: Path,
-    sha256: str,
-    origin: _Origin,
-    options: MetadataOptions,
-    parse: Callable[..., list[Package]],
-) -> list[Package]:
-    """The index's packages: from the parse cache, else parsed (``parse(text, base_url,
-    pin=, suites=)``) and cached."""
-    cache = _parsed_path(options.metadata_dir, sha256, origin)
-    cached = _load_cached(cache)
-    if cached is not None:
-        return cached
-    if sha256_file(path) != sha256:
-        raise EztError(f"{path}: sha256 does not match the Release; refresh it (ezt lock --refresh)")
-    try:
-        text = read_index(path, options.max_index_bytes)
-        packages = parse(text, origin.base_url, pin=origin.pin, suites=origin.suites)
-    except ValueError as exc:
-        raise EztError(f"{path}: {exc}") from None
-    rows = [tuple(getattr(p, f.name) for f in fields(Package)) for p in packages]
-    with contextlib.suppress(EztError):  # the cache is an optimisation: a full disk must not fail the build
-        write_bytes(cache, marshal.dumps(rows))
-        _prune_parsed(options.metadata_dir, keep=cache)
-    return packages
-
-
-def _load_cached(cache: Path) -> list[Package] | None:
-    """Rebuild records from the marshalled rows (GC paused: it only slows building many objects)."""
-    try:
-        data = cache.read_bytes()
-    except OSError:
-        return None
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        rows = marshal.loads(data)
-        return [Package(*row) for row in rows]
-    except (EOFError, ValueError, TypeError):
-        return None
-    finally:
-        if enabled:
-            gc.enable()
-
-
-def _prune_parsed(metadata_dir: Path, keep: Path) -> None:
-    """Delete cached parses no repository's state refers to any more."""
-    wanted = {keep.name.split("-", 1)[0]}
+def referenced_indexes(metadata_dir: Path) -> set[str]:
+    """The sha256 of every index some repository's state refers to (what parse caches to keep)."""
+    wanted: set[str] = set()
     for state_file in metadata_dir.glob(f"*/{STATE}"):
         wanted.update(entry.sha256 for entry in _entries(_read_state(state_file.parent)).values())
-    for cached in (metadata_dir / "parsed").glob("*.marshal"):
-        if cached.name.split("-", 1)[0] not in wanted:
-            with contextlib.suppress(OSError):
-                cached.unlink()
-
-
-def read_index(path: Path, max_bytes: int | None = None) -> str:
-    """A Packages file's text, decompressing by its suffix; more than ``max_bytes``
-    of text (a decompression bomb) is refused before it is all in memory."""
-    try:
-        data = path.read_bytes()
-        if path.suffix in (".xz", ".gz"):
-            data = _decompress(data, path.suffix, max_bytes)
-    except (OSError, lzma.LZMAError, zlib.error, EOFError) as exc:
-        raise EztError(f"{path}: cannot read package index: {exc}") from None
-    if max_bytes is not None and len(data) > max_bytes:
-        raise EztError(f"{path}: package index is over max_index_size ({max_bytes} bytes) uncompressed")
-    return data.decode("utf-8", errors="replace")
-
-
-def _decompress(data: bytes, suffix: str, max_bytes: int | None) -> bytes:
-    """``data`` decompressed, at most ``max_bytes + 1`` bytes of it (all of every stream)."""
-    limit = -1 if max_bytes is None else max_bytes + 1
-    out = bytearray()
-    first = True
-    while data:
-        try:
-            if suffix == ".xz":
-                xz = lzma.LZMADecompressor()
-                out += xz.decompress(data, limit if limit < 0 else limit - len(out))
-                done, data = xz.eof, xz.unused_data
-            else:
-                gz = zlib.decompressobj(16 + zlib.MAX_WBITS)
-                out += gz.decompress(data, 0 if limit < 0 else limit - len(out))
-                done, data = gz.eof, gz.unused_data
-        except (lzma.LZMAError, zlib.error):
-            if first:
-                raise
-            break  # padding or garbage after a complete stream, as lzma/gzip.decompress ignore it
-        first = False
-        if limit >= 0 and len(out) >= limit:
-            break
-        if not done:
-            raise EOFError("compressed data ended before the end-of-stream marker")
-    return bytes(out)
+    return wanted
 
 
 def read_release(repo: Repository, options: MetadataOptions) -> Release:

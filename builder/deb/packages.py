@@ -12,6 +12,8 @@ every character.
 from __future__ import annotations
 
 import re
+import sys
+from collections.abc import Iterable, Iterator
 
 from builder.model import Package
 
@@ -27,9 +29,9 @@ _SAFE = re.compile(
 tricks from a hostile (or ``trusted=yes``) index."""
 
 
-def _line_of(paragraphs: list[str], index: int) -> int:
+def _line_of(paragraphs: list[str], index: int, first_line: int = 1) -> int:
     """The 1-based line where paragraph ``index`` of ``text.split("\\n\\n")`` starts."""
-    line = 1 + sum(paragraph.count("\n") + 2 for paragraph in paragraphs[:index])
+    line = first_line + sum(paragraph.count("\n") + 2 for paragraph in paragraphs[:index])
     paragraph = paragraphs[index]
     return line + len(paragraph) - len(paragraph.lstrip("\n"))
 
@@ -43,12 +45,16 @@ def _package(
     fields: dict[str, str], *, base_url: str, filename: str, size: int, sha256: str, pin: int = 500,
     suites: tuple[str, ...] = (),
 ) -> Package:  # fmt: skip
-    """A Package record from a paragraph's fields (Package and Version present)."""
+    """A Package record from a paragraph's fields (Package and Version present).
+
+    The few values many packages share (architecture, priority, Multi-Arch, source) are
+    interned: tens of thousands of records then hold one string each, not a copy each.
+    """
     source = fields.get("Source", "")
     return Package(
         name=fields["Package"],
         version=fields["Version"],
-        arch=fields.get("Architecture", ""),
+        arch=sys.intern(fields.get("Architecture", "")),
         base_url=base_url,
         filename=filename,
         size=size,
@@ -59,21 +65,44 @@ def _package(
         conflicts=fields.get("Conflicts", ""),
         breaks=fields.get("Breaks", ""),
         essential=fields.get("Essential") == "yes",
-        priority=fields.get("Priority", ""),
-        multi_arch=fields.get("Multi-Arch", ""),
-        source=source.partition(" ")[0],
+        priority=sys.intern(fields.get("Priority", "")),
+        multi_arch=sys.intern(fields.get("Multi-Arch", "")),
+        source=sys.intern(source.partition(" ")[0]),
         pin=pin,
         suites=suites,
     )
 
 
-def parse_packages(text: str, base_url: str, *, pin: int = 500, suites: tuple[str, ...] = ()) -> list[Package]:
+def paragraph_blocks(chunks: Iterable[str]) -> Iterator[tuple[int, str]]:
+    """Pieces of an index's text cut between paragraphs, each with the line it starts on.
+
+    An index is read as a stream of decompressed ``chunks`` (of any size) so that its
+    whole text (50 MB for bookworm main) is never in memory at once.
+    """
+    line, carry = 1, ""
+    for chunk in chunks:
+        text = carry + chunk
+        cut = text.rfind("\n\n")
+        if cut < 0:
+            carry = text
+            continue
+        block, carry = text[:cut], text[cut + 2 :]
+        yield line, block
+        line += block.count("\n") + 2
+    if carry:
+        yield line, carry
+
+
+def parse_packages(
+    text: str, base_url: str, *, pin: int = 500, suites: tuple[str, ...] = (), first_line: int = 1
+) -> list[Package]:
     """Every paragraph of a ``Packages`` index as a Package, in index order.
 
     ``base_url`` is the repository root that ``Filename`` is relative to; ``pin`` and
     ``suites`` are its repository's (see ``Package``). A
     paragraph without Package, Version, Filename or SHA256, or with a bad Size,
-    raises ValueError naming the line the paragraph starts on.
+    raises ValueError naming the line the paragraph starts on (``text`` starting on
+    line ``first_line``, for a block of :func:`paragraph_blocks`).
     """
     packages: list[Package] = []
     paragraphs = text.split("\n\n")
@@ -91,11 +120,11 @@ def parse_packages(text: str, base_url: str, *, pin: int = 500, suites: tuple[st
         if not (name and version and filename and sha256 and size.isdigit()):
             missing = [key for key in _REQUIRED if not fields.get(key)]
             problem = f"missing {', '.join(missing)}" if missing else f"bad Size {size!r}"
-            where = f"line {_line_of(paragraphs, index)}"
+            where = f"line {_line_of(paragraphs, index, first_line)}"
             raise ValueError(f"{where}: package paragraph {problem}")
         arch = fields.get("Architecture", "")
         if not _SAFE.fullmatch(f"{name}\0{version}\0{arch}\0{sha256}") or ".." in filename:
-            where = f"line {_line_of(paragraphs, index)}"
+            where = f"line {_line_of(paragraphs, index, first_line)}"
             raise ValueError(f"{where}: package paragraph has an unsafe Package, Version, Architecture, "
                              f"Filename or SHA256 ({name!r} {version!r})")
         packages.append(_package(fields, base_url=base_url, filename=filename, size=int(size), sha256=sha256,
