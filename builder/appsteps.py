@@ -29,17 +29,16 @@ from builder import chroot, uptodate
 from builder.atomic import write_if_changed
 from builder.errors import EztError
 from builder.family import InstallRequest
+from builder.imagestep import ImageInputs, pack_stage
 from builder.lock import Lock
 from builder.manifest import manifest_path, read_manifest
 from builder.recipe import AppCache
 from builder.steps import (
     BuildContext,
-    ImageInputs,
     build_stage,
     load_lock,
     lock_record,
     metadata_options,
-    pack_stage,
     repository_label,
     resolved_from,
     run_post_install,

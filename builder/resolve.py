@@ -475,16 +475,14 @@ def resolve(
 ) -> tuple[LockedPackage, ...]:
     """The complete, conflict-free set of packages the requests need, sorted by name.
 
-    With ``installed`` (what a root already has, e.g. from its dpkg database) those
-    packages count as selected at their installed versions and are never replaced;
-    the result holds only what must be added to them (no Essential packages are
-    pulled in unasked).
+    With ``installed`` (what a root already has, e.g. from its dpkg database) those count
+    as selected at their installed versions and are never replaced; the result holds only
+    what must be added to them (no Essential packages are pulled in unasked).
 
     ``packages`` are the indexes of all repositories in recipe order; ``exclude`` holds
-    fnmatch globs of names treated as unavailable. Raises EztError (with the
-    request's ``where``) for unknown packages, bad pins, unsatisfiable
-    dependencies (naming the chain from the request) and conflicts.
-    """
+    fnmatch globs of names treated as unavailable. Raises EztError (with the request's
+    ``where``) for unknown packages, bad pins, unsatisfiable dependencies (naming the
+    chain from the request) and conflicts."""
     resolver = _Resolver(scheme, packages, arch, exclude, installed)
     for request in requests:
         pinned = request.version is not None or request.release is not None

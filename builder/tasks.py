@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from builder import appsteps, steps
+from builder import appsteps, imagestep, steps
 from builder.errors import EztError
 from builder.recipe import AppCache, Template
 from builder.uptodate import Check, image_reason, stage_reason
@@ -107,9 +107,9 @@ def template_tasks(ctx: steps.BuildContext, template: Template, failures: Failur
     yield {
         "basename": "image",
         "name": name,
-        "actions": [failures.guard(steps.image_template, ctx, template)],
+        "actions": [failures.guard(imagestep.image_template, ctx, template)],
         "task_dep": [f"stage:{name}"],
-        "uptodate": [Check(lambda: image_reason(layout, name, lambda: steps.os_image_inputs(ctx, template).compared()))],  # noqa: E501
+        "uptodate": [Check(lambda: image_reason(layout, name, lambda: imagestep.os_image_inputs(ctx, template).compared()))],  # noqa: E501
         "targets": [str(layout.image_state(name))],
         "verbosity": 2,
     }

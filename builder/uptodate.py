@@ -27,7 +27,8 @@ from builder.errors import EztError
 from builder.family import Family
 from builder.layout import CacheLayout
 
-INSTALLER_MODULES = ("chroot", "rootfs", "image", "xattrpolicy", "steps", "appsteps")
+INSTALLER_MODULES = ("chroot", "rootfs", "image", "imagestep", "xattrpolicy", "steps", "appsteps", "stagetmpfs",
+                     "ezformat")
 """The modules of ``builder`` that decide what goes into a root and an image, besides the
 family's own package (its installer)."""
 
