@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from builder import __version__
+from builder.atomic import read_json_object
 from builder.errors import EztError
 from builder.family import Family
 from builder.layout import CacheLayout
@@ -80,11 +81,7 @@ def file_digests(files: tuple[Path, ...]) -> dict[str, str]:
 
 def read_record(path: Path) -> dict[str, Any] | None:
     """A step's record, or None if there is none (or it cannot be read: the step runs)."""
-    try:
-        data = json.loads(path.read_bytes())
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
+    return read_json_object(path)
 
 
 def record_bytes(record: Mapping[str, Any]) -> bytes:

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from builder.atomic import disk_error, fsync_dir, write_bytes, write_if_changed
+from builder.atomic import disk_error, fsync_dir, read_json_object, write_bytes, write_if_changed
 from builder.deb import parsecache
 from builder.deb.release import (
     FetchedRelease,
@@ -89,11 +89,7 @@ def _used_for(repo: Repository, arch: str) -> bool:
 
 
 def _read_state(directory: Path) -> dict[str, Any]:
-    try:
-        state = json.loads((directory / STATE).read_text())
-    except (OSError, ValueError):
-        return {}
-    return state if isinstance(state, dict) else {}
+    return read_json_object(directory / STATE) or {}
 
 
 def _entries(state: dict[str, Any]) -> dict[str, IndexEntry]:

@@ -9,13 +9,13 @@ name, case-insensitively, as dnf does.
 
 from __future__ import annotations
 
-import gzip
 import lzma
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from builder.errors import EztError, Where
+from builder.rpm.compressed import read_decompressed
 
 _XML_LANG = "{http://www.w3.org/XML/1998/namespace}lang"
 
@@ -137,15 +137,10 @@ def _environment(element: ET.Element) -> Environment:
 
 
 def read_comps(path: Path) -> Comps:
-    """The groups of a (verified) ``comps.xml[.gz|.xz]``; EztError naming the file if unreadable."""
+    """The groups of a (verified) ``comps.xml[.gz|.xz|.zst]``; EztError naming the file if unreadable."""
     try:
-        data = path.read_bytes()
-        if data[:2] == b"\x1f\x8b":
-            data = gzip.decompress(data)
-        elif data[:6] == b"\xfd7zXZ\x00":
-            data = lzma.decompress(data)
-        root = ET.fromstring(data)
-    except (OSError, EOFError, lzma.LZMAError) as exc:
+        root = ET.fromstring(read_decompressed(path))
+    except (OSError, EOFError, lzma.LZMAError, ValueError) as exc:
         raise EztError(f"{path}: cannot read comps: {exc}") from None
     except ET.ParseError as exc:
         raise EztError(f"{path}: comps is not valid XML ({exc})") from None

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from builder.atomic import disk_error, write_bytes, write_if_changed
+from builder.atomic import disk_error, read_json_object, write_bytes, write_if_changed
 from builder.errors import EztError
 from builder.family import CHOSEN_MIRROR, MetadataOptions
 from builder.model import Repository
@@ -89,11 +89,7 @@ def _files(directory: Path, repomd: Repomd, kinds: list[str]) -> RpmMetadataFile
 
 
 def _read_state(directory: Path) -> dict[str, Any]:
-    try:
-        state = json.loads((directory / STATE).read_text())
-    except (OSError, ValueError):
-        return {}
-    return state if isinstance(state, dict) else {}
+    return read_json_object(directory / STATE) or {}
 
 
 def _local(directory: Path, repo: Repository, filelists: bool) -> RpmMetadataFiles | None:

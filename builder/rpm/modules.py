@@ -10,13 +10,13 @@ itself: the active streams are the defaults, as on a freshly installed system.
 
 from __future__ import annotations
 
-import gzip
 import lzma
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from builder.errors import EztError
+from builder.rpm.compressed import read_decompressed
 
 
 @dataclass(frozen=True)
@@ -56,15 +56,7 @@ def _documents(path: Path) -> list[Any]:
     import yaml
 
     try:
-        data = path.read_bytes()
-        if data[:2] == b"\x1f\x8b":
-            data = gzip.decompress(data)
-        elif data[:6] == b"\xfd7zXZ\x00":
-            data = lzma.decompress(data)
-        elif data[:4] == b"\x28\xb5\x2f\xfd":
-            import zstandard
-
-            data = zstandard.ZstdDecompressor().decompressobj().decompress(data)
+        data = read_decompressed(path)
         return [doc for doc in yaml.safe_load_all(data) if isinstance(doc, dict)]
     except (OSError, EOFError, lzma.LZMAError, yaml.YAMLError, ValueError) as exc:
         raise EztError(f"{path.name}: cannot read module metadata ({exc})") from None
