@@ -95,25 +95,27 @@ def kill_points(what: str, events: int, duration: float, share: float = 1.0) -> 
 
 def run_killed(args: Sequence[str], env: Mapping[str, str], point: tuple[str, float]) -> bool:
     """``ezt ARGS`` killed (its whole process group, SIGKILL) at ``point`` (see
-    :func:`kill_points`); False if it finished first."""
+    :func:`kill_points`); False if it finished first. Its temporary files (``TMPDIR``,
+    which a killed process cannot clean) go to a directory removed afterwards."""
     kind, value = point
     at = str(int(value)) if kind == "event" else "-1"
-    process = subprocess.Popen(
-        [sys.executable, "-c", _KILLER, *args],
-        env={**CLEAN_ENV, **env, "EZT_TEST_KILL_AT": at},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    try:
-        process.wait(timeout=None if kind == "event" else value)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
-        return True
-    with contextlib.suppress(ProcessLookupError):  # what it started may outlive it: not past the kill
-        os.killpg(process.pid, signal.SIGKILL)
-    return process.returncode == -signal.SIGKILL
+    with tempfile.TemporaryDirectory(prefix="ezt-killed-") as scratch:
+        process = subprocess.Popen(
+            [sys.executable, "-c", _KILLER, *args],
+            env={**CLEAN_ENV, **env, "EZT_TEST_KILL_AT": at, "TMPDIR": scratch},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        try:
+            process.wait(timeout=None if kind == "event" else value)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+            return True
+        with contextlib.suppress(ProcessLookupError):  # what it started may outlive it: not past the kill
+            os.killpg(process.pid, signal.SIGKILL)
+        return process.returncode == -signal.SIGKILL
 
 
 def sha256(path: Path) -> str:
