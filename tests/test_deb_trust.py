@@ -254,6 +254,24 @@ def test_a_package_in_both_indexes_is_listed_once(
     assert sorted(listed) == ["hello", "libfoo"]
 
 
+def test_indexes_with_the_same_bytes_are_all_stored(
+    transport: Transport, make_repo: MakeRepo, options: MetadataOptions, sample_debs: dict[str, Path]
+) -> None:
+    """Two indexes of one Release with identical content (Debian's empty ``contrib`` and
+    ``non-free`` of bookworm-updates; here the same package in ``binary-amd64`` and
+    ``binary-all``) share a sha256: each is stored under its own name, on a fresh cache
+    and again on a refresh."""
+    info = make_repo([sample_debs["libfoo"]], all_debs=[sample_debs["libfoo"]])
+    repo = info.repository()
+    files = refresh_metadata(transport, repo, "amd64", options)
+    directory = options.metadata_dir / repo.ident
+    both = [directory / "main/binary-amd64/Packages.xz", directory / "main/binary-all/Packages.xz"]
+    assert set(both) <= set(files) and both[0].read_bytes() == both[1].read_bytes()
+    assert names(repo, options) == {"libfoo"}
+    assert refresh_metadata(transport, repo, "amd64", replace(options, refresh=True)) == files
+    assert all(path.is_file() for path in both) and not list(directory.glob(".*.new"))
+
+
 # -- components and arch= --------------------------------------------------------------------------
 
 

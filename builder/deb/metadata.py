@@ -280,12 +280,16 @@ def _swap_in(
         return
     replaced = {e.key for e in new}
     _write_state(directory, 0.0, release, {k: e for k, e in known.items() if k not in replaced}, binary_all)
-    for entry in new:
-        target = directory / entry.path
+    last = {entry.sha256: number for number, entry in enumerate(new)}  # indexes may share their bytes
+    for number, entry in enumerate(new):
+        target, staged = directory / entry.path, _staged(directory, entry.sha256)
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(_staged(directory, entry.sha256), target)
-            fsync_dir(target.parent)
+            if last[entry.sha256] == number:
+                os.replace(staged, target)
+                fsync_dir(target.parent)
+            else:  # an empty contrib and non-free: the last of them takes the staged file
+                write_bytes(target, staged.read_bytes())
         except OSError as exc:
             raise disk_error(exc, directory / entry.path) from exc
 
