@@ -83,8 +83,8 @@ def lock_difference(recorded: Mapping[str, Any] | None, current: Mapping[str, An
         if old == new:
             continue
         if isinstance(old, list) and isinstance(new, list):
-            added = [str(x) for x in new if x not in old]
-            removed = [str(x) for x in old if x not in new]
+            added = list(dict.fromkeys(str(x) for x in new if x not in old))  # a name listed twice: once
+            removed = list(dict.fromkeys(str(x) for x in old if x not in new))
             parts = [f"added {', '.join(added)}"] if added else []
             parts += [f"removed {', '.join(removed)}"] if removed else []
             changes.append(f"{key} {'; '.join(parts) or 'reordered'}")

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from builder.errors import EztError
-from builder.lock import Lock, read_lock
+from builder.lock import Lock, lock_difference, read_lock
 from builder.model import LockedPackage
 
 
@@ -56,3 +56,16 @@ def test_unsafe_entries_refused(tmp_path: Path) -> None:
         bad.write_text(json.dumps(data))
         with pytest.raises(EztError, match="unsafe package entry"):
             read_lock(bad)
+
+
+def test_lock_difference_names_each_change_once() -> None:
+    recorded = {"requests": ["apt", "cron"], "repositories": ["r1"]}
+    assert lock_difference(recorded, dict(recorded)) is None
+    assert lock_difference(recorded, {"requests": ["apt", "cron", "htop", "htop"], "repositories": ["r1"]}) == (
+        "requests added htop"  # a recipe naming htop twice: one change
+    )
+    assert lock_difference(recorded, {"requests": ["apt"], "repositories": ["r1", "r2"]}) == (
+        "repositories added r2; requests removed cron"
+    )
+    assert lock_difference(recorded, {"requests": ["cron", "apt"], "repositories": ["r1"]}) == "requests reordered"
+    assert lock_difference(None, recorded) == "it does not record what it was resolved from (made by an older ezt)"
