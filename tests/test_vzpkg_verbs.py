@@ -3,6 +3,7 @@ later ``--offline`` build needs no network."""
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import shutil
@@ -67,18 +68,22 @@ def test_gc_keeps_the_newest_and_the_used_then_offline_build_works(site: Site, t
     images = tmp_path / "cache" / "images"
     try:
         assert run_ezt("build", TEMPLATE, small, *args, env=env).returncode == 0
+        built = next(images.glob(f"{TEMPLATE}-2*.tar.zst")).name.removesuffix(".tar.zst").rsplit("-", 1)[1]
+        today = datetime.datetime.strptime(built, "%Y%m%d").date()
+        days = [(today - datetime.timedelta(days=n)).strftime("%Y%m%d") for n in (4, 3, 2, 1)]  # older than the build
         for template in (TEMPLATE, small):
-            first = next(images.glob(f"{template}-2*.tar.zst"))
-            for day in ("20260101", "20260102", "20260103", "20260104"):
+            first = next(images.glob(f"{template}-{built}.tar.zst"))
+            for day in days:
                 _dated_copy(first, day)
-        manifest = json.loads((images / f"{TEMPLATE}-20260101.tar.zst.json").read_text())
+        copies = {f"{template}-{day}" for template in (TEMPLATE, small) for day in days}
+        manifest = json.loads((images / f"{TEMPLATE}-{days[0]}.tar.zst.json").read_text())
         old_greeting = next(p["sha256"] for p in manifest["packages"] if p["name"] == "greeting")
         site.publish_greeting("2.0")
         assert run_ezt("build", TEMPLATE, "--refresh", *args, env=env).returncode == 0
         assert len(list(images.glob("*.tar.zst"))) == 11
         (vz / "conf").mkdir(parents=True)
-        (vz / "conf/101.conf").write_text(f'OSTEMPLATE="{small}-20260102"\n')
-        (vz / "conf/102.conf").write_text(f'OSTEMPLATE="{small}-20260103"\n')
+        (vz / "conf/101.conf").write_text(f'OSTEMPLATE="{small}-{days[1]}"\n')
+        (vz / "conf/102.conf").write_text(f'OSTEMPLATE="{small}-{days[2]}"\n')
         pool_file = tmp_path / "cache" / "pool" / "sha256" / old_greeting[:2] / old_greeting
         assert pool_file.is_file()
         dry = run_ezt("gc", "--keep", "1", "--dry-run", *args, env=env)
@@ -86,10 +91,10 @@ def test_gc_keeps_the_newest_and_the_used_then_offline_build_works(site: Site, t
         done = run_ezt("gc", "--keep", "1", *args, env=env)
         assert done.returncode == 0, done.stderr
         left = sorted(p.name.removesuffix(".tar.zst") for p in images.glob("*.tar.zst"))
-        newest_os = [n for n in left if n.startswith(f"{TEMPLATE}-2") and not n.startswith(f"{TEMPLATE}-2026010")]
+        newest_os = [n for n in left if n.startswith(f"{TEMPLATE}-2") and n not in copies]
         assert len(newest_os) == 1 and newest_os[0].endswith(".2")  # the greeting 2.0 image
-        newest_small = [n for n in left if n.startswith(f"{small}-") and not n.startswith(f"{small}-2026010")]
-        assert sorted(set(left) - set(newest_os) - set(newest_small)) == [f"{small}-20260102", f"{small}-20260103"]
+        newest_small = [n for n in left if n.startswith(f"{small}-") and n not in copies]
+        assert sorted(set(left) - set(newest_os) - set(newest_small)) == [f"{small}-{days[1]}", f"{small}-{days[2]}"]
         assert all(Path(images / f"{n}.tar.zst.json").is_file() for n in left)
         assert not pool_file.exists()  # only the removed images needed greeting 1.0
         assert_user_error(run_ezt("gc", "--keep", "0", *args, env=env), "--keep must be at least 1")
