@@ -5,10 +5,11 @@ Read-only: nothing here changes a container, so listing needs no container lock.
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import NamedTuple, TypeVar
+from typing import NamedTuple
 
 from builder.chroot import mounts_under
 from builder.errors import EztError
@@ -16,8 +17,6 @@ from runtime import engine
 from runtime.ctconfig import read_config, split_list
 from runtime.mounts import is_mounted
 from runtime.paths import NodeLayout, validate_ctid
-
-_T = TypeVar("_T")
 
 
 class ContainerInfo(NamedTuple):
@@ -124,19 +123,6 @@ def _mounted(layout: NodeLayout, ctid: str, kind: str, mount_points: Callable[[]
     return os.path.realpath(layout.root(ctid)) in mount_points()
 
 
-def _once(read: Callable[[], _T]) -> Callable[[], _T]:
-    """``read`` called at most once, on first use: a listing shares one pass over
-    /proc among all its containers, and makes none when nothing needs it."""
-    cell: list[_T] = []
-
-    def get() -> _T:
-        if not cell:
-            cell.append(read())
-        return cell[0]
-
-    return get
-
-
 def list_containers(layout: NodeLayout, *, disk: bool = False) -> list[ContainerInfo]:
     """Every container with a config in the config directory, sorted by CTID; with
     ``disk``, each one's disk use too (a walk of its files).
@@ -150,8 +136,8 @@ def list_containers(layout: NodeLayout, *, disk: bool = False) -> list[Container
     except OSError as exc:
         raise EztError(f"cannot list configs: {exc.strerror or exc}", layout.conf_dir) from exc
     found: list[ContainerInfo] = []
-    counts = _once(engine.pid_namespace_counts)
-    mount_points = _once(lambda: set(mounts_under(layout.vz_root / "root")))
+    counts = functools.cache(engine.pid_namespace_counts)  # /proc read at most once, only if needed
+    mount_points = functools.cache(lambda: set(mounts_under(layout.vz_root / "root")))
     for name in names:
         ctid = name.removesuffix(".conf")
         if not name.endswith(".conf"):
