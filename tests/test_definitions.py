@@ -42,6 +42,12 @@ def ez_source(where: Path, repo_line: str = "$TEST_SERVER stable main\n") -> Pat
 
 def ezt(vz_root: Path, *args: str, cwd: Path | None = None, env: dict[str, str] | None = None
         ) -> subprocess.CompletedProcess[str]:
+    """``ezt template ARGS`` on the node ``vz_root``, run by default from an empty
+    directory: the default cache directory is ``./cache``, and the repository's own (made
+    by the README's ``scripts/build``) must not show up in these listings."""
+    if cwd is None:
+        cwd = vz_root.parent / "empty-cwd"
+        cwd.mkdir(parents=True, exist_ok=True)
     return run_ezt("template", *args, "--vz-root", str(vz_root), cwd=cwd, env=env)
 
 
