@@ -162,6 +162,10 @@ class Family(Protocol):
         """Remove build residue so the root is ready to be packed."""
         ...
 
+    def installed_size(self, package_files: Sequence[Path]) -> int | None:
+        """The packages' summed installed size in bytes, read from the files; None if unknown."""
+        ...
+
 
 def register(family: Family) -> Family:
     """Make ``family`` known to :func:`family_for` (called by each family module on import)."""

@@ -5,11 +5,14 @@ on disk; in a tmpfs they cost far less (bookworm minbase: 4.9 s against 9.9 s). 
 finished tree is then copied to the stage directory on disk in one pass (``cp -a``),
 and the tmpfs unmounted: the stage never holds memory beyond its own build.
 
-``stage_tmpfs`` (config): ``auto`` uses a tmpfs when the root expected (``EXPANSION``
-times the packages' .deb sizes) fits in a quarter of ``MemAvailable``; ``yes`` always,
-``no`` never. The tmpfs is capped (half of ``MemAvailable`` for auto, three quarters
-for yes): a root bigger than expected fails with "No space left on device" rather than
-filling the machine's memory.
+``stage_tmpfs`` (config): ``auto`` uses a tmpfs when the root expected fits: at most
+``EXPANSION`` times the packages' .deb sizes in a quarter of ``MemAvailable`` (small
+sets: nothing to read), else, measured from the packages' own ``Installed-Size``
+(``ROOT_OVER_INSTALLED`` times their sum, plus what is staged beside it), in a third;
+``yes`` always, ``no`` never. The tmpfs is capped (half of ``MemAvailable`` for auto,
+three quarters for yes): a root bigger than expected fails with "No space left on
+device" rather than filling the machine's memory. Big sets gain most: a 379-package
+server set installed in 58 s on tmpfs against 74 s on this disk.
 """
 
 from __future__ import annotations
@@ -17,14 +20,21 @@ from __future__ import annotations
 import contextlib
 import os
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from builder.errors import EztError
 
 SETTINGS = ("auto", "yes", "no")
 EXPANSION = 8
-"""A root's size over its .deb files' (bookworm minbase: 202 MB from 32 MB, 6.3×)."""
+"""A bound on a root's size over its .deb files' (bookworm minbase: 202 MB from 32 MB,
+6.3×; a 379-package server set 4.4×)."""
+ROOT_OVER_INSTALLED = 1.5
+"""A bound on a root's size over its packages' summed ``Installed-Size`` (maintainer
+scripts add byte code, indexes and caches; the 379-package server set: 1.12×)."""
+STAGED_OVER_DEBS = 1
+"""What may sit decompressed beside the root while it is installed, over the .deb sizes
+(the look-ahead is bounded, see :mod:`builder.deb.install`): generous on purpose."""
 
 
 def mem_available(meminfo: Path = Path("/proc/meminfo")) -> int:
@@ -36,13 +46,24 @@ def mem_available(meminfo: Path = Path("/proc/meminfo")) -> int:
     return 0
 
 
-def tmpfs_size(setting: str, deb_bytes: int, available: int) -> int | None:
-    """The size cap of the stage's tmpfs, or None to build the stage on disk."""
+def tmpfs_size(
+    setting: str, deb_bytes: int, available: int, installed: Callable[[], int | None] = lambda: None
+) -> int | None:
+    """The size cap of the stage's tmpfs, or None to build the stage on disk.
+
+    ``installed`` gives the packages' summed ``Installed-Size`` in bytes (None: unknown);
+    it is asked only when the quick bound on the .deb sizes says no."""
     if setting == "no" or available <= 0:
         return None
     if setting == "yes":
         return available * 3 // 4
-    return available // 2 if EXPANSION * deb_bytes <= available // 4 else None
+    if EXPANSION * deb_bytes <= available // 4:
+        return available // 2
+    measured = installed()
+    if measured is None:
+        return None
+    expected = ROOT_OVER_INSTALLED * measured + STAGED_OVER_DEBS * deb_bytes
+    return available // 2 if expected <= available // 3 else None
 
 
 def is_mounted(path: Path) -> bool:

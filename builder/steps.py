@@ -330,7 +330,12 @@ def stage_template(ctx: BuildContext, template: Template) -> None:
     stamp = (ctx.config.layout.stage_stamp(template.name), stage_stamp(stage_record(ctx, template), epoch))
     started = time.monotonic()
     available = stagetmpfs.mem_available() // max(1, ctx.config.jobs)  # templates built at once share it
-    tmpfs = stagetmpfs.tmpfs_size(ctx.config.stage_tmpfs, sum(p.size for p in lock.packages), available)
+    tmpfs = stagetmpfs.tmpfs_size(
+        ctx.config.stage_tmpfs,
+        sum(p.size for p in lock.packages),
+        available,
+        lambda: template.family.installed_size([ctx.config.layout.pool_file(p.sha256) for p in lock.packages]),
+    )
     build_stage(ctx.config.layout.stage_root(template.name), fill, stamp=stamp, tmpfs=tmpfs)
     took = f"{time.monotonic() - started:.1f}s" + (" (on tmpfs)" if tmpfs else "")
     ctx.say(f"stage {template.name}: installed {len(lock.packages)} packages in {took}")

@@ -108,3 +108,31 @@ def test_a_killed_builds_tmpfs_is_cleared(tmp_path: Path) -> None:
         stagetmpfs.unmount(left)
     assert not stagetmpfs.is_mounted(left) and not left.exists()
     assert [p.name for p in final.iterdir()] == ["etc"]
+
+
+@pytest.mark.parametrize(
+    ("debs", "installed", "size"),
+    [
+        (600 << 20, 2 * GIB, 8 * GIB),  # 4.7 GiB by the quick bound; measured 3.6 GiB: under a third of 16 GiB
+        (600 << 20, 4 * GIB, None),  # measured 6.6 GiB: over a third
+        (600 << 20, None, None),  # unknown (an RPM set): the quick bound decides
+    ],
+)
+def test_tmpfs_size_measured(debs: int, installed: int | None, size: int | None) -> None:
+    """A set the .deb-size bound calls too big is measured from its Installed-Size."""
+    asked = []
+
+    def measure() -> int | None:
+        asked.append(True)
+        return installed
+
+    assert stagetmpfs.tmpfs_size("auto", debs, 16 * GIB, measure) == size
+    assert asked == [True]
+
+
+def test_tmpfs_size_small_sets_are_not_measured() -> None:
+    def measure() -> int | None:
+        raise AssertionError("a set the quick bound admits must not be read")
+
+    assert stagetmpfs.tmpfs_size("auto", 32 << 20, 16 * GIB, measure) == 8 * GIB
+    assert stagetmpfs.tmpfs_size("no", 600 << 20, 16 * GIB, measure) is None

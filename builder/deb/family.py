@@ -213,5 +213,13 @@ class DebFamily:
 
         finish.finish_root(root)
 
+    def installed_size(self, package_files: Sequence[Path]) -> int | None:
+        from builder.deb.debsize import total_installed_size
+
+        try:
+            return total_installed_size(package_files)
+        except EztError:  # a damaged pool file: the install re-hashes it and says so
+            return None
+
 
 register(DebFamily())

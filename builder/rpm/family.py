@@ -205,6 +205,10 @@ class RpmFamily:
 
         install.finish_root(root)
 
+    def installed_size(self, package_files: Sequence[Path]) -> int | None:
+        """Not read from RPM headers yet: the stage falls back to the .deb-size bound."""
+        return None
+
 
 def _split_top(text: str) -> list[str]:
     """Comma-separated dependencies, commas inside parentheses kept."""
