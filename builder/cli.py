@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,8 +20,38 @@ from builder.config import Config, load_config
 from builder.errors import EztError
 
 
+def _help_width() -> int:
+    """What argparse's help formatter takes as its width, ``shutil.get_terminal_size()``'s
+    columns less 2, without importing shutil (and its compression modules): every
+    ``add_argument`` makes a formatter, so every command would load them."""
+    try:
+        columns = int(os.environ["COLUMNS"])
+    except (KeyError, ValueError):
+        columns = 0
+    if columns <= 0:
+        stdout = sys.__stdout__
+        try:
+            size = os.get_terminal_size(stdout.fileno()) if stdout is not None else None
+        except (ValueError, OSError):  # closed, detached, or not a terminal
+            size = None
+        columns = size.columns if size is not None and size.columns else 80
+    return columns - 2
+
+
+class _Formatter(argparse.HelpFormatter):
+    """argparse's formatter, its width found by :func:`_help_width`."""
+
+    def __init__(self, prog: str, indent_increment: int = 2, max_help_position: int = 24,
+                 width: int | None = None) -> None:  # fmt: skip
+        super().__init__(prog, indent_increment, max_help_position, _help_width() if width is None else width)
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse with a usage error as one line (``ezt: error: ezt create: ...``), exit 2."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", _Formatter)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"ezt: error: {self.prog}: {message} (see {self.prog} --help)\n")
@@ -46,7 +77,7 @@ class _CommandParser(_Parser):
 
 
 def _common() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
+    common = _Parser(add_help=False)
     common.add_argument("--recipes", type=Path, metavar="DIR",
                         help="recipe directories: templates, and apps for the node commands (default ./recipes)")
     common.add_argument("--cache-dir", type=Path, metavar="DIR",
@@ -162,7 +193,7 @@ def _config(args: argparse.Namespace) -> Config:
         raise
     given = getattr(args, "recipes", None) is not None or config.recipes_dir != Path("recipes")
     if not given and not Path("recipes").exists():
-        from runtime.definitions import node_recipes  # a node: the EZ definitions installed on it
+        from runtime.recipeview import node_recipes  # a node: the EZ definitions installed on it
 
         view = node_recipes(getattr(args, "vz_root", None) or config.vz_root)
         config = config._replace(recipes_dir=view) if view is not None else config

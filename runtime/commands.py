@@ -31,7 +31,7 @@ def add_parsers(sub: Commands, common: argparse.ArgumentParser) -> None:
     """Register the runtime commands; every one takes ``--vz-root DIR`` and the
     builder's ``common`` options (``--config FILE``, ``--recipes DIR``, ``--cache-dir
     DIR``): one definition, so one meaning, for build and node commands alike."""
-    node = argparse.ArgumentParser(add_help=False, parents=[common])
+    node = argparse.ArgumentParser(add_help=False, parents=[common], formatter_class=common.formatter_class)
     node.add_argument("--vz-root", type=Path, metavar="DIR", help="node area (default /vz, or vz_root in the config)")
     ctid_help = "container ID: a positive integer or a name of a-z, 0-9 and -"
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.cli import run_ezt
+from tests.cli import CLEAN_ENV, run_ezt
 from tests.nodeimage import NodeImage
 
 HEAVY = (
@@ -31,6 +31,11 @@ HEAVY = (
     "runtime.extract",
     "runtime.inside",
     "runtime.configure",
+    "runtime.definitions",  # the node's EZ definitions: only when it has some and no recipe view
+    "builder.recipe",
+    "tarfile",
+    "shutil",  # argparse's help formatter imports it for the terminal width (and bz2, lzma)
+    "runtime.lxcconf",  # only for a command that starts LXC
 )
 
 RUN_AND_LIST_MODULES = """
@@ -41,27 +46,34 @@ print(json.dumps({"status": status, "modules": sorted(sys.modules)}))
 """
 
 
-def _modules_after(*argv: str) -> tuple[int, set[str]]:
+def _modules_after(*argv: str, cwd: Path) -> tuple[int, set[str]]:
+    """Run ``ezt ARGV`` in ``cwd`` (a user's directory: no ``recipes`` there, so the
+    node's recipe view is looked up) and list the modules it loaded."""
     done = subprocess.run(
-        [sys.executable, "-c", RUN_AND_LIST_MODULES, *argv], capture_output=True, text=True, check=True
-    )
+        [sys.executable, "-c", RUN_AND_LIST_MODULES, *argv], capture_output=True, text=True, check=True,
+        env=CLEAN_ENV, cwd=cwd,
+    )  # fmt: skip
     result = json.loads(done.stdout.splitlines()[-1])
     return result["status"], set(result["modules"])
 
 
 def test_shared_create_and_list_load_nothing_heavy(tmp_path: Path, node_image: NodeImage) -> None:
     vz = str(tmp_path / "vz")
+    home = tmp_path / "home"
+    home.mkdir()
     common = ("--vz-root", vz, "--cache-dir", str(node_image.cache_dir))
-    first, _ = _modules_after("create", "1", "--ostemplate", node_image.template, "--layout", "shared", *common)
+    first, _ = _modules_after("create", "1", "--ostemplate", node_image.template, "--layout", "shared", *common,
+                              cwd=home)  # fmt: skip
     assert first == 0  # unpacks the shared root: the extractor is expected here
     try:
         status, loaded = _modules_after(
-            "create", "2", "--ostemplate", node_image.template, "--layout", "shared", "--hostname", "h2", *common
+            "create", "2", "--ostemplate", node_image.template, "--layout", "shared", "--hostname", "h2", *common,
+            cwd=home,
         )
         assert status == 0
         assert "runtime.container" in loaded  # the probe itself works
         assert sorted(set(HEAVY) & loaded) == []
-        status, loaded = _modules_after("list", "-a", *common)
+        status, loaded = _modules_after("list", "-a", *common, cwd=home)
         assert status == 0
         assert sorted(set(HEAVY) & loaded) == []
     finally:
