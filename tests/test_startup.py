@@ -99,3 +99,30 @@ def test_parser_for_an_unknown_word_lists_every_command(capsys: pytest.CaptureFi
     error = capsys.readouterr().err
     assert "invalid choice: 'bogus'" in error
     assert all(f"'{name}'" in error for name in ("build", "create", "list-apps", "destroy"))
+
+
+def test_collector_paused_for_start_up_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """ezt pauses the garbage collector while it imports and parses (see builder.cli):
+    on again for the command itself, after a usage error and in the calling process."""
+    import gc
+
+    from builder import cli
+    from runtime import commands
+
+    assert gc.isenabled()
+    seen: list[bool] = []
+
+    def cmd_list(args: object, config: object) -> int:  # stands in for the command's handler
+        seen.append(gc.isenabled())
+        return 0
+
+    monkeypatch.setattr(commands, "cmd_list", cmd_list)
+    assert cli.main(["list", "--vz-root", str(tmp_path)]) == 0
+    assert seen == [True]
+    assert gc.isenabled()
+    with pytest.raises(SystemExit):
+        cli.main(["list", "--no-such-option"])
+    assert gc.isenabled()
+    capsys.readouterr()
