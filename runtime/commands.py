@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from builder.config import Config
 from builder.errors import EztError
-from runtime import container, pkgcommands, store
+from runtime import pkgcommands
 from runtime.paths import NodeLayout, validate_ctid
 from runtime.pkgcommands import cmd_localinstall, cmd_localupdate, cmd_upgrade
 
@@ -31,7 +31,7 @@ def add_parsers(sub: Commands, common: argparse.ArgumentParser) -> None:
     """Register the runtime commands; every one takes ``--vz-root DIR`` and the
     builder's ``common`` options (``--config FILE``, ``--recipes DIR``, ``--cache-dir
     DIR``): one definition, so one meaning, for build and node commands alike."""
-    node = argparse.ArgumentParser(add_help=False, parents=[common])
+    node = argparse.ArgumentParser(add_help=False, parents=[common], formatter_class=common.formatter_class)
     node.add_argument("--vz-root", type=Path, metavar="DIR", help="node area (default /vz, or vz_root in the config)")
     ctid_help = "container ID: a positive integer or a name of a-z, 0-9 and -"
 
@@ -171,6 +171,8 @@ def _say(args: argparse.Namespace) -> Callable[[str], None]:
 
 
 def cmd_template(args: argparse.Namespace, config: Config) -> int:
+    from runtime import container, store
+
     layout = _node(args, config)
     if args.action in ("pull", "update") or args.remote is not None:
         from runtime import remote
@@ -240,6 +242,8 @@ def _sample(layout: NodeLayout, sample: str | None) -> Path | None:
 
 
 def cmd_create(args: argparse.Namespace, config: Config) -> int:
+    from runtime import container  # (ezt list and status do without it)
+
     ctid = validate_ctid(args.ctid)
     layout = _node(args, config)
     extra = (config.layout.images,)
@@ -360,6 +364,8 @@ def cmd_list_apps(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_exec(args: argparse.Namespace, config: Config) -> int:
+    from runtime import container
+
     argv = list(args.argv)
     if not argv:
         raise EztError("ezt exec: no command given (ezt exec CTID CMD ...)")
@@ -367,6 +373,8 @@ def cmd_exec(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_enter(args: argparse.Namespace, config: Config) -> int:
+    from runtime import container
+
     shell = ["/bin/bash", "-l"]
     layout, ctid = _node(args, config), validate_ctid(args.ctid)
     return container.exec_in(layout, ctid, shell, interactive=True)
@@ -413,16 +421,22 @@ def cmd_restart(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_mount(args: argparse.Namespace, config: Config) -> int:
+    from runtime import container
+
     print(container.mount(_node(args, config), validate_ctid(args.ctid)))
     return 0
 
 
 def cmd_umount(args: argparse.Namespace, config: Config) -> int:
+    from runtime import container
+
     container.umount(_node(args, config), validate_ctid(args.ctid))
     return 0
 
 
 def cmd_destroy(args: argparse.Namespace, config: Config) -> int:
+    from runtime import container
+
     ctid = validate_ctid(args.ctid)
     container.destroy(_node(args, config), ctid)
     print(f"container {ctid} destroyed")
@@ -445,9 +459,11 @@ def cmd_set(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_status(args: argparse.Namespace, config: Config) -> int:
+    from runtime.listing import status
+
     if args.updates:
         return pkgcommands.updates(args, config)
-    state = container.status(_node(args, config), validate_ctid(args.ctid))
+    state = status(_node(args, config), validate_ctid(args.ctid))
     if args.json:
         print(json.dumps({**state._asdict(), "running": state.running}, indent=2))
         return 0
@@ -459,11 +475,13 @@ def cmd_status(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_list(args: argparse.Namespace, config: Config) -> int:
+    from runtime.listing import list_containers  # not runtime.container: what a create needs
+
     if args.ctid is not None:
         return pkgcommands.list_container(args, config)
     if args.available:
         raise EztError("ezt list --available: name a container (ezt list CTID --available)")
-    rows = [c for c in container.list_containers(_node(args, config), disk=args.disk) if args.all or c.processes]
+    rows = [c for c in list_containers(_node(args, config), disk=args.disk) if args.all or c.processes]
     if args.json:  # every field of the record, and the table's STATUS
         print(json.dumps([{**c._asdict(), "status": c.status} for c in rows], indent=2))
         return 0

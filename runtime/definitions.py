@@ -28,8 +28,9 @@ from builder.recipe import read_recipe_dir
 from builder.recipefiles import RECIPE_NAME_RE
 from runtime.listing import list_containers
 from runtime.paths import NodeLayout
+from runtime.recipeview import VIEW as VIEW
+from runtime.recipeview import node_recipes as node_recipes
 
-VIEW = Path("template/conf/ezt/recipes")
 _SCRIPT_KINDS = frozenset(("pre-cache", "post-cache", "mid-pre-install", "mid-post-install", "pre-install",
                            "post-install", "pre-install-hn", "post-install-hn", "pre-upgrade", "post-upgrade",
                            "ct2vm", "dummy-init"))  # fmt: skip
@@ -202,19 +203,6 @@ def rebuild_view(layout: NodeLayout) -> Path | None:
     new.rename(view)
     shutil.rmtree(old, ignore_errors=True)
     return view
-
-
-def node_recipes(vz_root: Path) -> Path | None:
-    """The recipe view a node's ``ezt build`` reads by default (made if missing); None
-    if the node has no definitions (or the view cannot be made: the caller goes on
-    without it)."""
-    view = vz_root.absolute() / VIEW
-    if view.is_dir():
-        return view
-    try:
-        return rebuild_view(NodeLayout(vz_root.absolute()))
-    except OSError:
-        return None
 
 
 def remove(layout: NodeLayout, name: str) -> Path:

@@ -36,7 +36,6 @@ from pathlib import Path
 from typing import IO
 
 from builder.errors import EztError
-from runtime import lxcconf
 from runtime.paths import NodeLayout
 
 Target = int | IO[bytes] | IO[str] | None
@@ -109,6 +108,8 @@ def prepare(layout: NodeLayout, ctid: str, values: Mapping[str, str], *, transie
         with contextlib.suppress(FileExistsError):
             (here / name).mkdir(mode=mode)
     _traversable(here / "rootfs", layout.node.idmap.uid)
+    from runtime import lxcconf  # only for a command that starts LXC
+
     text = lxcconf.render(ctid, values, engine_dir=layout.engine_dir, idmap=layout.node.idmap,
                           bridge=layout.node.bridge, transient=transient)  # fmt: skip
     tmp = here / "config.tmp"
