@@ -180,6 +180,7 @@ def build_layers(
     installed layer is reused when its record matches (its own source date then wins
     over ``epoch``). Returns the source date reused, or None if the packages were
     installed. A script's full output goes to ``error.log``; the error names it."""
+    _checked(directory)  # before anything is installed
     clear_leftovers(directory)
     directory.mkdir(parents=True, exist_ok=True)
     reused = installed_reusable(directory, installed[0])

@@ -18,7 +18,7 @@ import pytest
 
 from builder.chroot import mounts_under
 from builder.imagename import latest_image
-from tests.test_build import TEMPLATE, Site, build, images, site, unpack
+from tests.test_build import TEMPLATE, Site, build, ezt, images, site, unpack
 from tests.test_build_apps import ran_tasks
 from tests.test_build_incremental import dry_run, snapshot
 
@@ -151,3 +151,14 @@ def test_a_stage_an_older_ezt_made_is_made_again(site: Site, tmp_path: Path) -> 
     again = build(site, tmp_path)
     assert again.returncode == 0, again.stderr
     assert sorted(p.name for p in stage.iterdir()) == ["installed", "installed.json", "stamp.json", "top"]
+
+
+def test_a_cache_path_an_overlay_cannot_take_is_one_clear_line(site: Site, tmp_path: Path) -> None:
+    """overlayfs options cannot hold ',' or ':' in a path: refused before anything is installed."""
+    site.recipe(tmp_path)
+    cache = tmp_path / "ca,che"
+    result = ezt(site, "build", TEMPLATE, "--recipes", str(tmp_path / "recipes"), "--cache-dir", str(cache))
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.count("\n") == 1 and "not usable in an overlay mount" in result.stderr, result.stderr
+    assert str(cache / "stage" / TEMPLATE) in result.stderr
+    assert not (cache / "stage" / TEMPLATE).exists() and not mounts_under(tmp_path)
