@@ -39,6 +39,7 @@ import ctypes
 import os
 import tempfile
 from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +60,15 @@ _CLONE_NEWNS, _MS_RDONLY, _MS_REC, _MS_PRIVATE = 0x00020000, 1, 0x4000, 0x40000
 
 Fill = Callable[[Path, int], None]
 """Fills a root, given the source date its scripts get."""
+
+
+@dataclass(frozen=True)
+class Made:
+    """What :func:`build_layers` did."""
+
+    installed: bool
+    """The packages were installed (else the installed layer was kept)."""
+    on_tmpfs: bool
 
 
 def private_mounts() -> None:
@@ -173,20 +183,21 @@ def installed_reusable(directory: Path, record: Mapping[str, Any]) -> int | None
 
 def build_layers(
     directory: Path, installed: tuple[Mapping[str, Any], Fill], top: tuple[Mapping[str, Any], Fill], epoch: int,
-    tmpfs: int | None,
-) -> int | None:  # fmt: skip
+    tmpfs: Callable[[], int | None],
+) -> Made:  # fmt: skip
     """Make the stage in ``directory`` (see the module docstring): ``installed`` and
     ``top`` are each layer's record (without the source date) and what fills it. The
     installed layer is reused when its record matches (its own source date then wins
-    over ``epoch``). Returns the source date reused, or None if the packages were
-    installed. A script's full output goes to ``error.log``; the error names it."""
+    over ``epoch``); else it is installed in a tmpfs of ``tmpfs()`` bytes (asked only
+    then; None: on disk). A script's full output goes to ``error.log``; the error names it."""
     _checked(directory)  # before anything is installed
     clear_leftovers(directory)
     directory.mkdir(parents=True, exist_ok=True)
     reused = installed_reusable(directory, installed[0])
     epoch = epoch if reused is None else reused
+    size = None if reused is not None else tmpfs()
     try:
-        lower = directory / INSTALLED if reused is not None else _install(directory, installed[1], epoch, tmpfs)
+        lower = directory / INSTALLED if reused is not None else _install(directory, installed[1], epoch, size)
         with _overlay(directory / "merged", directory / "top.new", lower, directory / "work") as merged:
             top[1](merged, epoch)
     except EztError as exc:
@@ -211,7 +222,7 @@ def build_layers(
     chroot.remove_tree(directory / "root")  # an older ezt's single root
     clear_leftovers(directory)
     write_bytes(stamp, uptodate.record_bytes({**top[0], "source_date_epoch": epoch}))
-    return reused
+    return Made(installed=reused is None, on_tmpfs=size is not None)
 
 
 def _install(directory: Path, fill: Fill, epoch: int, tmpfs: int | None) -> Path:

@@ -346,16 +346,18 @@ def stage_template(ctx: BuildContext, template: Template) -> None:
                 run_post_install(template.post_install.path, root, epoch, env)
         template.family.finish_root(root)
 
+    def tmpfs() -> int | None:  # asked only when the packages are installed
+        available = stagetmpfs.mem_available() // max(1, ctx.config.jobs)  # templates built at once share it
+        return stagetmpfs.tmpfs_size(ctx.config.stage_tmpfs, sum(p.size for p in lock.packages), available)
+
     started = time.monotonic()
-    available = stagetmpfs.mem_available() // max(1, ctx.config.jobs)  # templates built at once share it
-    tmpfs = stagetmpfs.tmpfs_size(ctx.config.stage_tmpfs, sum(p.size for p in lock.packages), available)
-    reused = stagelayers.build_layers(
+    made = stagelayers.build_layers(
         ctx.config.layout.stage / template.name, (installed_record(ctx, template), install),
         (stage_record(ctx, template), finish), source_date_epoch(ctx.options), tmpfs)  # fmt: skip
     took = f"{time.monotonic() - started:.1f}s"
-    if reused is None:
+    if made.installed:
         ctx.say(f"stage {template.name}: installed {len(lock.packages)} packages in {took}"
-                + (" (on tmpfs)" if tmpfs else ""))  # fmt: skip
+                + (" (on tmpfs)" if made.on_tmpfs else ""))  # fmt: skip
     else:
         ctx.say(f"stage {template.name}: kept its {len(lock.packages)} installed packages, scripts ran in {took}")
 
