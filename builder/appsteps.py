@@ -19,9 +19,11 @@ Fetching is the OS templates' step (:func:`builder.steps.fetch_template`).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +35,7 @@ from builder.imagestep import ImageInputs, pack_stage
 from builder.lock import Lock
 from builder.manifest import manifest_path, read_manifest
 from builder.recipe import AppCache
+from builder.stagelayers import stage_present, stage_view
 from builder.steps import (
     BuildContext,
     build_stage,
@@ -65,17 +68,20 @@ def app_environment(cache: AppCache, epoch: int) -> dict[str, str]:
     return env
 
 
-def os_stage(ctx: BuildContext, cache: AppCache) -> Path:
-    root = ctx.config.layout.stage_root(cache.os.name)
-    if not root.is_dir():
+@contextlib.contextmanager
+def os_stage(ctx: BuildContext, cache: AppCache) -> Iterator[Path]:
+    """The OS stage's whole tree for the block (:func:`builder.stagelayers.stage_view`)."""
+    if not stage_present(ctx.config.layout, cache.os.name):
         raise EztError(f"{cache.name}: the stage of {cache.os.name} is missing (build {cache.os.name} first)")
-    return root
+    with stage_view(ctx.config.layout, cache.os.name) as root:
+        yield root
 
 
 def lock_app_cache(ctx: BuildContext, cache: AppCache) -> Lock:
     """Resolve the apps' packages against the OS stage's installed packages; write the app lock."""
     template = cache.os
-    installed = template.family.installed_packages(os_stage(ctx, cache))
+    with os_stage(ctx, cache) as root:
+        installed = template.family.installed_packages(root)
     options = metadata_options(ctx, template)
     requests = tuple(request for app in cache.apps for request in app.packages)
     added = template.family.lock_packages(template.repositories, requests, template.native_arch, options,
@@ -142,7 +148,8 @@ def stage_app_cache(ctx: BuildContext, cache: AppCache) -> None:
 
     stamp = (ctx.config.layout.stage_stamp(cache.name), stage_stamp(stage_record(ctx, cache), epoch))
     started = time.monotonic()
-    build_stage(ctx.config.layout.stage_root(cache.name), fill, start_from=os_stage(ctx, cache), stamp=stamp)
+    with os_stage(ctx, cache) as os_root:
+        build_stage(ctx.config.layout.stage_root(cache.name), fill, start_from=os_root, stamp=stamp)
     ctx.say(f"stage {cache.name}: added {len(lock.packages)} packages to {cache.os.name} "
             f"in {time.monotonic() - started:.1f}s")  # fmt: skip
 

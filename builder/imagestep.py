@@ -17,6 +17,7 @@ from builder.atomic import write_bytes
 from builder.lock import Lock
 from builder.model import LockedPackage
 from builder.recipe import Template
+from builder.stagelayers import stage_view
 from builder.steps import BuildContext, load_lock
 
 
@@ -62,20 +63,21 @@ def pack_stage(ctx: BuildContext, inputs: ImageInputs) -> Path:
         return current
     stamp = json.loads(layout.stage_stamp(inputs.name).read_bytes())
     started = time.monotonic()
-    built = manifest.build_image(
-        layout.stage_root(inputs.name),
-        layout.images,
-        inputs.name,
-        ctx.options.today or date.today(),
-        source_date_epoch=int(stamp["source_date_epoch"]),
-        recipe_digest=inputs.recipe_digest,
-        lock_digest=lock_digest,
-        inputs_digest=digest,
-        packages=inputs.packages,
-        distribution=inputs.distribution,
-        purl_type=inputs.purl_type,
-        extra={**inputs.extra, "installer": inputs.installer},
-    )
+    with stage_view(layout, inputs.name) as root:
+        built = manifest.build_image(
+            root,
+            layout.images,
+            inputs.name,
+            ctx.options.today or date.today(),
+            source_date_epoch=int(stamp["source_date_epoch"]),
+            recipe_digest=inputs.recipe_digest,
+            lock_digest=lock_digest,
+            inputs_digest=digest,
+            packages=inputs.packages,
+            distribution=inputs.distribution,
+            purl_type=inputs.purl_type,
+            extra={**inputs.extra, "installer": inputs.installer},
+        )
     path = layout.images / built.image
     elapsed = time.monotonic() - started
     ctx.say(f"image {inputs.name}: {built.image} ({built.image_size / 1e6:.1f} MB) in {elapsed:.1f}s")

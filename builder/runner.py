@@ -20,7 +20,7 @@ from doit.cmd_base import ModuleTaskLoader
 from doit.dependency import JsonDB
 from doit.doit_cmd import DoitMain
 
-from builder import progress, steps, tasks
+from builder import progress, stagelayers, steps, tasks
 from builder.atomic import write_if_changed
 from builder.errors import EztError
 
@@ -124,6 +124,7 @@ def run_build(
 ) -> None:
     """Bring the templates' images (or only the named tasks) up to date; raises the first user error."""
     ctx.config.layout.state.mkdir(parents=True, exist_ok=True)
+    stagelayers.private_mounts()  # before doit starts a thread: they all share its mount namespace
     failures = tasks.Failures([])
     with cache_lock(ctx.config.cache_dir):
         argv = ["run"]

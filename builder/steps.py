@@ -16,7 +16,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-from builder import chroot, rootfs, stagetmpfs, uptodate
+from builder import chroot, rootfs, stagelayers, stagetmpfs, uptodate
 from builder.atomic import write_bytes, write_if_changed
 from builder.config import Config
 from builder.errors import EztError, Where
@@ -256,12 +256,27 @@ def verified_pool_file(ctx: BuildContext, package: LockedPackage) -> Path:
 
 
 def stage_record(ctx: BuildContext, template: Template) -> dict[str, Any]:
-    """What the stage of an OS template is made from (see :mod:`builder.uptodate`)."""
+    """What the stage of an OS template is made from (see :mod:`builder.uptodate`);
+    ``layers``: made as two layers (:mod:`builder.stagelayers`), so a stage an older
+    ezt made as one root is made again."""
     return {
         "lock": load_lock(ctx, template).digest(),
         "files": uptodate.file_digests(template.files),
         "installer": uptodate.family_installer(template.family),
+        "layers": 2,
     }
+
+
+def top_files(template: Template) -> frozenset[Path]:
+    """The recipe files of a stage's top layer: its last scripts."""
+    return frozenset(script.path for script in (template.post_cache, template.post_install) if script)
+
+
+def installed_record(ctx: BuildContext, template: Template) -> dict[str, Any]:
+    """What the installed layer of an OS template's stage is made from: the stage's
+    record without the top layer's scripts."""
+    files = tuple(path for path in template.files if path not in top_files(template))
+    return {**stage_record(ctx, template), "files": uptodate.file_digests(files)}
 
 
 def stage_stamp(record: dict[str, Any], epoch: int) -> bytes:
@@ -287,21 +302,21 @@ made them: the build's host name (``localhost``, see :mod:`builder.chroot`) reso
 
 
 def stage_template(ctx: BuildContext, template: Template) -> None:
-    """Install the locked packages into a fresh stage root and run the recipe's scripts."""
+    """Install the locked packages into a fresh stage and run the recipe's scripts: the
+    packages only when the installed layer is out of date (:mod:`builder.stagelayers`)."""
     lock = load_lock(ctx, template)
-    epoch = source_date_epoch(ctx.options)
-    env = _environment(template, epoch)
+    stages = (*bootstrap_stages(lock.packages, template.bootstrap), lock.packages)
 
-    def fill(work: Path) -> None:
+    def install(work: Path, epoch: int) -> None:
         # vztt's order (src/cache.c): pre-cache on the host, the packages_0 / packages_1
-        # groups, mid-pre-install and mid-post-install inside, the rest, post-cache on
-        # the host, post-install inside
+        # groups, mid-pre-install and mid-post-install inside, the rest; then the top
+        # layer (finish): post-cache on the host, post-install inside
+        env = _environment(template, epoch)
         if template.pre_cache:
             chroot.run_host_script(template.pre_cache.path, work, source_date_epoch=epoch, environment=env)
         for name, text in NAME_FILES.items():  # as debootstrap gives them: postfix, exim, ... need a host name
             if not os.path.lexists(work / name):
                 rootfs.write_file(work, "/" + name, text.encode(), mode=0o644)
-        stages = (*bootstrap_stages(lock.packages, template.bootstrap), lock.packages)
         with contextlib.ExitStack() as held:
             for number, packages in enumerate(stages):
                 if packages is lock.packages and template.mid_pre_install:
@@ -321,24 +336,35 @@ def stage_template(ctx: BuildContext, template: Template) -> None:
                 )
                 if number == 0 and len(stages) > 1:  # later installs into the root must not let services start
                     held.enter_context(template.family.services_held(work))
-            if template.post_cache:
-                chroot.run_host_script(template.post_cache.path, work, source_date_epoch=epoch, environment=env)
-            if template.post_install:
-                run_post_install(template.post_install.path, work, epoch, env)
-        template.family.finish_root(work)
 
-    stamp = (ctx.config.layout.stage_stamp(template.name), stage_stamp(stage_record(ctx, template), epoch))
+    def finish(root: Path, epoch: int) -> None:
+        env = _environment(template, epoch)
+        with template.family.services_held(root) if len(stages) > 1 else contextlib.nullcontext():
+            if template.post_cache:
+                chroot.run_host_script(template.post_cache.path, root, source_date_epoch=epoch, environment=env)
+            if template.post_install:
+                run_post_install(template.post_install.path, root, epoch, env)
+        template.family.finish_root(root)
+
+    def tmpfs() -> int | None:  # asked only when the packages are installed
+        available = stagetmpfs.mem_available() // max(1, ctx.config.jobs)  # templates built at once share it
+        return stagetmpfs.tmpfs_size(
+            ctx.config.stage_tmpfs,
+            sum(p.size for p in lock.packages),
+            available,
+            lambda: template.family.installed_size([ctx.config.layout.pool_file(p.sha256) for p in lock.packages]),
+        )
+
     started = time.monotonic()
-    available = stagetmpfs.mem_available() // max(1, ctx.config.jobs)  # templates built at once share it
-    tmpfs = stagetmpfs.tmpfs_size(
-        ctx.config.stage_tmpfs,
-        sum(p.size for p in lock.packages),
-        available,
-        lambda: template.family.installed_size([ctx.config.layout.pool_file(p.sha256) for p in lock.packages]),
-    )
-    build_stage(ctx.config.layout.stage_root(template.name), fill, stamp=stamp, tmpfs=tmpfs)
-    took = f"{time.monotonic() - started:.1f}s" + (" (on tmpfs)" if tmpfs else "")
-    ctx.say(f"stage {template.name}: installed {len(lock.packages)} packages in {took}")
+    made = stagelayers.build_layers(
+        ctx.config.layout.stage / template.name, (installed_record(ctx, template), install),
+        (stage_record(ctx, template), finish), source_date_epoch(ctx.options), tmpfs)  # fmt: skip
+    took = f"{time.monotonic() - started:.1f}s"
+    if made.installed:
+        ctx.say(f"stage {template.name}: installed {len(lock.packages)} packages in {took}"
+                + (" (on tmpfs)" if made.on_tmpfs else ""))  # fmt: skip
+    else:
+        ctx.say(f"stage {template.name}: kept its {len(lock.packages)} installed packages, scripts ran in {took}")
 
 
 def build_stage(

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from builder import appsteps, imagestep, steps
+from builder import appsteps, imagestep, stagelayers, steps
 from builder.errors import EztError
 from builder.recipe import AppCache, Template
 from builder.uptodate import Check, image_reason, stage_reason
@@ -124,7 +124,7 @@ def app_cache_tasks(ctx: steps.BuildContext, cache: AppCache, failures: Failures
     name, base = cache.name, cache.os.name
     locked = ctx.options.locked or ctx.options.offline
     if not locked:
-        lock_only = ctx.options.lock_only and layout.stage_root(base).is_dir()
+        lock_only = ctx.options.lock_only and stagelayers.stage_present(layout, base)
         yield {
             "basename": "lock",
             "name": name,

@@ -29,7 +29,7 @@ from builder.family import Family
 from builder.layout import CacheLayout
 
 INSTALLER_MODULES = ("chroot", "rootfs", "image", "imagestep", "xattrpolicy", "steps", "appsteps", "stagetmpfs",
-                     "ezformat")
+                     "ezformat", "stagelayers")
 """The modules of ``builder`` that decide what goes into a root and an image, besides the
 family's own package (its installer)."""
 
@@ -129,7 +129,9 @@ def difference(recorded: Mapping[str, Any] | None, now: Mapping[str, Any], never
 
 def stage_reason(layout: CacheLayout, name: str, now: Callable[[], Mapping[str, Any]]) -> str | None:
     """Why the stage of ``name`` must be made again (None: it matches ``now()``)."""
-    if not layout.stage_root(name).is_dir():
+    from builder.stagelayers import stage_present
+
+    if not stage_present(layout, name):
         return "never built" if not layout.stage_stamp(name).exists() else "its stage is missing"
     return difference(read_record(layout.stage_stamp(name)), now(), "never built")
 

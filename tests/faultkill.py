@@ -170,7 +170,7 @@ def build_cache_problems(cache: Path, settled: bool = False) -> list[str]:
             problems.append(f"{extra.name} without its image")
     if settled:
         problems += [f"{p.name} left behind" for p in sorted(images.glob(".*"))]
-    for root in sorted(cache.glob("stage/*/root")):
+    for root in sorted([*cache.glob("stage/*/root"), *cache.glob("stage/*/installed")]):
         problems += [f"{root}: {line}" for line in dpkg_unfinished(root)]
     for name in ("locks/*.json", "state/*.json", "stage/*/*.json", "metadata/*/state.json"):
         for path in sorted(cache.glob(name)):

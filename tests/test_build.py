@@ -302,7 +302,7 @@ def test_failing_post_install_keeps_previous_image(site: Site, tmp_path: Path) -
     site.recipe(tmp_path)
     assert build(site, tmp_path).returncode == 0
     before = images(tmp_path)
-    stage = tmp_path / "cache" / "stage" / TEMPLATE / "root"
+    stage = tmp_path / "cache" / "stage" / TEMPLATE / "top"  # the layer post-install wrote to
     assert stage.is_dir()
     script = tmp_path / "recipes" / TEMPLATE / "os_post-install"
     script.write_text("#!/bin/sh\necho broken on purpose >&2\nexit 3\n")
@@ -338,8 +338,8 @@ def test_damaged_pool_file_is_refused_then_refetched(site: Site, tmp_path: Path)
     data = bytearray(pool_file.read_bytes())
     data[-1] ^= 0xFF
     pool_file.write_bytes(bytes(data))
-    post_cache = tmp_path / "recipes" / TEMPLATE / "os_post-cache"
-    post_cache.write_text(post_cache.read_text() + "# force a new stage\n")
+    environment = tmp_path / "recipes" / TEMPLATE / "os_environment"  # a file of the installed layer
+    environment.write_text(environment.read_text() + "FORCED=1\n")  # a new stage, packages installed again
     damaged = build(site, tmp_path)
     assert damaged.returncode == 1
     assert "greeting 1.0" in damaged.stderr and "damaged" in damaged.stderr

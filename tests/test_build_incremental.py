@@ -82,11 +82,11 @@ def test_a_failed_build_of_another_tree_changes_nothing(site: Site, tmp_path: Pa
 
     site.recipe(other, packages="hostbase\n", os_post__install="#!/bin/sh\nexit 5\n")
     assert ezt(site, "build", TEMPLATE, "--recipes", str(other / "recipes"), "--cache-dir", str(cache)).returncode == 1
-    stage_inode = (cache / "stage" / TEMPLATE / "root").stat().st_ino
+    stage_inodes = [(cache / "stage" / TEMPLATE / layer).stat().st_ino for layer in ("installed", "top")]
     back = build(site, tmp_path)
     assert back.returncode == 0, back.stderr
     assert ran_tasks(back.stdout) == [f"lock {TEMPLATE}"], back.stdout
-    assert (cache / "stage" / TEMPLATE / "root").stat().st_ino == stage_inode
+    assert [(cache / "stage" / TEMPLATE / layer).stat().st_ino for layer in ("installed", "top")] == stage_inodes
     assert images(tmp_path) == [f"{TEMPLATE}-{_today()}.tar.zst"]
 
 
