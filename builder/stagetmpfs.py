@@ -8,7 +8,7 @@ and the tmpfs unmounted: the stage never holds memory beyond its own build.
 ``stage_tmpfs`` (config): ``auto`` uses a tmpfs when the root expected fits: at most
 ``EXPANSION`` times the packages' .deb sizes in a quarter of ``MemAvailable`` (small
 sets: nothing to read), else, measured from the packages' own ``Installed-Size``
-(``ROOT_OVER_INSTALLED`` times their sum, plus what is staged beside it), in a third;
+(``ROOT_OVER_INSTALLED`` times their sum, plus what is staged beside it), in two fifths;
 ``yes`` always, ``no`` never. The tmpfs is capped (half of ``MemAvailable`` for auto,
 three quarters for yes): a root bigger than expected fails with "No space left on
 device" rather than filling the machine's memory. Big sets gain most: a 379-package
@@ -29,12 +29,12 @@ SETTINGS = ("auto", "yes", "no")
 EXPANSION = 8
 """A bound on a root's size over its .deb files' (bookworm minbase: 202 MB from 32 MB,
 6.3×; a 379-package server set 4.4×)."""
-ROOT_OVER_INSTALLED = 1.5
+ROOT_OVER_INSTALLED = 1.25
 """A bound on a root's size over its packages' summed ``Installed-Size`` (maintainer
 scripts add byte code, indexes and caches; the 379-package server set: 1.12×)."""
-STAGED_OVER_DEBS = 1
-"""What may sit decompressed beside the root while it is installed, over the .deb sizes
-(the look-ahead is bounded, see :mod:`builder.deb.install`): generous on purpose."""
+STAGING_ALLOWANCE = 512 << 20
+"""What may sit decompressed beside the root while it is installed: the essential set
+and a bounded look-ahead (see :mod:`builder.deb.install`), about 150 MB; generous."""
 
 
 def mem_available(meminfo: Path = Path("/proc/meminfo")) -> int:
@@ -62,8 +62,8 @@ def tmpfs_size(
     measured = installed()
     if measured is None:
         return None
-    expected = ROOT_OVER_INSTALLED * measured + STAGED_OVER_DEBS * deb_bytes
-    return available // 2 if expected <= available // 3 else None
+    expected = ROOT_OVER_INSTALLED * measured + STAGING_ALLOWANCE
+    return available // 2 if expected <= available * 2 // 5 else None
 
 
 def is_mounted(path: Path) -> bool:

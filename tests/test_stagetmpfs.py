@@ -113,8 +113,8 @@ def test_a_killed_builds_tmpfs_is_cleared(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("debs", "installed", "size"),
     [
-        (600 << 20, 2 * GIB, 8 * GIB),  # 4.7 GiB by the quick bound; measured 3.6 GiB: under a third of 16 GiB
-        (600 << 20, 4 * GIB, None),  # measured 6.6 GiB: over a third
+        (600 << 20, 4 * GIB, 8 * GIB),  # 4.7 GiB by the quick bound; measured 5.5 GiB: under 2/5 of 16 GiB
+        (600 << 20, 5 * GIB, None),  # measured 6.75 GiB: over 2/5
         (600 << 20, None, None),  # unknown (an RPM set): the quick bound decides
     ],
 )
