@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import NamedTuple
+
+from builder.record import Record
 
 APT_ETC = Path("/etc/apt")
 UBUNTU_SUITES = frozenset(
@@ -20,7 +21,7 @@ DEBIAN_SUITES = frozenset(
 )
 
 
-class AptSource(NamedTuple):
+class AptSource(Record):
     """One ``deb`` entry of the host's apt configuration."""
 
     uri: str

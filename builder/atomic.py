@@ -13,9 +13,12 @@ import glob
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, BinaryIO
 
 from builder.errors import EztError
+
+TYPE_CHECKING = False  # typing's, without importing typing (see builder.record)
+if TYPE_CHECKING:
+    from typing import Any, BinaryIO
 
 
 def disk_error(exc: OSError, path: Path) -> EztError:

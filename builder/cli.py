@@ -19,11 +19,14 @@ import os  # noqa: E402
 import sys  # noqa: E402
 from collections.abc import Iterator, Sequence  # noqa: E402
 from pathlib import Path  # noqa: E402
-from typing import Any, NoReturn, cast  # noqa: E402
 
 from builder import __version__  # noqa: E402
 from builder.config import Config, load_config  # noqa: E402
 from builder.errors import EztError  # noqa: E402
+
+TYPE_CHECKING = False  # typing's, without importing typing (see builder.record)
+if TYPE_CHECKING:
+    from typing import Any, NoReturn
 
 if _COLLECTING:
     gc.enable()
@@ -136,7 +139,7 @@ class Commands:
     command's start-up (a node's ``ezt create`` is timed against ``tar``), so with
     ``only`` set just that command's parser is built and the rest go to an unused one."""
 
-    def __init__(self, sub: argparse._SubParsersAction[argparse.ArgumentParser], only: str | None) -> None:
+    def __init__(self, sub: argparse._SubParsersAction[_CommandParser], only: str | None) -> None:
         self._sub, self._only, self._unused = sub, only, _Unused(add_help=False)
 
     def add_parser(self, name: str, **kwargs: Any) -> argparse.ArgumentParser:
@@ -153,11 +156,8 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     common = _common()
     parser = _Parser(prog="ezt", description="Build dated, verified template cache images; run containers from them.")
     parser.add_argument("--version", action="version", version=f"ezt {__version__}", help="print ezt's version")
-    choices = cast(
-        "argparse._SubParsersAction[argparse.ArgumentParser]",
-        parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_CommandParser,
-                              help="see ezt COMMAND --help"),
-    )  # fmt: skip
+    choices = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_CommandParser,
+                                    help="see ezt COMMAND --help")  # fmt: skip
     sub = Commands(choices, only)
 
     build = sub.add_parser("build", parents=[common], help="build cache images (all OS templates by default)")

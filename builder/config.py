@@ -12,12 +12,16 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, NamedTuple
 
 from builder.aptsources import debian_servers, mirror_roots
 from builder.errors import EztError, Where
 from builder.layout import CacheLayout
+from builder.record import Record
 from builder.vzttconf import URL_MAP, VZTT_CONF, read_url_map, read_vztt_conf, url_map_entries
+
+TYPE_CHECKING = False  # typing's, without importing typing (see builder.record)
+if TYPE_CHECKING:
+    from typing import Any
 
 DEFAULT_KEYRING = Path("/usr/share/keyrings/debian-archive-keyring.gpg")
 SYSTEM_CONFIG = Path("/etc/ezt/ezt.yaml")
@@ -42,7 +46,7 @@ _PATH_KEYS = {
 """Keys naming a path (relative to the config file's directory) -> the Config field."""
 
 
-class Config(NamedTuple):
+class Config(Record):
     """Everything a command needs besides its arguments."""
 
     recipes_dir: Path = Path("recipes")

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import NamedTuple
 
 from builder.errors import EztError
+from builder.record import Record
 
 SHA256 = re.compile(r"[0-9a-f]{64}")
 """A sha256 digest as the pool names files: the only thing a pool path is made of."""
 
 
-class CacheLayout(NamedTuple):
+class CacheLayout(Record):
     """Paths under ``cache/``: one place decides them all."""
 
     root: Path

@@ -22,15 +22,18 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, date, datetime
 from pathlib import Path
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, NamedTuple
 from urllib.parse import quote
 
 from builder import __version__
 from builder.atomic import disk_error, fsync_dir, write_bytes
 from builder.errors import EztError
 from builder.imagename import SUFFIX, list_images, next_image_name, parse_image_name
+from builder.record import Record
 
+TYPE_CHECKING = False  # typing's, without importing typing (see builder.record)
 if TYPE_CHECKING:
+    from typing import Any
+
     from builder.image import ImageFile
     from builder.model import LockedPackage
 
@@ -38,7 +41,7 @@ FORMAT = "ezt-image-manifest/1"
 SBOM_NAMESPACE = "https://ezt.invalid/spdx"  # a documentNamespace prefix: unique, never fetched
 
 
-class ManifestPackage(NamedTuple):
+class ManifestPackage(Record):
     """One installed package as the manifest records it."""
 
     name: str
@@ -52,7 +55,7 @@ class ManifestPackage(NamedTuple):
     license: str = ""
 
 
-class Manifest(NamedTuple):
+class Manifest(Record):
     """What an image is built from and what it holds."""
 
     template: str

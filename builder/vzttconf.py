@@ -17,10 +17,10 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import NamedTuple
 from urllib.parse import quote, urlsplit, urlunsplit
 
 from builder.errors import EztError, Where
+from builder.record import Record
 
 URL_MAP = Path("template/conf/vztt/url.map")
 """Below the node's ``vz_root``, where vztt reads it."""
@@ -32,7 +32,7 @@ VAR_RE = re.compile(
 _PLAIN_VAR = re.compile(r"^\$(?P<name>[A-Za-z_][A-Za-z0-9_]*)$")
 
 
-class VzttConf(NamedTuple):
+class VzttConf(Record):
     """What ezt takes from ``vztt.conf``; None where the file does not say. (A
     NamedTuple: node commands read the configuration, and dataclasses costs their
     start-up ~18 ms; see the README's departures from DESIGN.md.)"""

@@ -40,7 +40,6 @@ import random
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
 
 from builder.atomic import disk_error
 from builder.chroot import remove_tree
@@ -63,13 +62,17 @@ from runtime.mounts import forget_volatile, is_mounted, mount_shared, umount_sha
 from runtime.paths import NodeLayout, validate_ctid
 from runtime.store import StoredImage, choose_image
 
+TYPE_CHECKING = False  # typing's, without importing typing (see builder.record)
 if TYPE_CHECKING:
+    from typing import Literal
+
     from runtime.engine import Target
+
+    LayoutKind = Literal["plain", "shared"]
 
 # Every node command imports this module, so what only some paths need (the
 # extractor) is imported where used: start-up time is most of a shared-layout create.
 
-LayoutKind = Literal["plain", "shared"]
 LAYOUTS: tuple[str, ...] = ("plain", "shared")
 
 

@@ -16,16 +16,16 @@ are the same for every container of the node:
 from __future__ import annotations
 
 import re
-from typing import NamedTuple
 
 from builder.errors import EztError
+from builder.record import Record
 
 DEFAULT_IDMAP = "100000:65536"
 DEFAULT_BRIDGE = "ezt0"
 _BRIDGE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,14}")
 
 
-class IdMap(NamedTuple):
+class IdMap(Record):
     """Container ids ``0 .. count-1`` are host ids ``uid .. uid+count-1`` (groups from ``gid``)."""
 
     uid: int = 100000
@@ -96,7 +96,7 @@ def check_bridge_address(text: str) -> str:
     return text
 
 
-class NodeSettings(NamedTuple):
+class NodeSettings(Record):
     idmap: IdMap = IdMap()
     bridge: str = DEFAULT_BRIDGE
     bridge_address: str | None = None

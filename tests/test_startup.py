@@ -36,6 +36,7 @@ HEAVY = (
     "tarfile",
     "shutil",  # argparse's help formatter imports it for the terminal width (and bz2, lzma)
     "runtime.lxcconf",  # only for a command that starts LXC
+    "typing",  # records are builder.record.Record, typing.TYPE_CHECKING a local False
 )
 
 CREATE_ONLY = ("runtime.container", "runtime.store", "runtime.dists", "builder.manifest", "ctypes")
