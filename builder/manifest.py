@@ -293,7 +293,7 @@ def sbom(manifest: Manifest, *, distribution: str, purl_type: str = "deb") -> di
     ]
     used: set[str] = {image_id}
     for package in manifest.packages:
-        spdx_id = _unique(f"SPDXRef-Package-{_ID_UNSAFE.sub('-', f'{package.name}-{package.arch}')}", used)
+        spdx_id = _unique(f"SPDXRef-Package-{re.sub(_ID_UNSAFE, '-', f'{package.name}-{package.arch}')}", used)
         purl = _purl(package, purl_type, distribution)
         packages.append(
             {
@@ -334,7 +334,8 @@ _NO_ASSERTIONS = {
     "licenseDeclared": "NOASSERTION",
     "copyrightText": "NOASSERTION",
 }
-_ID_UNSAFE = re.compile(r"[^A-Za-z0-9.-]")
+_ID_UNSAFE = r"[^A-Za-z0-9.-]"
+"""Compiled by re on first use (a node reads manifests, never writes an SBOM)."""
 
 
 def _purl(package: ManifestPackage, purl_type: str, distribution: str) -> str:

@@ -29,7 +29,7 @@ fed to it and a sane PATH; it raises EztError if the command fails."""
 IPInterface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
 
 _LABEL = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
-_USER = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,30}\$?")
+_USER = r"[A-Za-z_][A-Za-z0-9_.-]{0,30}\$?"  # compiled by re on first use (--userpasswd only)
 _CRON_LINE = re.compile(r"(?P<lead>\s*)(?P<minute>[0-9]+)(?P<rest>\s+\S+\s+.*cron\.(?:daily|weekly|monthly).*)")
 DEFAULT_HOSTS = "127.0.0.1\tlocalhost\n::1\t\tlocalhost ip6-localhost ip6-loopback\n"
 
@@ -190,7 +190,7 @@ class Distribution:
         The clear password only travels on the command's stdin: never on a command line
         and never in a file.
         """
-        if not _USER.fullmatch(user):
+        if not re.fullmatch(_USER, user):
             raise EztError(f"invalid user name {user!r}")
         if not password or any(c in password for c in "\n\r\0"):
             raise EztError(f"invalid password for {user}: it must be one non-empty line")
