@@ -36,7 +36,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
-import random
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -49,7 +48,7 @@ from builder.manifest import read_manifest
 from runtime import engine
 from runtime.ctconfig import join_list, merge_sample, render_config, write_config
 from runtime.dists import choose_dist
-from runtime.dists.base import check_hostname, check_nameservers, new_addresses, parse_ips
+from runtime.dists.base import Urandom, check_hostname, check_nameservers, new_addresses, parse_ips
 from runtime.listing import ContainerInfo as ContainerInfo
 from runtime.listing import ContainerStatus as ContainerStatus
 from runtime.listing import list_containers as list_containers
@@ -338,7 +337,7 @@ def create(
                 if ips:
                     dist.set_ips(root, ips)
                 dist.set_dns(root, nameservers, searchdomains)
-                dist.post_create(root, random.Random())
+                dist.post_create(root, Urandom())
                 if password is not None:
                     from runtime.inside import checked
 

@@ -37,6 +37,7 @@ HEAVY = (
     "shutil",  # argparse's help formatter imports it for the terminal width (and bz2, lzma)
     "runtime.lxcconf",  # only for a command that starts LXC
     "typing",  # records are builder.record.Record, typing.TYPE_CHECKING a local False
+    "random",  # cron minutes drawn from os.urandom (runtime.dists.base.Urandom)
 )
 
 CREATE_ONLY = ("runtime.container", "runtime.store", "runtime.dists", "builder.manifest", "ctypes")
@@ -135,3 +136,11 @@ def test_collector_paused_for_start_up_only(
     finally:
         gc.unfreeze()  # the test process's objects collectable again
     capsys.readouterr()
+
+
+def test_import_leaves_its_objects_frozen_and_the_collector_on() -> None:
+    """builder.cli's imports run with the collector paused; what they made is frozen at
+    the end (it lives to the exit), so the first pass after them walks none of it."""
+    code = "import gc, builder.cli; print(gc.isenabled(), gc.get_freeze_count() > 1000, gc.get_count()[0] < 700)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=CLEAN_ENV)
+    assert done.stdout.split() == ["True", "True", "True"]
