@@ -123,7 +123,11 @@ GLOBAL_OPTIONS = ("--config", "--recipes", "--cache-dir", "--vz-root")
 
 
 class _Unused(argparse.ArgumentParser):
-    """Stands in for the parser of a sub-command that is not the one being run."""
+    """Stands in for the parser of a sub-command that is not the one being run: never
+    parsed with, so not built either (argparse's set-up asks gettext twice)."""
+
+    def __init__(self) -> None:
+        pass
 
     def add_argument(self, *args: Any, **kwargs: Any) -> argparse.Action:
         return _NO_ACTION
@@ -141,7 +145,7 @@ class Commands:
     ``only`` set just that command's parser is built and the rest go to an unused one."""
 
     def __init__(self, sub: argparse._SubParsersAction[_CommandParser], only: str | None) -> None:
-        self._sub, self._only, self._unused = sub, only, _Unused(add_help=False)
+        self._sub, self._only, self._unused = sub, only, _Unused()
 
     def add_parser(self, name: str, **kwargs: Any) -> argparse.ArgumentParser:
         if self._only is not None and name != self._only:
