@@ -38,6 +38,7 @@ HEAVY = (
     "runtime.lxcconf",  # only for a command that starts LXC
     "typing",  # records are builder.record.Record, typing.TYPE_CHECKING a local False
     "random",  # cron minutes drawn from os.urandom (runtime.dists.base.Urandom)
+    "glob",  # builder.atomic's stale temporaries: a plain directory listing
 )
 
 CREATE_ONLY = ("runtime.container", "runtime.store", "runtime.dists", "builder.manifest", "ctypes")
