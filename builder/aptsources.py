@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import NamedTuple
+
+from builder.record import Record
 
 APT_ETC = Path("/etc/apt")
 UBUNTU_SUITES = frozenset(
@@ -20,7 +21,7 @@ DEBIAN_SUITES = frozenset(
 )
 
 
-class AptSource(NamedTuple):
+class AptSource(Record):
     """One ``deb`` entry of the host's apt configuration."""
 
     uri: str
@@ -87,8 +88,12 @@ def debian_servers(apt_etc: Path = APT_ETC) -> dict[str, str]:
     The security archive is the entry whose suite ends in ``-security``; the main
     archive is the first other entry carrying ``main``. Missing ones are left out.
     """
+    return _debian_servers(host_sources(apt_etc))
+
+
+def _debian_servers(entries: list[AptSource]) -> dict[str, str]:
     found: dict[str, str] = {}
-    for entry in host_sources(apt_etc):
+    for entry in entries:
         if not any(s.split("-")[0].split("/")[0] in DEBIAN_SUITES for s in entry.suites):
             continue
         is_security = any(s.endswith(("-security", "/updates")) for s in entry.suites)
@@ -113,8 +118,12 @@ def mirror_roots(apt_etc: Path = APT_ETC) -> dict[str, str]:
     """vztt's ``$DEB_SERVER`` and ``$UBU_SERVER``: the root of the host's Debian (Ubuntu)
     mirror, the part of its main archive URI before ``/debian`` (``/ubuntu``), which EZ
     repository lines extend with ``/debian``, ``/debian-security``, ``/ubuntu``."""
+    return _mirror_roots(host_sources(apt_etc))
+
+
+def _mirror_roots(entries: list[AptSource]) -> dict[str, str]:
     found: dict[str, str] = {}
-    for entry in host_sources(apt_etc):
+    for entry in entries:
         if any(s.endswith(("-security", "/updates")) for s in entry.suites) or "main" not in entry.components:
             continue
         for key, suites, segment in (("DEB_SERVER", DEBIAN_SUITES, "debian"), ("UBU_SERVER", UBUNTU_SUITES, "ubuntu")):
@@ -122,3 +131,10 @@ def mirror_roots(apt_etc: Path = APT_ETC) -> dict[str, str]:
             if key not in found and root and any(_suite_base(s) in suites for s in entry.suites):
                 found[key] = root
     return found
+
+
+def default_urlmap(apt_etc: Path = APT_ETC) -> dict[str, str]:
+    """:func:`debian_servers` and :func:`mirror_roots` together, the sources read once
+    (every command's configuration starts from them)."""
+    entries = host_sources(apt_etc)
+    return {**_debian_servers(entries), **_mirror_roots(entries)}

@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import glob
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, BinaryIO
 
 from builder.errors import EztError
+
+TYPE_CHECKING = False  # typing's, without importing typing (see builder.record)
+if TYPE_CHECKING:
+    from typing import Any, BinaryIO
 
 
 def disk_error(exc: OSError, path: Path) -> EztError:
@@ -54,10 +56,14 @@ def atomic_writer(path: Path, mode: int = 0o644) -> Iterator[BinaryIO]:
 def clear_stale(path: Path) -> None:
     """Remove temporaries of ``path`` whose writing process no longer exists."""
     prefix = f".{path.name}.tmp"
-    for stale in path.parent.glob(glob.escape(prefix) + "*"):
-        pid = stale.name[len(prefix) :]
-        if pid.isdigit() and not _alive(int(pid)):
-            stale.unlink(missing_ok=True)
+    try:
+        names = os.listdir(path.parent)  # a plain listing: glob's import is start-up time
+    except (FileNotFoundError, NotADirectoryError, PermissionError):
+        return  # nothing to clear, as Path.glob found nothing there
+    for name in names:
+        pid = name[len(prefix) :]
+        if name.startswith(prefix) and pid.isdigit() and not _alive(int(pid)):
+            (path.parent / name).unlink(missing_ok=True)
 
 
 def _alive(pid: int) -> bool:

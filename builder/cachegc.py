@@ -20,7 +20,7 @@ from pathlib import Path
 from builder.chroot import remove_tree
 from builder.errors import EztError
 from builder.imagename import SUFFIX, current_image, parse_image_name
-from builder.layout import SHA256, CacheLayout
+from builder.layout import CacheLayout, sha256_re
 from builder.lock import read_lock
 from builder.manifest import manifest_path, read_manifest, sbom_path
 
@@ -71,7 +71,7 @@ def gc(layout: CacheLayout, keep: int, in_use: Iterable[str], *, dry_run: bool =
     needed = _needed_pool_files(layout, kept)
     pool = layout.pool / "sha256"
     for path in sorted(pool.glob("*/*")) if pool.is_dir() else ():
-        if SHA256.fullmatch(path.name) and path.name not in needed:
+        if sha256_re().fullmatch(path.name) and path.name not in needed:
             removed.append(Removed(path, _size(path), "no lock or kept image needs it"))
     if not dry_run:
         for item in removed:

@@ -15,9 +15,14 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Protocol
 
 from builder.errors import EztError
+
+TYPE_CHECKING = False  # typing's, without importing typing (see builder.record)
+if TYPE_CHECKING:
+    from typing import Protocol
+else:
+    Protocol = object  # RootRunner is only ever an annotation
 
 # Node commands import this module for mounts_under and remove_tree: subprocess and shutil
 # (which pulls in the compression modules) are imported where used, for their start-up.

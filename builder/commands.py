@@ -216,14 +216,15 @@ def cmd_recipes(args: argparse.Namespace, config: Config) -> int:
 def unset_urlmap(recipe: RecipeDir, config: Config) -> list[str]:
     """The url-map variables the recipe's repository lines use that have no value here
     (a distribution whose mirror this host has no default for)."""
-    from builder.recipe import _VAR_RE, text_lines
+    from builder.recipe import text_lines
+    from builder.vzttconf import var_re
 
     used: set[str] = set()
     for files in recipe.files.values():
         for path in (files.get("repositories"), files.get("mirrorlist")):
             for _number, line in text_lines(path) if path is not None else ():
                 used.update(m.group("braced") or m.group("paren") or m.group("bare") or ""
-                            for m in _VAR_RE.finditer(line))  # fmt: skip
+                            for m in var_re().finditer(line))  # fmt: skip
     return sorted(used - set(config.urlmap) - {"", "ARCH", "basearch", "arch"})
 
 

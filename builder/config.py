@@ -7,29 +7,31 @@ variables, then command-line options.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, NamedTuple
 
-from builder.aptsources import debian_servers, mirror_roots
+from builder.aptsources import default_urlmap
 from builder.errors import EztError, Where
 from builder.layout import CacheLayout
+from builder.record import Record
 from builder.vzttconf import URL_MAP, VZTT_CONF, read_url_map, read_vztt_conf, url_map_entries
+
+TYPE_CHECKING = False  # typing's, without importing typing (see builder.record)
+if TYPE_CHECKING:
+    from typing import Any
 
 DEFAULT_KEYRING = Path("/usr/share/keyrings/debian-archive-keyring.gpg")
 SYSTEM_CONFIG = Path("/etc/ezt/ezt.yaml")
-_DURATION = re.compile(r"^\s*(\d+)\s*([smhdw]?)\s*$")
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-_SIZE = re.compile(r"^\s*(\d+)\s*([KMG]?)i?B?\s*$", re.IGNORECASE)
 _SIZE_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
 DEFAULT_MAX_RELEASE_SIZE = 10 << 20
 """apt's ``Acquire::MaxReleaseFileSize``; Debian's InRelease is ~150 kB."""
 DEFAULT_MAX_INDEX_SIZE = 256 << 20
 """Debian bookworm main amd64: Packages.xz ~9 MB, ~45 MB uncompressed."""
-_VAR_NAME = re.compile(r"^[A-Z][A-Z0-9_]*$")
 _PATH_KEYS = {
     "recipes": "recipes_dir",
     "cache_dir": "cache_dir",
@@ -42,7 +44,7 @@ _PATH_KEYS = {
 """Keys naming a path (relative to the config file's directory) -> the Config field."""
 
 
-class Config(NamedTuple):
+class Config(Record):
     """Everything a command needs besides its arguments."""
 
     recipes_dir: Path = Path("recipes")
@@ -86,9 +88,25 @@ class Config(NamedTuple):
         )
 
 
+# The patterns are compiled on first use: node commands rarely have a config file.
+@functools.cache
+def _duration() -> re.Pattern[str]:
+    return re.compile(r"^\s*(\d+)\s*([smhdw]?)\s*$")
+
+
+@functools.cache
+def _size() -> re.Pattern[str]:
+    return re.compile(r"^\s*(\d+)\s*([KMG]?)i?B?\s*$", re.IGNORECASE)
+
+
+@functools.cache
+def _var_name() -> re.Pattern[str]:
+    return re.compile(r"^[A-Z][A-Z0-9_]*$")
+
+
 def parse_duration(value: object, where: Where) -> int:
     """Seconds from an integer or ``30m`` / ``6h`` / ``1d`` / ``2w``."""
-    match = _DURATION.match(str(value))
+    match = _duration().match(str(value))
     if isinstance(value, bool) or not match:
         raise EztError(f"bad duration {value!r} (use seconds or e.g. 30m, 6h, 1d)", where)
     return int(match.group(1)) * _UNITS[match.group(2)]
@@ -96,7 +114,7 @@ def parse_duration(value: object, where: Where) -> int:
 
 def parse_size(value: object, key: str, where: Where) -> int:
     """Bytes from an integer or ``512K`` / ``10M`` / ``1G`` (binary units)."""
-    match = _SIZE.match(str(value))
+    match = _size().match(str(value))
     if isinstance(value, bool) or not match or int(match.group(1)) < 1:
         raise EztError(f"'{key}' must be a size in bytes or e.g. 10M, 1G, not {value!r}", where)
     return int(match.group(1)) * _SIZE_UNITS[match.group(2).lower()]
@@ -159,7 +177,7 @@ def load_config(path: Path | None = None, environ: Mapping[str, str] | None = No
         path = Path(env["EZT_CONFIG"])
     if path is None and SYSTEM_CONFIG.is_file():
         path = SYSTEM_CONFIG
-    urlmap: dict[str, str] = {**debian_servers(), **mirror_roots()}
+    urlmap = default_urlmap()
     config = Config()
     if path is not None:  # a first pass for where vztt's files are: they come below the file's settings
         config = _apply_file(config, {}, path)
@@ -203,7 +221,7 @@ def _apply_file(config: Config, urlmap: dict[str, str], path: Path) -> Config:
             if not isinstance(value, dict):
                 raise EztError("'urlmap' must map VARIABLE names to URLs", where)
             for var, url in value.items():
-                if not isinstance(var, str) or not _VAR_NAME.match(var.lstrip("$")):
+                if not isinstance(var, str) or not _var_name().match(var.lstrip("$")):
                     raise EztError(f"bad url map variable name {var!r} (use UPPER_CASE)", where)
                 urlmap[var.lstrip("$")] = _string(url, f"urlmap.{var}", where).rstrip("/")
         elif key == "exclude":

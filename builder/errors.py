@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import NamedTuple
+
+from builder.record import Record
 
 
-class Where(NamedTuple):
+class Where(Record):
     """A place in a user's file, so every error can point at it."""
 
     path: str

@@ -12,9 +12,9 @@ import json
 import re
 from datetime import date
 from pathlib import Path
-from typing import NamedTuple
 
 from builder.errors import EztError
+from builder.record import Record
 
 SUFFIX = ".tar.zst"
 _NAME = re.compile(
@@ -22,7 +22,7 @@ _NAME = re.compile(
 )
 
 
-class ImageName(NamedTuple):
+class ImageName(Record):
     """A parsed image name; unpacks as ``(template, date, serial)``; serial 1 has no suffix."""
 
     template: str

@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from pathlib import Path
-from typing import NamedTuple
 
 from builder.errors import EztError
-
-SHA256 = re.compile(r"[0-9a-f]{64}")
-"""A sha256 digest as the pool names files: the only thing a pool path is made of."""
+from builder.record import Record
 
 
-class CacheLayout(NamedTuple):
+@functools.cache
+def sha256_re() -> re.Pattern[str]:
+    """A sha256 digest as the pool names files: the only thing a pool path is made of.
+    (Compiled on first use: every command imports this module, few touch the pool.)"""
+    return re.compile(r"[0-9a-f]{64}")
+
+
+class CacheLayout(Record):
     """Paths under ``cache/``: one place decides them all."""
 
     root: Path
@@ -42,7 +47,7 @@ class CacheLayout(NamedTuple):
         return self.root / "state"
 
     def pool_file(self, sha256: str) -> Path:
-        if not SHA256.fullmatch(sha256):
+        if not sha256_re().fullmatch(sha256):
             raise EztError(f"not a sha256 digest: {sha256[:80]!r}")
         return self.pool / "sha256" / sha256[:2] / sha256
 

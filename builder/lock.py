@@ -23,7 +23,7 @@ from typing import Any
 
 from builder.atomic import write_if_changed
 from builder.errors import EztError, Where
-from builder.layout import SHA256
+from builder.layout import sha256_re
 from builder.model import LockedPackage
 
 LOCK_FORMAT = 1
@@ -125,7 +125,7 @@ def read_lock(path: Path) -> Lock:
         )
         for package in packages:
             if not (_SAFE_NAME.fullmatch(package.name) and _SAFE_NAME.fullmatch(package.version)
-                    and _SAFE_NAME.fullmatch(package.arch) and SHA256.fullmatch(package.sha256)):
+                    and _SAFE_NAME.fullmatch(package.arch) and sha256_re().fullmatch(package.sha256)):
                 raise EztError(f"damaged lock file: unsafe package entry {package.name!r}", Where.of(path))
         source = data.get("resolved_from")
         return Lock(data["template"], data["family"], data["arch"], tuple(data["repositories"]), packages,

@@ -22,15 +22,18 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, date, datetime
 from pathlib import Path
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, NamedTuple
 from urllib.parse import quote
 
 from builder import __version__
 from builder.atomic import disk_error, fsync_dir, write_bytes
 from builder.errors import EztError
 from builder.imagename import SUFFIX, list_images, next_image_name, parse_image_name
+from builder.record import Record
 
+TYPE_CHECKING = False  # typing's, without importing typing (see builder.record)
 if TYPE_CHECKING:
+    from typing import Any
+
     from builder.image import ImageFile
     from builder.model import LockedPackage
 
@@ -38,7 +41,7 @@ FORMAT = "ezt-image-manifest/1"
 SBOM_NAMESPACE = "https://ezt.invalid/spdx"  # a documentNamespace prefix: unique, never fetched
 
 
-class ManifestPackage(NamedTuple):
+class ManifestPackage(Record):
     """One installed package as the manifest records it."""
 
     name: str
@@ -52,7 +55,7 @@ class ManifestPackage(NamedTuple):
     license: str = ""
 
 
-class Manifest(NamedTuple):
+class Manifest(Record):
     """What an image is built from and what it holds."""
 
     template: str
@@ -290,7 +293,7 @@ def sbom(manifest: Manifest, *, distribution: str, purl_type: str = "deb") -> di
     ]
     used: set[str] = {image_id}
     for package in manifest.packages:
-        spdx_id = _unique(f"SPDXRef-Package-{_ID_UNSAFE.sub('-', f'{package.name}-{package.arch}')}", used)
+        spdx_id = _unique(f"SPDXRef-Package-{re.sub(_ID_UNSAFE, '-', f'{package.name}-{package.arch}')}", used)
         purl = _purl(package, purl_type, distribution)
         packages.append(
             {
@@ -331,7 +334,8 @@ _NO_ASSERTIONS = {
     "licenseDeclared": "NOASSERTION",
     "copyrightText": "NOASSERTION",
 }
-_ID_UNSAFE = re.compile(r"[^A-Za-z0-9.-]")
+_ID_UNSAFE = r"[^A-Za-z0-9.-]"
+"""Compiled by re on first use (a node reads manifests, never writes an SBOM)."""
 
 
 def _purl(package: ManifestPackage, purl_type: str, distribution: str) -> str:

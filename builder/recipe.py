@@ -31,10 +31,8 @@ from builder.recipefiles import (
     split_file_name,
     unused_file,
 )
-from builder.vzttconf import VAR_RE, expand_vars
+from builder.vzttconf import expand_vars
 
-_VAR_RE = VAR_RE
-"""``$VAR``, ``${VAR}``, ``$(VAR)`` in repository lines (kept here for its users)."""
 _ENV_RE = re.compile(r"^(?P<key>[A-Za-z_][A-Za-z0-9_]*)=(?P<value>.*)$")
 _PRIORITY_RE = re.compile(r"^@(required|important|standard|optional|extra)$")
 

@@ -14,25 +14,41 @@ and a plain ``$VAR`` as a url-map variable (see :func:`expand_vars`).
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import NamedTuple
 from urllib.parse import quote, urlsplit, urlunsplit
 
 from builder.errors import EztError, Where
+from builder.record import Record
 
 URL_MAP = Path("template/conf/vztt/url.map")
 """Below the node's ``vz_root``, where vztt reads it."""
 VZTT_CONF = Path("/etc/vztt/vztt.conf")
-_CONF_LINE = re.compile(r"^(?:export\s+)?(?P<key>[A-Za-z_][A-Za-z0-9_]*)=(?P<value>.*)$")
-VAR_RE = re.compile(
-    r"\$\{(?P<braced>[A-Za-z_][A-Za-z0-9_]*)\}|\$\((?P<paren>[A-Za-z_]+)\)|\$(?P<bare>[A-Za-z_][A-Za-z0-9_]*)"
-)
-_PLAIN_VAR = re.compile(r"^\$(?P<name>[A-Za-z_][A-Za-z0-9_]*)$")
 
 
-class VzttConf(NamedTuple):
+# The patterns are compiled on first use: every command imports this module (through
+# builder.config), few read vztt's files or expand repository lines.
+@functools.cache
+def _conf_line() -> re.Pattern[str]:
+    return re.compile(r"^(?:export\s+)?(?P<key>[A-Za-z_][A-Za-z0-9_]*)=(?P<value>.*)$")
+
+
+@functools.cache
+def var_re() -> re.Pattern[str]:
+    """``$VAR``, ``${VAR}``, ``$(VAR)`` in repository lines."""
+    return re.compile(
+        r"\$\{(?P<braced>[A-Za-z_][A-Za-z0-9_]*)\}|\$\((?P<paren>[A-Za-z_]+)\)|\$(?P<bare>[A-Za-z_][A-Za-z0-9_]*)"
+    )
+
+
+@functools.cache
+def _plain_var() -> re.Pattern[str]:
+    return re.compile(r"^\$(?P<name>[A-Za-z_][A-Za-z0-9_]*)$")
+
+
+class VzttConf(Record):
     """What ezt takes from ``vztt.conf``; None where the file does not say. (A
     NamedTuple: node commands read the configuration, and dataclasses costs their
     start-up ~18 ms; see the README's departures from DESIGN.md.)"""
@@ -68,7 +84,7 @@ def url_map_entries(entries: list[tuple[str, str]]) -> dict[str, str]:
     the literal key (starting with ``$``) for any other, e.g. ``$SUSE_SERVER/pub/opensuse``."""
     out: dict[str, str] = {}
     for key, url in entries:
-        match = _PLAIN_VAR.match(key)
+        match = _plain_var().match(key)
         out[match.group("name") if match else key] = url.rstrip("/")
     return out
 
@@ -80,7 +96,7 @@ def read_vztt_conf(path: Path) -> VzttConf:
         line = raw.strip()
         if not line or line.startswith("#"):
             continue
-        match = _CONF_LINE.match(line)
+        match = _conf_line().match(line)
         if not match:
             raise EztError(f"expected KEY=VALUE, got {line!r}", Where.of(path, number))
         value = match.group("value").strip()
@@ -133,4 +149,4 @@ def expand_vars(line: str, urlmap: Mapping[str, str], arch: str, native_arch: st
         hint = f"set EZT_URLMAP_{var}, urlmap in the config, or a line in vztt's url.map"
         raise EztError(f"unknown url map variable ${var} (known: {known}; {hint})", where)
 
-    return VAR_RE.sub(substitute, line)
+    return var_re().sub(substitute, line)

@@ -10,7 +10,6 @@ import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from builder.config import Config
 from builder.errors import EztError
@@ -18,6 +17,7 @@ from runtime import pkgcommands
 from runtime.paths import NodeLayout, validate_ctid
 from runtime.pkgcommands import cmd_localinstall, cmd_localupdate, cmd_upgrade
 
+TYPE_CHECKING = False  # typing's, without importing typing (see builder.record)
 if TYPE_CHECKING:
     from builder.cli import Commands
 

@@ -36,11 +36,9 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
-import random
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
 
 from builder.atomic import disk_error
 from builder.chroot import remove_tree
@@ -50,7 +48,7 @@ from builder.manifest import read_manifest
 from runtime import engine
 from runtime.ctconfig import join_list, merge_sample, render_config, write_config
 from runtime.dists import choose_dist
-from runtime.dists.base import check_hostname, check_nameservers, new_addresses, parse_ips
+from runtime.dists.base import Urandom, check_hostname, check_nameservers, new_addresses, parse_ips
 from runtime.listing import ContainerInfo as ContainerInfo
 from runtime.listing import ContainerStatus as ContainerStatus
 from runtime.listing import list_containers as list_containers
@@ -63,13 +61,17 @@ from runtime.mounts import forget_volatile, is_mounted, mount_shared, umount_sha
 from runtime.paths import NodeLayout, validate_ctid
 from runtime.store import StoredImage, choose_image
 
+TYPE_CHECKING = False  # typing's, without importing typing (see builder.record)
 if TYPE_CHECKING:
+    from typing import Literal
+
     from runtime.engine import Target
+
+    LayoutKind = Literal["plain", "shared"]
 
 # Every node command imports this module, so what only some paths need (the
 # extractor) is imported where used: start-up time is most of a shared-layout create.
 
-LayoutKind = Literal["plain", "shared"]
 LAYOUTS: tuple[str, ...] = ("plain", "shared")
 
 
@@ -335,7 +337,7 @@ def create(
                 if ips:
                     dist.set_ips(root, ips)
                 dist.set_dns(root, nameservers, searchdomains)
-                dist.post_create(root, random.Random())
+                dist.post_create(root, Urandom())
                 if password is not None:
                     from runtime.inside import checked
 

@@ -28,6 +28,7 @@ Other keys (from a sample config, or added by hand) are kept as they are.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -50,11 +51,18 @@ KNOWN_KEYS = (
 )
 
 _KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-_ASSIGN = re.compile(r"\s*(?:export\s+)?(?P<key>[A-Za-z_][A-Za-z0-9_]*)=(?P<rest>.*)")
-_DOUBLE = re.compile(r'"(?P<value>[^"\\$`]*)"\s*(?:#.*)?')
-_SINGLE = re.compile(r"'(?P<value>[^']*)'\s*(?:#.*)?")
-_BARE = re.compile(r"(?P<value>[^\s\"'\\$`#;&|<>()]*)\s*(?:#.*)?")
 _UNSAFE = re.compile(r'["\\$`\n\r\0]')
+
+
+@functools.cache
+def _line_patterns() -> tuple[re.Pattern[str], tuple[re.Pattern[str], ...]]:
+    """A setting line, and its value's three quotings: compiled on first use (a create
+    writes a config, it reads one only for a sample or an address check)."""
+    assign = re.compile(r"\s*(?:export\s+)?(?P<key>[A-Za-z_][A-Za-z0-9_]*)=(?P<rest>.*)")
+    double = re.compile(r'"(?P<value>[^"\\$`]*)"\s*(?:#.*)?')
+    single = re.compile(r"'(?P<value>[^']*)'\s*(?:#.*)?")
+    bare = re.compile(r"(?P<value>[^\s\"'\\$`#;&|<>()]*)\s*(?:#.*)?")
+    return assign, (double, single, bare)
 
 
 def _parse_line(line: str, where: Where) -> tuple[str, str] | None:
@@ -62,11 +70,12 @@ def _parse_line(line: str, where: Where) -> tuple[str, str] | None:
     stripped = line.strip()
     if not stripped or stripped.startswith("#"):
         return None
-    match = _ASSIGN.fullmatch(line.rstrip("\n"))
+    assign, quotings = _line_patterns()
+    match = assign.fullmatch(line.rstrip("\n"))
     if match is None:
         raise EztError(f'not a KEY="value" line: {stripped[:60]!r}', where)
     rest = match["rest"]
-    for pattern in (_DOUBLE, _SINGLE, _BARE):
+    for pattern in quotings:
         value = pattern.fullmatch(rest.rstrip())
         if value is not None:
             return match["key"], value["value"]

@@ -33,13 +33,16 @@ import contextlib
 import os
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import IO
 
 from builder.errors import EztError
 from runtime.paths import NodeLayout
 
-Target = int | IO[bytes] | IO[str] | None
-"""Where a stream goes, as subprocess takes it (None: inherited from ezt)."""
+TYPE_CHECKING = False  # typing's, without importing typing (see builder.record)
+if TYPE_CHECKING:
+    from typing import IO
+
+    Target = int | IO[bytes] | IO[str] | None
+    """Where a stream goes, as subprocess takes it (None: inherited from ezt)."""
 
 CONTAINER_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 START_TIMEOUT = 30

@@ -9,17 +9,17 @@ import functools
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import NamedTuple
 
 from builder.chroot import mounts_under
 from builder.errors import EztError
+from builder.record import Record
 from runtime import engine
 from runtime.ctconfig import read_config, split_list
 from runtime.mounts import is_mounted
 from runtime.paths import NodeLayout, validate_ctid
 
 
-class ContainerInfo(NamedTuple):
+class ContainerInfo(Record):
     """One container as ``ezt list`` shows it. ``mounted``: its root is usable now
     (always for ``plain``; the overlay is mounted for ``shared``); ``processes``: how
     many run in it (0: stopped); ``disk_used``: bytes of its private area, None unless
@@ -41,7 +41,7 @@ class ContainerInfo(NamedTuple):
         return "running" if self.processes else "stopped"
 
 
-class ContainerStatus(NamedTuple):
+class ContainerStatus(Record):
     """``ezt status``: whether the container exists, its root is usable (``mounted``)
     and how many processes run in it (``running``: its init runs)."""
 

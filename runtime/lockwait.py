@@ -18,15 +18,15 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import NamedTuple
 
 from builder.errors import EztError
+from builder.record import Record
 
 REPORT_EVERY = 5.0
 """Seconds between two "waiting" lines."""
 
 
-class HolderProgress(NamedTuple):
+class HolderProgress(Record):
     """The process holding a lock and how many bytes of the image it has read."""
 
     pid: int

@@ -16,16 +16,15 @@ are the same for every container of the node:
 from __future__ import annotations
 
 import re
-from typing import NamedTuple
 
 from builder.errors import EztError
+from builder.record import Record
 
 DEFAULT_IDMAP = "100000:65536"
 DEFAULT_BRIDGE = "ezt0"
-_BRIDGE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,14}")
 
 
-class IdMap(NamedTuple):
+class IdMap(Record):
     """Container ids ``0 .. count-1`` are host ids ``uid .. uid+count-1`` (groups from ``gid``)."""
 
     uid: int = 100000
@@ -78,7 +77,7 @@ def parse_idmap(text: str) -> IdMap:
 
 
 def check_bridge(name: str) -> str:
-    if not _BRIDGE_NAME.fullmatch(name):
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,14}", name):  # compiled on first use (re's cache)
         raise EztError(f"bad bridge name {name!r}: up to 15 characters of letters, digits, '_', '.', '-'")
     return name
 
@@ -96,20 +95,19 @@ def check_bridge_address(text: str) -> str:
     return text
 
 
-class NodeSettings(NamedTuple):
+class NodeSettings(Record):
     idmap: IdMap = IdMap()
     bridge: str = DEFAULT_BRIDGE
     bridge_address: str | None = None
 
 
-_SIZE = re.compile(r"^\s*(\d+)\s*([kKmMgGtT]?)[bB]?\s*$")
 _SIZE_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 PAGE = 4096
 
 
 def parse_size(text: str, option: str) -> int:
     """Bytes from ``512M``, ``1G``, ``65536K`` or a plain number of bytes."""
-    match = _SIZE.match(text)
+    match = re.match(r"^\s*(\d+)\s*([kKmMgGtT]?)[bB]?\s*$", text)  # compiled on first use (re's cache)
     if not match:
         raise EztError(f"{option}: bad size {text!r} (use e.g. 512M, 1G)")
     return int(match.group(1)) * _SIZE_UNITS[match.group(2).lower()]

@@ -20,9 +20,9 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import NamedTuple
 
 from builder.errors import EztError
+from builder.record import Record
 from runtime.nodeconf import NodeSettings
 
 _NUMBER = re.compile(r"[1-9][0-9]*")
@@ -45,7 +45,7 @@ def validate_ctid(text: str) -> str:
     )
 
 
-class NodeLayout(NamedTuple):
+class NodeLayout(Record):
     """The node's directories; every path derives from ``vz_root`` except the config
     directory, which ``conf_root`` moves elsewhere when set."""
 

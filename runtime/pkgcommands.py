@@ -8,12 +8,12 @@ import argparse
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from builder.config import Config
 from builder.errors import EztError
 from runtime.paths import NodeLayout, validate_ctid
 
+TYPE_CHECKING = False  # typing's, without importing typing (see builder.record)
 if TYPE_CHECKING:
     from builder.cli import Commands
 

@@ -18,18 +18,18 @@ import os
 from collections.abc import Callable, Iterable
 from datetime import date
 from pathlib import Path
-from typing import NamedTuple
 
 from builder.atomic import atomic_writer, disk_error, write_bytes
 from builder.errors import EztError
 from builder.imagename import SUFFIX, parse_image_name
 from builder.manifest import manifest_path, read_manifest, sbom_path, verify_image
+from builder.record import Record
 from runtime.paths import NodeLayout
 
 _CHUNK = 1 << 20
 
 
-class StoredImage(NamedTuple):
+class StoredImage(Record):
     """One cache image the node can deploy."""
 
     template: str

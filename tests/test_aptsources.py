@@ -2,6 +2,8 @@
 
 from pathlib import Path
 
+import pytest
+
 from builder.aptsources import debian_servers, host_sources
 
 
@@ -54,3 +56,19 @@ def test_deb822_format_and_third_party_skipped(tmp_path: Path) -> None:
 
 def test_no_sources(tmp_path: Path) -> None:
     assert debian_servers(tmp_path / "nothing") == {}
+
+
+def test_default_urlmap_reads_the_sources_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from builder import aptsources
+
+    etc = _apt(tmp_path, one_line="deb http://mirror.invalid/pub/debian bookworm main\n"
+                                  "deb http://mirror.invalid/pub/debian-security bookworm-security main\n")  # fmt: skip
+    reads: list[Path] = []
+    real = aptsources.host_sources
+    monkeypatch.setattr(aptsources, "host_sources", lambda apt_etc: reads.append(apt_etc) or real(apt_etc))
+    assert aptsources.default_urlmap(etc) == {
+        "DEBIAN_SERVER": "http://mirror.invalid/pub/debian",
+        "DEBIAN_SECURITY_SERVER": "http://mirror.invalid/pub/debian-security",
+        "DEB_SERVER": "http://mirror.invalid/pub",
+    }
+    assert reads == [etc]

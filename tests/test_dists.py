@@ -11,7 +11,7 @@ import pytest
 
 from builder.errors import EztError
 from runtime.dists import Debian, Default, Distribution, RedHat, candidates, choose_dist
-from runtime.dists.base import hosts_with, randomize_crontab, resolv_with
+from runtime.dists.base import Urandom, hosts_with, randomize_crontab, resolv_with
 from runtime.dists.debian import BEGIN, END, interfaces_with
 from runtime.dists.redhat import shell_vars_with
 from tests.nodeimage import CRONTAB, INTERFACES, NodeImage
@@ -277,6 +277,18 @@ def test_randomize_crontab() -> None:
         minute, rest = new.split(" ", 1)
         assert 0 <= int(minute) < 60 and rest == old.split(" ", 1)[1]
     assert {randomize_crontab(DEBIAN_CRONTAB, random.Random(seed)) for seed in range(20)} != {DEBIAN_CRONTAB}
+
+
+def test_urandom_draws_every_minute_and_nothing_else() -> None:
+    """What a create picks the cron minutes with (random.SystemRandom's draw, without
+    importing random); 6000 draws miss one of 60 values with probability below 1e-40."""
+    source = Urandom()
+    assert {source.randrange(60) for _ in range(6000)} == set(range(60))
+    assert {source.randrange(1) for _ in range(10)} == {0}
+    assert {source.randrange(2**70) < 2**70 for _ in range(100)} == {True}
+    with pytest.raises(ValueError, match="empty range"):
+        source.randrange(0)
+    assert randomize_crontab(DEBIAN_CRONTAB, source).splitlines()[:4] == DEBIAN_CRONTAB.splitlines()[:4]
 
 
 def test_post_create(root: Path) -> None:

@@ -14,13 +14,22 @@ override :meth:`Distribution.set_ips` (and more where they need to).
 from __future__ import annotations
 
 import ipaddress
-import random
+import os
 import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from builder import rootfs
 from builder.errors import EztError
+
+TYPE_CHECKING = False  # typing's, without importing typing (see builder.record)
+if TYPE_CHECKING:
+    from typing import Protocol
+
+    class RandRange(Protocol):
+        """What picks the cron minutes: a ``random.Random`` (tests seed one), or :class:`Urandom`."""
+
+        def randrange(self, stop: int, /) -> int: ...
 
 RunInRoot = Callable[[Path, Sequence[str], bytes], None]
 """``run_in_root(root, argv, stdin)`` runs ``argv`` chrooted into ``root`` with ``stdin``
@@ -29,7 +38,7 @@ fed to it and a sane PATH; it raises EztError if the command fails."""
 IPInterface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
 
 _LABEL = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
-_USER = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,30}\$?")
+_USER = r"[A-Za-z_][A-Za-z0-9_.-]{0,30}\$?"  # compiled by re on first use (--userpasswd only)
 _CRON_LINE = re.compile(r"(?P<lead>\s*)(?P<minute>[0-9]+)(?P<rest>\s+\S+\s+.*cron\.(?:daily|weekly|monthly).*)")
 DEFAULT_HOSTS = "127.0.0.1\tlocalhost\n::1\t\tlocalhost ip6-localhost ip6-loopback\n"
 
@@ -124,7 +133,23 @@ def resolv_with(text: str | None, nameservers: Sequence[str], searchdomains: Seq
     return "".join(line + "\n" for line in head + kept + tail)
 
 
-def randomize_crontab(text: str, rng: random.Random) -> str:
+class Urandom:
+    """``randrange`` as ``random.SystemRandom`` draws it (bits from ``os.urandom``, a draw
+    past the range drawn again), without importing :mod:`random`: a create's start-up
+    is most of a shared-layout create."""
+
+    def randrange(self, stop: int, /) -> int:
+        if stop <= 0:
+            raise ValueError(f"empty range for randrange({stop})")
+        bits = stop.bit_length()
+        size = (bits + 7) // 8
+        while True:
+            value = int.from_bytes(os.urandom(size)) >> (size * 8 - bits)
+            if value < stop:
+                return value
+
+
+def randomize_crontab(text: str, rng: RandRange) -> str:
     """``/etc/crontab`` with a random minute for the daily, weekly and monthly jobs, so
     containers of one image do not all run them at the same moment (vzctl's postcreate)."""
     out = []
@@ -171,7 +196,7 @@ class Distribution:
         text = rootfs.read_text(root, "/etc/resolv.conf")
         rootfs.write_text(root, "/etc/resolv.conf", resolv_with(text, servers, list(searchdomains)))
 
-    def post_create(self, root: Path, rng: random.Random) -> None:
+    def post_create(self, root: Path, rng: RandRange) -> None:
         """Once, after the root is unpacked: random cron minutes, and an empty
         ``/etc/machine-id`` so systemd makes a new one for each container. A machine ID
         baked into the image is emptied; an absent or empty one is left alone."""
@@ -190,7 +215,7 @@ class Distribution:
         The clear password only travels on the command's stdin: never on a command line
         and never in a file.
         """
-        if not _USER.fullmatch(user):
+        if not re.fullmatch(_USER, user):
             raise EztError(f"invalid user name {user!r}")
         if not password or any(c in password for c in "\n\r\0"):
             raise EztError(f"invalid password for {user}: it must be one non-empty line")

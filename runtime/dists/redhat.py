@@ -18,7 +18,8 @@ from runtime.dists.base import Distribution, parse_ips
 
 NETWORK = "/etc/sysconfig/network"
 SCRIPTS = "/etc/sysconfig/network-scripts"
-_ALIAS = re.compile(r"ifcfg-venet0:[0-9]+")
+_ALIAS = r"ifcfg-venet0:[0-9]+"
+"""An alias interface file (compiled by re on first use: not for a Debian create)."""
 
 
 def shell_vars_with(text: str | None, values: Mapping[str, str | None]) -> str:
@@ -81,7 +82,7 @@ class RedHat(Distribution):
             }
             rootfs.write_text(root, f"{SCRIPTS}/{name}", shell_vars_with(None, alias))
         for name in rootfs.list_dir(root, SCRIPTS):
-            if _ALIAS.fullmatch(name) and name not in wanted:
+            if re.fullmatch(_ALIAS, name) and name not in wanted:
                 rootfs.remove_file(root, f"{SCRIPTS}/{name}")
         network = {
             "NETWORKING": "yes",
