@@ -325,7 +325,7 @@ def _exit_now(status: int) -> None:
         sys.stdout.flush()
         sys.stderr.flush()
     except (AttributeError, OSError, ValueError):
-        return  # a missing, closed or broken stream: the normal exit reports it, as it always has
+        return  # no, a closed or a broken stream: the normal exit reports it, as it always has
     threading = sys.modules.get("threading")
     if atexit._ncallbacks() or (threading is not None and threading.active_count() > 1):
         return
