@@ -288,48 +288,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         from builder import progress
 
         progress.use(progress.Quiet())
-    node = False
     try:
         with _start_up():
             from runtime import commands as node_commands
 
             handler = getattr(node_commands, f"cmd_{args.command}", None)
-            node = handler is not None
             if handler is None:  # builder commands: doit and the build steps only when needed
                 from builder import commands
 
                 handler = getattr(commands, f"cmd_{args.command}")
             config = _config(args)
-        status = int(handler(args, config))
+        return int(handler(args, config))
     except EztError as exc:
         print(f"ezt: error: {exc}", file=sys.stderr)
-        status = 1
+        return 1
     except KeyboardInterrupt:
         print("ezt: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:
         return 1
-    if argv is None and node:  # ezt run as a program: its caller is the exit
-        _exit_now(status)
-    return status
-
-
-def _exit_now(status: int) -> None:
-    """Leave at once, skipping the interpreter's teardown (it frees every module and
-    object one by one: ~2 ms of a ~40 ms shared-layout create), but only when that
-    teardown has nothing else to do: the standard streams flushed, no ``atexit``
-    handler registered, no other thread running. Else return, for the normal exit."""
-    import atexit
-
-    try:
-        sys.stdout.flush()
-        sys.stderr.flush()
-    except (AttributeError, OSError, ValueError):
-        return  # no, a closed or a broken stream: the normal exit reports it, as it always has
-    threading = sys.modules.get("threading")
-    if atexit._ncallbacks() or (threading is not None and threading.active_count() > 1):
-        return
-    os._exit(status)
 
 
 def print_json(data: object) -> None:

@@ -145,36 +145,3 @@ def test_import_leaves_its_objects_frozen_and_the_collector_on() -> None:
     code = "import gc, builder.cli; print(gc.isenabled(), gc.get_freeze_count() > 1000, gc.get_count()[0] < 700)"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=CLEAN_ENV)
     assert done.stdout.split() == ["True", "True", "True"]
-
-
-EXIT_PROBE = """
-import atexit, sys
-from builder.cli import main
-
-if sys.argv[1] == "atexit":
-    atexit.register(lambda: print("atexit ran"))
-sys.argv = ["ezt", *sys.argv[2:]]
-main()
-print("main returned")
-"""
-
-
-@pytest.mark.parametrize("with_atexit", [False, True])
-def test_a_node_command_run_as_a_program_skips_the_teardown_unless_it_has_work(
-    tmp_path: Path, with_atexit: bool
-) -> None:
-    """ezt run as a program leaves with os._exit once a node command is done (the
-    interpreter's teardown frees every object, ~2 ms): its output and status are whole,
-    errors too; an atexit handler (or another thread) means the normal exit, as before."""
-    argv = ["atexit" if with_atexit else "plain", "list", "--json", "--vz-root", str(tmp_path)]
-    done = subprocess.run([sys.executable, "-c", EXIT_PROBE, *argv], capture_output=True, text=True, env=CLEAN_ENV)
-    assert done.returncode == 0, done.stderr
-    lines = done.stdout.splitlines()
-    assert json.loads(lines[0]) == []
-    if with_atexit:
-        assert lines[1:] == ["main returned", "atexit ran"]
-    else:
-        assert lines[1:] == []  # main did not return: nothing after the command's own output
-    failed = subprocess.run([sys.executable, "-c", EXIT_PROBE, "plain", "destroy", "9", "--vz-root", str(tmp_path)],
-                            capture_output=True, text=True, env=CLEAN_ENV)  # fmt: skip
-    assert (failed.returncode, failed.stdout, failed.stderr) == (1, "", "ezt: error: container 9 does not exist\n")
