@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from builder.config import Config
-from builder.deb.upgrade import _control_text
+from builder.deb.control import control_text
 from builder.errors import EztError
 from builder.model import LockedPackage, Package, PackageRequest
 from builder.resolve import resolve
@@ -90,7 +90,7 @@ def read_local(given: Path, into: Path, arch: str) -> LocalDeb:
     """Stage and check one .deb for a container of architecture ``arch``."""
     staged, sha256, size = _stage(given, into)
     try:
-        fields = control_fields(_control_text(staged))
+        fields = control_fields(control_text(staged))
     except Exception as exc:
         raise EztError(f"{given}: not a readable .deb ({exc})") from None
     name, version, package_arch = fields.get("Package", ""), fields.get("Version", ""), fields.get("Architecture", "")

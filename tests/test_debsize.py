@@ -51,7 +51,7 @@ def test_total_installed_size(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("content", "message"),
-    [(b"not an archive", "no ar magic"), (b"!<arch>\n" + b"debian-binary   " + b"0" * 30, "no control.tar member")],
+    [(b"not an archive", "no ar magic"), (b"!<arch>\n" + b"debian-binary   " + b"0" * 30, "no control member")],
 )
 def test_not_a_deb(tmp_path: Path, content: bytes, message: str) -> None:
     bad = tmp_path / "bad.deb"

@@ -16,28 +16,16 @@ import zlib
 from collections.abc import Iterable
 from pathlib import Path
 
+from builder.deb.control import control_tar
 from builder.errors import EztError
 
-_MAGIC = b"!<arch>\n"
 _INSTALLED_SIZE = re.compile(rb"(?m)^Installed-Size:[ \t]*([0-9]+)[ \t]*$")
 
 
 def installed_size(deb: Path) -> int:
     """The ``Installed-Size`` of ``deb`` in bytes (0 if its control file has none)."""
     try:
-        with open(deb, "rb") as handle:
-            if handle.read(8) != _MAGIC:
-                raise ValueError("no ar magic")
-            while True:
-                header = handle.read(60)
-                if len(header) != 60 or header[58:60] != b"`\n":
-                    raise ValueError("no control.tar member")
-                name = header[:16].rstrip(b" ").rstrip(b"/")
-                size = int(header[48:58])
-                if name.startswith(b"control.tar"):
-                    control = _decompressed(name, handle.read(size))
-                    break
-                handle.seek(size + (size & 1), 1)
+        control = control_tar(deb)
     except (ValueError, lzma.LZMAError, zlib.error) as exc:
         raise EztError(f"not a valid .deb: {exc}", deb) from exc
     except OSError as exc:
@@ -49,17 +37,3 @@ def installed_size(deb: Path) -> int:
 def total_installed_size(debs: Iterable[Path]) -> int:
     """The sum of :func:`installed_size` over ``debs``, in bytes."""
     return sum(installed_size(deb) for deb in debs)
-
-
-def _decompressed(member: bytes, data: bytes) -> bytes:
-    if member == b"control.tar":
-        return data
-    if member == b"control.tar.xz":
-        return lzma.decompress(data)
-    if member == b"control.tar.gz":
-        return zlib.decompress(data, 31)
-    if member == b"control.tar.zst":
-        import zstandard
-
-        return zstandard.ZstdDecompressor().decompressobj().decompress(data)
-    raise ValueError(f"unknown control member {member.decode(errors='replace')}")

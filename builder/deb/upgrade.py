@@ -15,7 +15,6 @@ The new versions' relations come from their control files: the lock records only
 
 from __future__ import annotations
 
-import io
 import lzma
 import tarfile
 import zlib
@@ -23,12 +22,12 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from builder.deb.control import control_text
 from builder.deb.relations import parse_relations
 from builder.deb.version import compare_versions
 from builder.errors import EztError
 from builder.model import Package, Relation
 
-_MAGIC = b"!<arch>\n"
 _FIELDS = ("Package", "Version", "Provides", "Breaks", "Conflicts", "Replaces")
 
 
@@ -191,51 +190,13 @@ def read_declared(deb: Path, label: str = "") -> Declared:
     file: a pool file's name is only its digest) if it is not a readable .deb."""
     what = label or deb.name
     try:
-        fields = _control_fields(_control_text(deb))
+        fields = _control_fields(control_text(deb))
     except (ValueError, OSError, EOFError, lzma.LZMAError, zlib.error, tarfile.TarError, KeyError) as exc:
         raise EztError(f"cannot read the control file of {what}: {exc}", deb) from exc
     if not fields.get("Package") or not fields.get("Version"):
         raise EztError(f"cannot read the control file of {what}: no Package or Version field", deb)
     return Declared(fields["Package"], fields["Version"], fields.get("Provides", ""), fields.get("Breaks", ""),
                     fields.get("Conflicts", ""), fields.get("Replaces", ""))  # fmt: skip
-
-
-def _control_text(deb: Path) -> str:
-    """``./control`` from the ``control.tar[.gz|.xz|.zst]`` member of the ar archive ``deb``."""
-    with open(deb, "rb") as handle:
-        if handle.read(8) != _MAGIC:
-            raise ValueError("not a .deb (no ar magic)")
-        while True:
-            header = handle.read(60)
-            if len(header) != 60 or header[58:60] != b"`\n":
-                raise ValueError("no control member")
-            name = header[:16].rstrip(b" ").rstrip(b"/")
-            size = int(header[48:58])
-            if name.startswith(b"control.tar"):
-                data = _decompress(name, handle.read(size))
-                break
-            handle.seek(size + (size & 1), io.SEEK_CUR)
-    with tarfile.open(fileobj=io.BytesIO(data)) as archive:
-        for member in archive.getmembers():
-            if member.isfile() and member.name.lstrip("./") == "control":
-                extracted = archive.extractfile(member)
-                if extracted is not None:
-                    return extracted.read().decode("utf-8", errors="replace")
-    raise ValueError("no control file in the control member")
-
-
-def _decompress(name: bytes, data: bytes) -> bytes:
-    if name == b"control.tar":
-        return data
-    if name == b"control.tar.gz":
-        return zlib.decompress(data, 31)
-    if name == b"control.tar.xz":
-        return lzma.decompress(data)
-    if name == b"control.tar.zst":
-        import zstandard
-
-        return zstandard.ZstdDecompressor().decompressobj().decompress(data)
-    raise ValueError(f"unknown control member {name.decode(errors='replace')}")
 
 
 def _control_fields(text: str) -> Mapping[str, str]:
