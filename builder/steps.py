@@ -272,11 +272,11 @@ def top_files(template: Template) -> frozenset[Path]:
     return frozenset(script.path for script in (template.post_cache, template.post_install) if script)
 
 
-def installed_record(ctx: BuildContext, template: Template) -> dict[str, Any]:
+def installed_record(stage: dict[str, Any], template: Template) -> dict[str, Any]:
     """What the installed layer of an OS template's stage is made from: the stage's
-    record without the top layer's scripts."""
-    files = tuple(path for path in template.files if path not in top_files(template))
-    return {**stage_record(ctx, template), "files": uptodate.file_digests(files)}
+    record (:func:`stage_record`) without the top layer's scripts."""
+    top = {path.name for path in top_files(template)}
+    return {**stage, "files": {name: digest for name, digest in stage["files"].items() if name not in top}}
 
 
 def stage_stamp(record: dict[str, Any], epoch: int) -> bytes:
@@ -356,9 +356,10 @@ def stage_template(ctx: BuildContext, template: Template) -> None:
         )
 
     started = time.monotonic()
+    record = stage_record(ctx, template)  # the lock read and the recipe files hashed once for both layers
     made = stagelayers.build_layers(
-        ctx.config.layout.stage / template.name, (installed_record(ctx, template), install),
-        (stage_record(ctx, template), finish), source_date_epoch(ctx.options), tmpfs)  # fmt: skip
+        ctx.config.layout.stage / template.name, (installed_record(record, template), install),
+        (record, finish), source_date_epoch(ctx.options), tmpfs)  # fmt: skip
     took = f"{time.monotonic() - started:.1f}s"
     if made.installed:
         ctx.say(f"stage {template.name}: installed {len(lock.packages)} packages in {took}"
